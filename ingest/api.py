@@ -1,0 +1,133 @@
+"""The /v1 query API (bearer HOOKLINE_API_TOKEN)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from flask import Blueprint, Response, abort, current_app, jsonify, request
+
+from ingest.auth import presented_token, token_ok
+from shared import queue
+from shared.db import dead_letters, messages
+from shared.envelope import Envelope, new_id
+from shared.runtime import Runtime
+from shared.timeutil import parse_timestamp
+
+bp = Blueprint("api", __name__, url_prefix="/v1")
+MAX_PAGE = 500
+
+
+def rt() -> Runtime:
+    return current_app.extensions["hookline.runtime"]()
+
+
+@bp.before_request
+def _authenticate() -> Response | None:
+    expected = current_app.config["HOOKLINE_SETTINGS"].api_token
+    presented = presented_token(request, allow_query=False)
+    # No configured token means the API is closed, not open.
+    if expected is None or not token_ok(expected, presented):
+        resp = jsonify(error="missing or wrong API token")
+        resp.status_code = 401
+        resp.headers["WWW-Authenticate"] = "Bearer"
+        return resp
+    return None
+
+
+def page_limit() -> int:
+    try:
+        limit = int(request.args.get("limit", 100))
+    except ValueError:
+        abort(400, "limit must be an integer")
+    return max(1, min(MAX_PAGE, limit))
+
+
+def arg_int(name: str) -> int | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        abort(400, f"{name} must be an integer")
+
+
+def arg_time(name: str) -> datetime | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        return parse_timestamp(raw)
+    except ValueError as exc:
+        abort(400, f"{name}: {exc}")
+
+
+@bp.get("/messages/<message_id>")
+def get_message(message_id: str) -> Response:
+    source = request.args.get("source")
+    with rt().pool.connection() as conn:
+        rows = messages.get(conn, message_id, source)
+    if not rows:
+        abort(404, f"no message {message_id!r}")
+    if len(rows) > 1:
+        resp = jsonify(error="several sources share this message id; pass ?source=",
+                       sources=[r["source"] for r in rows])
+        resp.status_code = 409
+        return resp
+    row = rows[0]
+    row["events"] = [
+        {"status": e["status"], "provider_status": e["provider_status"],
+         "occurred_at": e["occurred_at"], "event_id": e["provider_event_id"],
+         "type": e["type"]}
+        for e in row["events"]
+    ]
+    return jsonify(row)
+
+
+def _letter_json(d: dict) -> dict:
+    d = dict(d)
+    d["body"] = bytes(d["body"]).decode("utf-8", errors="replace")
+    return d
+
+
+@bp.get("/dead-letters")
+def list_dead_letters() -> Response:
+    with rt().pool.connection() as conn:
+        rows = dead_letters.list_recent(
+            conn, page_limit(), before_id=arg_int("before"), source=request.args.get("source"),
+            reason=request.args.get("reason"), since=arg_time("since"), until=arg_time("until"),
+        )
+    items = [_letter_json(r) for r in rows]
+    nxt = items[-1]["id"] if len(items) == page_limit() else None
+    return jsonify(items=items, next_before=nxt)
+
+
+@bp.post("/dead-letters/<int:letter_id>/replay")
+def replay_dead_letter(letter_id: int) -> Response:
+    """Put the raw body back through the pipeline; a request body replaces it (a fix)."""
+    body = request.get_data() or None
+    ingest_id = replay(rt(), letter_id, body)
+    if ingest_id is None:
+        abort(404, f"no dead letter {letter_id}")
+    resp = jsonify(id=ingest_id, replay_of=letter_id)
+    resp.status_code = 202
+    return resp
+
+
+def replay(runtime: Runtime, letter_id: int, body: bytes | None = None) -> str | None:
+    """Queue a dead letter again as a new callback; None when it does not exist."""
+    with runtime.pool.connection() as conn:
+        letter = dead_letters.get(conn, letter_id)
+        if letter is None:
+            return None
+        envelope = Envelope(
+            id=new_id(), source=letter["source"], event=letter["event"],
+            received_at=time.time(), body=body if body is not None else bytes(letter["body"]),
+            headers=dict(letter["headers"] or {}), remote_addr=letter["remote_addr"],
+            replay_of=letter_id,
+        )
+        # Queued before it is marked, so a crash in between leaves it replayable.
+        queue.push(runtime.redis, envelope.encode())
+        dead_letters.mark_replayed(conn, letter_id, envelope.id)
+    return envelope.id

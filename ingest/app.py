@@ -1,0 +1,80 @@
+"""The ingest WSGI application: callbacks, the /v1 API, health and metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from ingest import api, callbacks, metrics
+from ingest.jsonio import OrjsonProvider
+from shared import config, runtime
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: config.Settings | None = None,
+    rt: runtime.Runtime | None = None,
+    send_drain: object | None = None,
+) -> Flask:
+    """Build the app. Tests pass their own runtime (e.g. fakeredis) and drain sender."""
+    settings = settings or (rt.settings if rt else config.load())
+    app = Flask("hookline")
+    app.json = OrjsonProvider(app)
+    app.config["HOOKLINE_SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = None  # enforced by callbacks with a clear 413
+    if settings.api_token is None:
+        log.warning("HOOKLINE_API_TOKEN is not set: the /v1 API answers 401 to everyone")
+
+    get_rt = (lambda: rt) if rt is not None else runtime.get
+    app.extensions["hookline.runtime"] = get_rt
+    app.extensions["hookline.redis"] = lambda: get_rt().redis
+    app.extensions["hookline.send_drain"] = send_drain or _celery_send_drain
+    metrics.install(app)
+
+    app.register_blueprint(callbacks.bp)
+    app.register_blueprint(api.bp)
+    app.add_url_rule("/healthz", "healthz", lambda: jsonify(status="ok"))
+    app.add_url_rule("/readyz", "readyz", lambda: _ready(get_rt()))
+    app.register_error_handler(HTTPException, _http_error)
+    if settings.trusted_proxy_hops:
+        hops = settings.trusted_proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+    return app
+
+
+def _celery_send_drain() -> None:
+    from workers.tasks import send_drain
+
+    send_drain()
+
+
+def _ready(rt: runtime.Runtime) -> Response:
+    checks: dict[str, str] = {}
+    started = time.perf_counter()
+    try:
+        rt.redis.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"error: {exc}"
+    try:
+        with rt.pool.connection(timeout=2) as conn:
+            conn.execute("SELECT 1")
+        checks["postgresql"] = "ok"
+    except Exception as exc:
+        checks["postgresql"] = f"error: {exc}"
+    ok = all(v == "ok" for v in checks.values())
+    resp = jsonify(status="ok" if ok else "unavailable", checks=checks,
+                   seconds=round(time.perf_counter() - started, 4))
+    resp.status_code = 200 if ok else 503
+    return resp
+
+
+def _http_error(exc: HTTPException) -> Response:
+    resp = jsonify(error=exc.description or exc.name)
+    resp.status_code = exc.code or 500
+    return resp

@@ -1,0 +1,28 @@
+"""Constant-time token checks for callbacks and the /v1 API."""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Request
+
+
+def presented_token(request: Request, allow_query: bool) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if allow_query:
+        return request.args.get("token")
+    return None
+
+
+def token_ok(expected: str | None, presented: str | None) -> bool:
+    """True when no token is required, or the presented one matches exactly."""
+    if expected is None:
+        return True
+    if presented is None:
+        return False
+    # compare_digest on bytes: constant time in the length of the secret, and
+    # safe for non-ASCII input.
+    return hmac.compare_digest(expected.encode(), presented.encode())

@@ -1,0 +1,183 @@
+"""Configuration from the environment. Bad values fail at start, naming the variable."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _words(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    words = tuple(w.strip().upper() for w in raw.split(",") if w.strip())
+    if not words:
+        raise ConfigError(f"{name} must list at least one comma-separated word")
+    return words
+
+
+def _schedule(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        values = tuple(float(v) for v in raw.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated seconds, got {raw!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise ConfigError(f"{name} must list positive seconds, got {raw!r}")
+    return values
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    if not raw.startswith(schemes):
+        raise ConfigError(f"{name} must start with one of {', '.join(schemes)}, got {raw!r}")
+    return raw.strip()
+
+
+def source_env_suffix(source: str) -> str:
+    """'kaleyra-rcs' -> 'KALEYRA_RCS', as used by per-source variables."""
+    return source.upper().replace("-", "_")
+
+
+def _per_source(env: Mapping[str, str], prefix: str) -> dict[str, str]:
+    return {
+        key[len(prefix):]: value
+        for key, value in env.items()
+        if key.startswith(prefix) and value != ""
+    }
+
+
+def _networks(env: Mapping[str, str], prefix: str) -> dict[str, tuple]:
+    out: dict[str, tuple] = {}
+    for suffix, raw in _per_source(env, prefix).items():
+        try:
+            out[suffix] = tuple(
+                ipaddress.ip_network(part.strip(), strict=False)
+                for part in raw.split(",") if part.strip()
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{prefix}{suffix} must list CIDR ranges: {exc}") from None
+    return out
+
+
+# Defaults of the outbound retry schedule, in seconds: 5 s, 5 min, 30 min, 2 h, 5 h,
+# 10 h, 14 h, 20 h, 24 h (about three days in all).
+DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    redis_url: str | None = None
+    broker_url: str | None = None
+    api_token: str | None = None
+    callback_token: str | None = None
+    # Per-source overrides, keyed by source_env_suffix(source).
+    callback_tokens: dict[str, str] = field(default_factory=dict)
+    max_body_bytes: int = 262144
+    batch_size: int = 500
+    lease_seconds: int = 60
+    max_attempts: int = 3
+    db_pool_size: int = 4
+    opt_in_keywords: tuple[str, ...] = ("START", "SUBSCRIBE")
+    opt_out_keywords: tuple[str, ...] = ("STOP", "UNSUBSCRIBE")
+    trusted_proxy_hops: int = 0
+    allowed_networks: dict[str, tuple] = field(default_factory=dict)
+    allow_private_endpoints: bool = False
+    delivery_timeout: float = 10.0
+    retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
+    retention_days: int = 30
+    log_format: str = "json"
+
+    def callback_token_for(self, source: str) -> str | None:
+        return self.callback_tokens.get(source_env_suffix(source), self.callback_token)
+
+    def require_database(self) -> str:
+        if not self.database_url:
+            raise ConfigError("DATABASE_URL is not set (hookline dev starts an embedded one)")
+        return self.database_url
+
+    def require_redis(self) -> str:
+        if not self.redis_url:
+            raise ConfigError("REDIS_URL is not set (hookline dev starts an embedded one)")
+        return self.redis_url
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    log_format = env.get("HOOKLINE_LOG_FORMAT", "json").strip().lower() or "json"
+    if log_format not in ("json", "text"):
+        raise ConfigError(f"HOOKLINE_LOG_FORMAT must be json or text, got {log_format!r}")
+    redis_url = _url(env, "REDIS_URL", ("redis://", "rediss://", "unix://"))
+    return Settings(
+        database_url=_url(env, "DATABASE_URL", ("postgresql://", "postgres://")),
+        redis_url=redis_url,
+        broker_url=_url(
+            env, "HOOKLINE_BROKER_URL", ("redis://", "rediss://", "redis+socket://", "amqp://")
+        ),
+        api_token=env.get("HOOKLINE_API_TOKEN") or None,
+        callback_token=env.get("HOOKLINE_CALLBACK_TOKEN") or None,
+        callback_tokens=_per_source(env, "HOOKLINE_CALLBACK_TOKEN_"),
+        max_body_bytes=_int(env, "HOOKLINE_MAX_BODY_BYTES", 262144),
+        batch_size=_int(env, "HOOKLINE_BATCH_SIZE", 500),
+        lease_seconds=_int(env, "HOOKLINE_LEASE_SECONDS", 60, minimum=5),
+        max_attempts=_int(env, "HOOKLINE_MAX_ATTEMPTS", 3),
+        db_pool_size=_int(env, "HOOKLINE_DB_POOL_SIZE", 4),
+        opt_in_keywords=_words(env, "HOOKLINE_OPT_IN_KEYWORDS", ("START", "SUBSCRIBE")),
+        opt_out_keywords=_words(env, "HOOKLINE_OPT_OUT_KEYWORDS", ("STOP", "UNSUBSCRIBE")),
+        trusted_proxy_hops=_int(env, "HOOKLINE_TRUSTED_PROXY_HOPS", 0, minimum=0),
+        allowed_networks=_networks(env, "HOOKLINE_ALLOWED_IPS_"),
+        allow_private_endpoints=_bool(env, "HOOKLINE_ALLOW_PRIVATE_ENDPOINTS"),
+        delivery_timeout=_float(env, "HOOKLINE_DELIVERY_TIMEOUT", 10.0, minimum=0.1),
+        retry_schedule=_schedule(env, "HOOKLINE_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE),
+        retention_days=_int(env, "HOOKLINE_RETENTION_DAYS", 30),
+        log_format=log_format,
+    )

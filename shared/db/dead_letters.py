@@ -1,0 +1,90 @@
+"""Dead letters: callbacks that cannot be applied, kept byte for byte with the reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    ingest_id: str
+    source: str
+    event: str | None
+    reason: str
+    body: bytes
+    headers: dict[str, str]
+    remote_addr: str | None
+    received_at: datetime
+    attempts: int = 1
+
+
+_INSERT = """
+INSERT INTO dead_letters (ingest_id, source, event, reason, body, headers, remote_addr,
+                          attempts, received_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (ingest_id) DO NOTHING
+"""
+
+
+def insert(cur: psycopg.Cursor, letters: list[DeadLetter]) -> None:
+    if not letters:
+        return
+    cur.executemany(
+        _INSERT,
+        [
+            (d.ingest_id, d.source, d.event, d.reason, d.body, Jsonb(d.headers),
+             d.remote_addr, d.attempts, d.received_at)
+            for d in sorted(letters, key=lambda d: d.ingest_id)
+        ],
+    )
+
+
+_COLUMNS = "id, ingest_id, source, event, reason, body, headers, remote_addr, attempts, " \
+    "received_at, created_at, replayed_at, replay_ingest_id"
+
+
+def list_recent(
+    conn: psycopg.Connection,
+    limit: int,
+    before_id: int | None = None,
+    source: str | None = None,
+    reason: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Newest first; ``before_id`` pages (keyset, stable under inserts)."""
+    sql = f"""
+    SELECT {_COLUMNS} FROM dead_letters
+    WHERE (%(before)s::bigint IS NULL OR id < %(before)s)
+      AND (%(source)s::text IS NULL OR source = %(source)s)
+      AND (%(reason)s::text IS NULL OR reason ILIKE '%%' || %(reason)s || '%%')
+      AND (%(since)s::timestamptz IS NULL OR received_at >= %(since)s)
+      AND (%(until)s::timestamptz IS NULL OR received_at < %(until)s)
+    ORDER BY id DESC LIMIT %(limit)s
+    """
+    params = dict(before=before_id, source=source, reason=reason, since=since, until=until,
+                  limit=limit)
+    return conn.cursor(row_factory=dict_row).execute(sql, params).fetchall()
+
+
+def get(conn: psycopg.Connection, letter_id: int) -> dict[str, Any] | None:
+    cur = conn.cursor(row_factory=dict_row)
+    return cur.execute(f"SELECT {_COLUMNS} FROM dead_letters WHERE id = %s",
+                       (letter_id,)).fetchone()
+
+
+def mark_replayed(conn: psycopg.Connection, letter_id: int, replay_ingest_id: str) -> None:
+    conn.execute(
+        "UPDATE dead_letters SET replayed_at = now(), replay_ingest_id = %s WHERE id = %s",
+        (replay_ingest_id, letter_id),
+    )
+
+
+def count(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL").fetchone()[0]

@@ -1,0 +1,26 @@
+"""Connection pools. One per process, opened after fork (Celery prefork, granian workers)."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+
+def _configure(conn: psycopg.Connection) -> None:
+    # Every timestamp leaves PostgreSQL as UTC, whatever the server's TimeZone.
+    conn.execute("SET TIME ZONE 'UTC'")
+    conn.commit()
+
+
+def make_pool(database_url: str, size: int = 4, timeout: float = 10.0) -> ConnectionPool:
+    return ConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=max(1, size),
+        timeout=timeout,
+        configure=_configure,
+        # A connection killed under us (PostgreSQL restart) is noticed on checkout.
+        check=ConnectionPool.check_connection,
+        open=True,
+        name="hookline",
+    )

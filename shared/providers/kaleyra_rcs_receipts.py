@@ -1,0 +1,74 @@
+"""Kaleyra RCS delivery receipts (seed 002): SENT, DELIVERED, READ, ERROR.
+
+``from`` is the end user's number and ``to`` the agent service code. Receipts
+normally arrive flat; the carrier envelope form (``{code, message, data}``)
+is unwrapped too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import fields, validate
+
+from shared.model import STATUS_EVENT_TYPE, NormalisedEvent, dedupe_key
+from shared.providers.base import BaseSchema, Format, LooseString, UTCDateTime, load
+
+SOURCE = "kaleyra-rcs"
+STATUS_MAP = {"SENT": "sent", "DELIVERED": "delivered", "READ": "read", "ERROR": "failed"}
+
+
+class ReceiptSchema(BaseSchema):
+    type = fields.String(required=True, validate=validate.OneOf(list(STATUS_MAP)))
+    eventId = LooseString(load_default=None)  # noqa: N815 - provider field name
+    from_ = LooseString(required=True, data_key="from", validate=validate.Length(min=1))
+    to = LooseString(required=True, validate=validate.Length(min=1))
+    sentAt = UTCDateTime(required=True)  # noqa: N815
+    messageId = LooseString(required=True, validate=validate.Length(min=1))  # noqa: N815
+    carrierId = LooseString(load_default=None)  # noqa: N815
+    error = fields.Raw(load_default=None)
+
+
+_SCHEMA = ReceiptSchema()
+
+
+def _unwrap(doc: Any) -> Any:
+    if isinstance(doc, dict) and "code" in doc and isinstance(doc.get("data"), dict):
+        return doc["data"]
+    return doc
+
+
+def matches(doc: Any, event: str | None) -> bool:
+    inner = _unwrap(doc)
+    return isinstance(inner, dict) and inner.get("type") in STATUS_MAP
+
+
+def parse(doc: Any, event: str | None) -> list[NormalisedEvent]:
+    r = load(_SCHEMA, _unwrap(doc), "kaleyra-rcs receipt")
+    status = STATUS_MAP[r["type"]]
+    data: dict[str, Any] = {}
+    if r["carrierId"]:
+        data["carrier_id"] = r["carrierId"]
+    if isinstance(doc, dict) and "code" in doc:
+        data["code"] = doc.get("code")
+        if doc.get("error"):
+            data["error"] = doc["error"]
+    return [
+        NormalisedEvent(
+            type=STATUS_EVENT_TYPE[status].value,
+            source=SOURCE,
+            channel="rcs",
+            occurred_at=r["sentAt"],
+            dedupe_key=dedupe_key(r["eventId"], r["messageId"], r["type"], doc),
+            message_id=r["messageId"],
+            sender=r["to"],
+            msisdn=r["from_"],
+            status=status,
+            provider_status=r["type"],
+            provider_event_id=r["eventId"],
+            data=data,
+        )
+    ]
+
+
+FORMATS = [Format(source=SOURCE, name="kaleyra-rcs-receipt", matches=matches, parse=parse)]

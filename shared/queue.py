@@ -1,0 +1,195 @@
+"""The Redis inbox: a reliable queue of raw envelopes with leased batches.
+
+Ingest LPUSHes envelopes onto ``INBOX``. A drain leases up to N of the oldest
+envelopes atomically (Lua): they move into a per-lease list and the lease id
+goes into a sorted set scored by its deadline. After the batch commits in
+PostgreSQL the lease is released. A lease whose deadline passed (its worker
+died) is reclaimed: its envelopes move to ``RETRY``, which drains lease one at
+a time, so one envelope that kills its worker cannot take its batch-mates down
+with it more than once. Reprocessing is harmless: deduplication in PostgreSQL
+makes every effect exactly-once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+INBOX = "hookline:inbox"
+RETRY = "hookline:inbox:retry"
+LEASES = "hookline:leases"
+LEASE_PREFIX = "hookline:lease:"
+ATTEMPTS = "hookline:attempts"
+ERRORS = "hookline:errors"
+KICK = "hookline:drain:kick"
+BACKOFF = "hookline:drain:backoff"
+FAILURES = "hookline:drain:failures"
+MAX_BACKOFF_MS = 30000
+
+# While this flag exists a drain is queued and has not started yet, so a burst of
+# callbacks costs one send_task, not one per request.
+KICK_TTL_MS = 2000
+
+_LEASE = """
+local n = tonumber(ARGV[1])
+local items = redis.call('LRANGE', KEYS[1], -n, -1)
+if #items == 0 then return items end
+redis.call('LTRIM', KEYS[1], 0, -n - 1)
+redis.call('RPUSH', KEYS[3], unpack(items))
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return items
+"""
+
+_RECLAIM = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local moved = 0
+for _, id in ipairs(ids) do
+  local key = ARGV[2] .. id
+  local items = redis.call('LRANGE', key, 0, -1)
+  for i = #items, 1, -1 do
+    redis.call('LPUSH', KEYS[2], items[i])
+  end
+  moved = moved + #items
+  redis.call('DEL', key)
+  redis.call('ZREM', KEYS[1], id)
+end
+return moved
+"""
+
+
+@dataclass(slots=True)
+class Lease:
+    id: str
+    items: list[bytes]  # oldest first
+    from_retry: bool = False
+
+    @property
+    def key(self) -> str:
+        return LEASE_PREFIX + self.id
+
+
+def push(client: redis.Redis, envelope: bytes) -> bool:
+    """Queue one envelope; True when the caller should kick a drain.
+
+    One round trip: LPUSH, then claim the kick flag. The LPUSH comes first, so
+    any drain that clears the flag afterwards sees this envelope.
+    """
+    pipe = client.pipeline(transaction=False)
+    pipe.lpush(INBOX, envelope)
+    pipe.set(KICK, b"1", nx=True, px=KICK_TTL_MS)
+    _, claimed = pipe.execute()
+    return bool(claimed)
+
+
+def claim_kick(client: redis.Redis) -> bool:
+    return bool(client.set(KICK, b"1", nx=True, px=KICK_TTL_MS))
+
+
+def clear_kick(client: redis.Redis) -> None:
+    client.delete(KICK)
+
+
+def kick(client: redis.Redis, send: Callable[[], object]) -> bool:
+    """Queue a drain unless one is already queued; True when one was sent."""
+    if not claim_kick(client):
+        return False
+    try:
+        send()
+    except Exception:
+        # Let the next enqueue (or the scheduler's tick) try again.
+        clear_kick(client)
+        raise
+    return True
+
+
+def back_off(client: redis.Redis) -> float:
+    """Record a failed drain (PostgreSQL away); pause drains, doubling to 30 s."""
+    failures = int(client.incr(FAILURES))
+    pause_ms = min(MAX_BACKOFF_MS, 250 * 2 ** min(failures, 10))
+    client.set(BACKOFF, b"1", px=pause_ms)
+    return pause_ms / 1000
+
+
+def backing_off(client: redis.Redis) -> bool:
+    return bool(client.exists(BACKOFF))
+
+
+def recovered(client: redis.Redis) -> None:
+    client.delete(FAILURES)
+
+
+class Inbox:
+    """Leases, releases and reclaims batches; one per worker process."""
+
+    def __init__(self, client: redis.Redis, lease_seconds: int) -> None:
+        self.client = client
+        self.lease_seconds = lease_seconds
+        self._lease = client.register_script(_LEASE)
+        self._reclaim = client.register_script(_RECLAIM)
+
+    def lease(self, n: int, from_retry: bool = False) -> Lease | None:
+        lease_id = uuid.uuid4().hex
+        source = RETRY if from_retry else INBOX
+        deadline = time.time() + self.lease_seconds
+        items = self._lease(
+            keys=[source, LEASES, LEASE_PREFIX + lease_id], args=[n, deadline, lease_id]
+        )
+        if not items:
+            return None
+        items.reverse()  # LRANGE -n -1 lists newest first; process oldest first
+        return Lease(lease_id, items, from_retry)
+
+    def release(
+        self, lease: Lease, requeue: list[bytes] = (), to_inbox: bool = False
+    ) -> None:
+        """Drop a finished lease. ``requeue`` goes, in the same step, to the retry
+        list, or with ``to_inbox`` back to the inbox's oldest end, to go first."""
+        pipe = self.client.pipeline(transaction=True)
+        if requeue and to_inbox:
+            pipe.rpush(RETRY if lease.from_retry else INBOX, *reversed(requeue))
+        elif requeue:
+            pipe.lpush(RETRY, *requeue)
+        pipe.zrem(LEASES, lease.id)
+        pipe.delete(lease.key)
+        pipe.execute()
+
+    def reclaim_expired(self, now: float | None = None, limit: int = 100) -> int:
+        """Return the envelopes of expired leases to the retry list; how many moved."""
+        now = time.time() if now is None else now
+        return int(self._reclaim(keys=[LEASES, RETRY], args=[now, LEASE_PREFIX, limit]))
+
+    def bump_attempts(self, envelope_id: str) -> int:
+        # Cleared by forget_attempts once the envelope is applied or dead-lettered.
+        return int(self.client.hincrby(ATTEMPTS, envelope_id, 1))
+
+    def forget_attempts(self, envelope_ids: list[str]) -> None:
+        if envelope_ids:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hdel(ATTEMPTS, *envelope_ids)
+            pipe.hdel(ERRORS, *envelope_ids)
+            pipe.execute()
+
+
+@dataclass(slots=True)
+class Depths:
+    inbox: int
+    retry: int
+    leases: int
+    oldest_lease_age: float  # seconds since the oldest live lease was taken
+
+
+def depths(client: redis.Redis, lease_seconds: int) -> Depths:
+    pipe = client.pipeline(transaction=False)
+    pipe.llen(INBOX)
+    pipe.llen(RETRY)
+    pipe.zcard(LEASES)
+    pipe.zrange(LEASES, 0, 0, withscores=True)
+    inbox, retry, leases, oldest = pipe.execute()
+    age = 0.0
+    if oldest:
+        age = max(0.0, time.time() - (oldest[0][1] - lease_seconds))
+    return Depths(int(inbox), int(retry), int(leases), age)

@@ -1,0 +1,78 @@
+"""The Celery application: explicit task names, explicit queues, one visibility timeout."""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from shared import config, runtime
+from workers import queues
+
+# The broker redelivers a task not acknowledged within this time. Every time
+# limit, countdown and ETA in hookline stays well below it (a test checks), so
+# no task can run twice because it ran long. Long retry schedules live in
+# PostgreSQL, not in broker ETAs.
+VISIBILITY_TIMEOUT = 3600
+# A drain must finish (or be killed) long before its lease or the broker gives up on it.
+TASK_SOFT_TIME_LIMIT = 240
+TASK_TIME_LIMIT = 300
+MAX_COUNTDOWN = 60
+TICK_SECONDS = 1.0
+
+
+def broker_url(settings: config.Settings) -> str:
+    if settings.broker_url:
+        return settings.broker_url
+    url = settings.redis_url or "redis://127.0.0.1:6379/0"
+    if url.startswith("unix://"):
+        # kombu names a Redis unix socket differently from redis-py.
+        path, _, query = url[len("unix://"):].partition("?")
+        return f"redis+socket://{path}" + (f"?{query}" if query else "")
+    return url
+
+
+def make_app(settings: config.Settings | None = None) -> Celery:
+    settings = settings or config.load()
+    app = Celery("hookline", broker=broker_url(settings), include=["workers.tasks"])
+    app.conf.update(
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        broker_connection_retry_on_startup=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        task_default_queue=queues.DRAIN,
+        task_routes={
+            queues.TASK_DRAIN: {"queue": queues.DRAIN},
+            queues.TASK_TICK: {"queue": queues.PERIODIC},
+        },
+        task_soft_time_limit=TASK_SOFT_TIME_LIMIT,
+        task_time_limit=TASK_TIME_LIMIT,
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        timezone="UTC",
+        enable_utc=True,
+        beat_schedule={
+            "tick": {
+                "task": queues.TASK_TICK,
+                "schedule": TICK_SECONDS,
+                "options": {"queue": queues.PERIODIC, "expires": 10},
+            },
+        },
+    )
+    return app
+
+
+app = make_app()
+
+
+@worker_process_init.connect
+def _fresh_runtime(**_: object) -> None:
+    # Each forked pool process opens its own Redis and PostgreSQL connections.
+    runtime.reset()
+
+
+@worker_process_shutdown.connect
+def _close_runtime(**_: object) -> None:
+    runtime.reset()

@@ -1,0 +1,213 @@
+"""From leased envelopes to committed PostgreSQL state.
+
+A batch is decoded (bad input becomes a dead letter with its reason) and
+applied in one transaction. If the transaction fails for a reason that is not
+the database being away, each envelope is retried on its own so one poison
+callback cannot hold back the rest of its batch; the poison one goes to the
+retry list and, after ``max_attempts``, becomes a dead letter with its error.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import psycopg
+import psycopg.errors
+from psycopg_pool import PoolTimeout
+
+from shared import providers
+from shared.db.apply import apply_batch
+from shared.db.dead_letters import DeadLetter
+from shared.db.events import Incoming, Stored
+from shared.envelope import Envelope, EnvelopeError, decode
+from shared.providers import ParseError
+from shared.queue import ERRORS, Lease
+from shared.runtime import Runtime
+from shared.timeutil import from_epoch
+
+log = logging.getLogger(__name__)
+
+# The database being unreachable is nobody's envelope's fault: the batch goes
+# back to the inbox untouched and the drain backs off.
+INFRA_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    PoolTimeout,
+)
+# Lost a race with a concurrent batch: simply try the same batch again.
+RACE_ERRORS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+RACE_RETRIES = 3
+
+
+class DatabaseUnavailable(Exception):
+    """PostgreSQL could not be reached; the batch was returned to the inbox."""
+
+
+@dataclass(slots=True)
+class Decoded:
+    raw: bytes
+    envelope: Envelope | None
+    incoming: list[Incoming] = field(default_factory=list)
+    letter: DeadLetter | None = None
+
+    @property
+    def ingest_id(self) -> str:
+        return self.envelope.id if self.envelope else _raw_id(self.raw)
+
+
+@dataclass(slots=True)
+class Outcome:
+    applied: list[Stored] = field(default_factory=list)
+    duplicates: int = 0
+    dead_letters: int = 0
+    requeued: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+
+def _raw_id(raw: bytes) -> str:
+    import hashlib
+
+    return "corrupt-" + hashlib.sha256(raw).hexdigest()[:24]
+
+
+def _letter(env: Envelope, reason: str, attempts: int = 1) -> DeadLetter:
+    return DeadLetter(
+        ingest_id=env.id, source=env.source, event=env.event, reason=reason, body=env.body,
+        headers=env.headers, remote_addr=env.remote_addr,
+        received_at=from_epoch(env.received_at), attempts=attempts,
+    )
+
+
+def load_json(body: bytes) -> Any:
+    """Decode a body or raise ParseError saying what a person should fix."""
+    if not body.strip():
+        raise ParseError("empty body")
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ParseError(f"invalid JSON: {exc}") from None
+    # PostgreSQL's jsonb cannot hold U+0000; better a clear dead letter than a
+    # batch that fails at commit.
+    if b"\\u0000" in body:
+        raise ParseError("JSON contains \\u0000, which PostgreSQL cannot store")
+    return doc
+
+
+def decode_one(raw: bytes) -> Decoded:
+    try:
+        env = decode(raw)
+    except EnvelopeError as exc:
+        letter = DeadLetter(
+            ingest_id=_raw_id(raw), source="unknown", event=None, reason=str(exc), body=raw,
+            headers={}, remote_addr=None, received_at=from_epoch(time.time()),
+        )
+        return Decoded(raw, None, letter=letter)
+    try:
+        doc = load_json(env.body)
+        events = providers.parse(env.source, env.event, doc)
+    except ParseError as exc:
+        return Decoded(raw, env, letter=_letter(env, exc.reason))
+    received = from_epoch(env.received_at)
+    for e in events:
+        e.ingest_id = env.id
+    return Decoded(raw, env, incoming=[Incoming(e, doc, received) for e in events])
+
+
+def _apply(rt: Runtime, decoded: list[Decoded]) -> list[Stored]:
+    incoming = [i for d in decoded for i in d.incoming]
+    letters = [d.letter for d in decoded if d.letter is not None]
+    for attempt in range(RACE_RETRIES):
+        try:
+            with rt.pool.connection() as conn, conn.transaction():
+                return apply_batch(conn, incoming, letters)
+        except RACE_ERRORS:
+            if attempt == RACE_RETRIES - 1:
+                raise
+            log.warning("batch lost a race, retrying", extra={"attempt": attempt + 1})
+    raise AssertionError("unreachable")
+
+
+def _account(out: Outcome, decoded: list[Decoded], stored: list[Stored]) -> None:
+    now = time.time()
+    out.applied += stored
+    out.dead_letters += sum(1 for d in decoded if d.letter is not None)
+    out.duplicates += sum(len(d.incoming) for d in decoded) - len(stored)
+    out.latencies += [now - d.envelope.received_at for d in decoded if d.envelope]
+    for d in decoded:
+        if d.letter is not None:
+            log.warning(
+                "dead letter %s: %s", d.ingest_id, d.letter.reason,
+                extra={"ingest_id": d.ingest_id, "source": d.letter.source},
+            )
+
+
+def process_lease(rt: Runtime, lease: Lease) -> Outcome:
+    """Apply a leased batch and release it. Raises DatabaseUnavailable after
+    returning the batch to the inbox when PostgreSQL cannot be reached."""
+    out = Outcome()
+    decoded = [decode_one(raw) for raw in lease.items]
+    if lease.from_retry:
+        decoded = [_check_attempts(rt, d) for d in decoded]
+    try:
+        stored = _apply(rt, decoded)
+    except INFRA_ERRORS as exc:
+        rt.inbox.release(lease, requeue=lease.items, to_inbox=True)
+        raise DatabaseUnavailable(str(exc)) from exc
+    except Exception as exc:
+        if len(decoded) == 1:
+            return _failed_alone(rt, lease, decoded[0], exc, out)
+        log.warning("batch failed, isolating its envelopes", extra={"error": repr(exc)})
+        return _isolate(rt, lease, decoded, out)
+    _account(out, decoded, stored)
+    rt.inbox.release(lease)
+    if lease.from_retry:
+        rt.inbox.forget_attempts([d.ingest_id for d in decoded])
+    return out
+
+
+def _check_attempts(rt: Runtime, d: Decoded) -> Decoded:
+    """Count an attempt before processing, so a worker crash counts too."""
+    attempts = rt.inbox.bump_attempts(d.ingest_id)
+    if attempts <= rt.settings.max_attempts or d.envelope is None:
+        return d
+    last = rt.redis.hget(ERRORS, d.ingest_id)
+    why = last.decode(errors="replace") if last else "the worker died while processing it"
+    reason = f"processing failed {attempts - 1} times: {why}"
+    return Decoded(d.raw, d.envelope, letter=_letter(d.envelope, reason, attempts - 1))
+
+
+def _isolate(rt: Runtime, lease: Lease, decoded: list[Decoded], out: Outcome) -> Outcome:
+    failed: list[bytes] = []
+    for d in decoded:
+        try:
+            stored = _apply(rt, [d])
+        except INFRA_ERRORS as exc:
+            rt.inbox.release(lease, requeue=lease.items, to_inbox=True)
+            raise DatabaseUnavailable(str(exc)) from exc
+        except Exception as exc:
+            _remember_error(rt, d, exc)
+            failed.append(d.raw)
+            continue
+        _account(out, [d], stored)
+    out.requeued += len(failed)
+    rt.inbox.release(lease, requeue=failed)
+    return out
+
+
+def _failed_alone(
+    rt: Runtime, lease: Lease, d: Decoded, exc: Exception, out: Outcome
+) -> Outcome:
+    _remember_error(rt, d, exc)
+    out.requeued += 1
+    rt.inbox.release(lease, requeue=[d.raw])
+    return out
+
+
+def _remember_error(rt: Runtime, d: Decoded, exc: Exception) -> None:
+    text = f"{type(exc).__name__}: {exc}"[:1000]
+    rt.redis.hset(ERRORS, d.ingest_id, text)
+    log.error("envelope %s failed: %s", d.ingest_id, text, extra={"ingest_id": d.ingest_id})
