@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--concurrency", type=int, default=2)
     s.add_argument("--hostname", default=None)
     s.add_argument("--loglevel", default="info")
+    s.add_argument("--metrics-port", type=int, default=9101,
+                   help="Prometheus /metrics for this worker (0 turns it off)")
     s.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("scheduler", help="run Celery beat (exactly one per deployment)")

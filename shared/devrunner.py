@@ -51,7 +51,8 @@ class DevRunner:
         self.pg: EmbeddedPostgres | None = None
         self.redis: EmbeddedRedis | None = None
         self.children: list[tuple[str, subprocess.Popen]] = []
-        self.stopping = False
+        self.stop_requested = False
+        self._stopped = False
 
     def services(self, env: dict[str, str]) -> None:
         if not env.get("DATABASE_URL"):
@@ -82,9 +83,9 @@ class DevRunner:
                                   "--port", str(a.flower_port)], env)
 
     def stop(self) -> None:
-        if self.stopping:
+        if self._stopped:
             return
-        self.stopping = True
+        self._stopped = True
         for _, proc in self.children:
             if proc.poll() is None:
                 proc.terminate()
@@ -103,7 +104,7 @@ class DevRunner:
             (self.data_dir / SERVICES_FILE).unlink()
 
     def wait(self) -> int:
-        while not self.stopping:
+        while not self.stop_requested:
             for name, proc in self.children:
                 if proc.poll() is not None:
                     print(f"hookline dev: {name} exited with {proc.returncode}; stopping",
@@ -121,7 +122,7 @@ def run_dev(args: argparse.Namespace) -> int:
     env.setdefault("HOOKLINE_API_TOKEN", _api_token(runner.data_dir))
 
     def on_signal(signum: int, _frame: object) -> None:
-        runner.stopping = True
+        runner.stop_requested = True
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

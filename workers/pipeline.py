@@ -53,6 +53,8 @@ class Decoded:
     envelope: Envelope | None
     incoming: list[Incoming] = field(default_factory=list)
     letter: DeadLetter | None = None
+    # A parser crash (a bug, not bad input): retried, then dead-lettered.
+    error: str | None = None
 
     @property
     def ingest_id(self) -> str:
@@ -111,6 +113,9 @@ def decode_one(raw: bytes) -> Decoded:
         events = providers.parse(env.source, env.event, doc)
     except ParseError as exc:
         return Decoded(raw, env, letter=_letter(env, exc.reason))
+    except Exception as exc:
+        log.exception("parser crashed on %s", env.id, extra={"ingest_id": env.id})
+        return Decoded(raw, env, error=f"{type(exc).__name__}: {exc}"[:1000])
     received = from_epoch(env.received_at)
     for e in events:
         e.ingest_id = env.id
@@ -152,20 +157,23 @@ def process_lease(rt: Runtime, lease: Lease) -> Outcome:
     decoded = [decode_one(raw) for raw in lease.items]
     if lease.from_retry:
         decoded = [_check_attempts(rt, d) for d in decoded]
+    crashed = [d for d in decoded if d.error is not None]
+    good = [d for d in decoded if d.error is None]
     try:
-        stored = _apply(rt, decoded)
+        _account(out, good, _apply(rt, good))
     except INFRA_ERRORS as exc:
         rt.inbox.release(lease, requeue=lease.items, to_inbox=True)
         raise DatabaseUnavailable(str(exc)) from exc
     except Exception as exc:
-        if len(decoded) == 1:
-            return _failed_alone(rt, lease, decoded[0], exc, out)
         log.warning("batch failed, isolating its envelopes", extra={"error": repr(exc)})
-        return _isolate(rt, lease, decoded, out)
-    _account(out, decoded, stored)
-    rt.inbox.release(lease)
+        crashed += _isolate(rt, lease, good, out)
+    for d in crashed:
+        _remember_error(rt, d, d.error or "unknown error")
+    out.requeued += len(crashed)
+    rt.inbox.release(lease, requeue=[d.raw for d in crashed])
     if lease.from_retry:
-        rt.inbox.forget_attempts([d.ingest_id for d in decoded])
+        done = {id(d) for d in crashed}
+        rt.inbox.forget_attempts([d.ingest_id for d in good if id(d) not in done])
     return out
 
 
@@ -180,34 +188,21 @@ def _check_attempts(rt: Runtime, d: Decoded) -> Decoded:
     return Decoded(d.raw, d.envelope, letter=_letter(d.envelope, reason, attempts - 1))
 
 
-def _isolate(rt: Runtime, lease: Lease, decoded: list[Decoded], out: Outcome) -> Outcome:
-    failed: list[bytes] = []
+def _isolate(rt: Runtime, lease: Lease, decoded: list[Decoded], out: Outcome) -> list[Decoded]:
+    """Apply each envelope on its own; returns those that still fail."""
+    failed: list[Decoded] = []
     for d in decoded:
         try:
-            stored = _apply(rt, [d])
+            _account(out, [d], _apply(rt, [d]))
         except INFRA_ERRORS as exc:
             rt.inbox.release(lease, requeue=lease.items, to_inbox=True)
             raise DatabaseUnavailable(str(exc)) from exc
         except Exception as exc:
-            _remember_error(rt, d, exc)
-            failed.append(d.raw)
-            continue
-        _account(out, [d], stored)
-    out.requeued += len(failed)
-    rt.inbox.release(lease, requeue=failed)
-    return out
+            d.error = f"{type(exc).__name__}: {exc}"[:1000]
+            failed.append(d)
+    return failed
 
 
-def _failed_alone(
-    rt: Runtime, lease: Lease, d: Decoded, exc: Exception, out: Outcome
-) -> Outcome:
-    _remember_error(rt, d, exc)
-    out.requeued += 1
-    rt.inbox.release(lease, requeue=[d.raw])
-    return out
-
-
-def _remember_error(rt: Runtime, d: Decoded, exc: Exception) -> None:
-    text = f"{type(exc).__name__}: {exc}"[:1000]
+def _remember_error(rt: Runtime, d: Decoded, text: str) -> None:
     rt.redis.hset(ERRORS, d.ingest_id, text)
     log.error("envelope %s failed: %s", d.ingest_id, text, extra={"ingest_id": d.ingest_id})

@@ -40,7 +40,8 @@ def insert(cur: psycopg.Cursor, letters: list[DeadLetter]) -> None:
         [
             (d.ingest_id, d.source, d.event, d.reason, d.body, Jsonb(d.headers),
              d.remote_addr, d.attempts, d.received_at)
-            for d in sorted(letters, key=lambda d: d.ingest_id)
+            # Arrival order, so ids (and 'newest first') follow the inbox order.
+            for d in letters
         ],
     )
 

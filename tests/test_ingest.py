@@ -1,0 +1,201 @@
+"""The ingest path: fast unit tests on fakeredis (the only place fakeredis is used)."""
+
+from __future__ import annotations
+
+import io
+
+import fakeredis
+import pytest
+import redis
+from werkzeug.test import create_environ
+
+from ingest.app import create_app
+from shared import config, queue
+from shared.envelope import decode
+from shared.runtime import Runtime
+from tests.helpers import receipt
+
+
+class Sent:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+def make_client(client: redis.Redis | None = None, **env: str):
+    settings = config.load({"REDIS_URL": "redis://fake", **env})
+    rt = Runtime(settings)
+    rt._redis = client or fakeredis.FakeRedis()
+    sent = Sent()
+    app = create_app(rt=rt, send_drain=sent)
+    return app.test_client(), rt._redis, sent
+
+
+@pytest.fixture
+def ingest():
+    return make_client()
+
+
+def inbox(r: redis.Redis) -> list[bytes]:
+    return r.lrange(queue.INBOX, 0, -1)
+
+
+def test_202_pushes_the_raw_body_in_an_envelope(ingest):
+    client, r, _ = ingest
+    body = receipt("SENT")
+    resp = client.post("/callbacks/kaleyra-rcs", data=body,
+                       headers={"Content-Type": "application/json", "Cookie": "x=1"})
+    assert resp.status_code == 202
+    [raw] = inbox(r)
+    env = decode(raw)
+    assert env.id == resp.get_json()["id"]
+    assert env.body == body and env.source == "kaleyra-rcs" and env.event is None
+    assert env.headers["content-type"] == "application/json" and "cookie" not in env.headers
+    assert env.remote_addr == "127.0.0.1" and env.received_at > 0
+
+
+def test_event_from_the_url_travels_in_the_envelope(ingest):
+    client, r, _ = ingest
+    assert client.post("/callbacks/kaleyra-rcs/SENT", data=b"{}").status_code == 202
+    assert decode(inbox(r)[0]).event == "SENT"
+
+
+def test_ingest_does_not_parse_json(ingest):
+    client, r, _ = ingest
+    resp = client.post("/callbacks/kaleyra-rcs", data=b'{"type": "SENT",,,')
+    assert resp.status_code == 202
+    assert decode(inbox(r)[0]).body == b'{"type": "SENT",,,'
+
+
+def test_unknown_source_is_404_json(ingest):
+    client, r, _ = ingest
+    resp = client.post("/callbacks/nobody", data=b"{}")
+    assert resp.status_code == 404 and "unknown source" in resp.get_json()["error"]
+    assert inbox(r) == []
+
+
+def test_empty_body_is_400(ingest):
+    client, r, _ = ingest
+    assert client.post("/callbacks/kaleyra-rcs", data=b"").status_code == 400
+    assert inbox(r) == []
+
+
+def test_body_over_the_limit_is_413():
+    client, r, _ = make_client(HOOKLINE_MAX_BODY_BYTES="100")
+    assert client.post("/callbacks/kaleyra-rcs", data=b"x" * 100).status_code == 202
+    resp = client.post("/callbacks/kaleyra-rcs", data=b"x" * 101)
+    assert resp.status_code == 413
+    assert len(inbox(r)) == 1
+
+
+def test_chunked_body_over_the_limit_is_413_without_reading_it_all():
+    client, r, _ = make_client(HOOKLINE_MAX_BODY_BYTES="100")
+
+    class Endless(io.RawIOBase):
+        given = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buf) -> int:
+            buf[:] = b"x" * len(buf)
+            self.given += len(buf)
+            return len(buf)
+
+    stream = Endless()
+    environ = create_environ("/callbacks/kaleyra-rcs", method="POST")
+    environ.pop("CONTENT_LENGTH", None)
+    environ.update({"wsgi.input": stream, "wsgi.input_terminated": True,
+                    "HTTP_TRANSFER_ENCODING": "chunked"})
+    status = []
+    client.application.wsgi_app(environ, lambda s, h, *a: status.append(s))
+    assert status == ["413 REQUEST ENTITY TOO LARGE"]
+    assert inbox(r) == []
+    assert stream.given <= 101
+
+
+@pytest.mark.parametrize("how", ["missing", "wrong", "wrong-case", "prefix"])
+def test_callback_token_required_when_configured(how):
+    client, r, _ = make_client(HOOKLINE_CALLBACK_TOKEN="s3cret-Token")
+    token = {"missing": None, "wrong": "nope", "wrong-case": "S3CRET-TOKEN",
+             "prefix": "s3cret"}[how]
+    url = "/callbacks/kaleyra-rcs" + (f"?token={token}" if token else "")
+    resp = client.post(url, data=b"{}")
+    assert resp.status_code == 401
+    assert inbox(r) == []
+
+
+def test_callback_token_accepted_as_query_or_bearer():
+    client, r, _ = make_client(HOOKLINE_CALLBACK_TOKEN="s3cret-Token")
+    assert client.post("/callbacks/kaleyra-rcs?token=s3cret-Token", data=b"{}").status_code == 202
+    resp = client.post("/callbacks/kaleyra-rcs", data=b"{}",
+                       headers={"Authorization": "Bearer s3cret-Token"})
+    assert resp.status_code == 202
+    assert len(inbox(r)) == 2
+
+
+def test_per_source_token_overrides_the_global_one():
+    client, _, _ = make_client(HOOKLINE_CALLBACK_TOKEN="global",
+                               HOOKLINE_CALLBACK_TOKEN_KALEYRA_RCS="rcs-only")
+    assert client.post("/callbacks/kaleyra-rcs?token=global", data=b"{}").status_code == 401
+    assert client.post("/callbacks/kaleyra-rcs?token=rcs-only", data=b"{}").status_code == 202
+
+
+def test_redis_down_is_503_with_retry_after_and_nothing_written():
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    client, _, sent = make_client(dead)
+    resp = client.post("/callbacks/kaleyra-rcs", data=receipt("SENT"))
+    assert resp.status_code == 503
+    assert resp.headers["Retry-After"] == "5"
+    assert sent.count == 0
+
+
+def test_a_burst_kicks_one_drain(ingest):
+    client, r, sent = ingest
+    for _ in range(20):
+        assert client.post("/callbacks/kaleyra-rcs", data=b"{}").status_code == 202
+    assert sent.count == 1
+    queue.clear_kick(r)  # a drain started
+    client.post("/callbacks/kaleyra-rcs", data=b"{}")
+    assert sent.count == 2
+
+
+def test_kick_failure_still_answers_202_and_frees_the_flag():
+    client, r, _ = make_client()
+
+    def broken() -> None:
+        raise ConnectionError("broker away")
+
+    client.application.extensions["hookline.send_drain"] = broken
+    assert client.post("/callbacks/kaleyra-rcs", data=b"{}").status_code == 202
+    assert not r.exists(queue.KICK)
+
+
+def test_healthz_and_metrics(ingest):
+    client, _, _ = ingest
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    client.post("/callbacks/kaleyra-rcs", data=b"{}")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'hookline_ingest_requests_total{code="202",source="kaleyra-rcs"}' in text
+
+
+def test_allow_list_refuses_other_addresses():
+    client, r, _ = make_client(HOOKLINE_ALLOWED_IPS_KALEYRA_RCS="10.0.0.0/8")
+    assert client.post("/callbacks/kaleyra-rcs", data=b"{}").status_code == 403
+    assert inbox(r) == []
+    resp = client.post("/callbacks/kaleyra-rcs", data=b"{}",
+                       environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    assert resp.status_code == 202
+    assert len(inbox(r)) == 1
+
+
+def test_forwarded_for_is_trusted_only_for_configured_hops():
+    client, r, _ = make_client(HOOKLINE_TRUSTED_PROXY_HOPS="1")
+    client.post("/callbacks/kaleyra-rcs", data=b"{}",
+                headers={"X-Forwarded-For": "1.1.1.1, 203.0.113.9"})
+    assert decode(inbox(r)[0]).remote_addr == "203.0.113.9"
+    client2, r2, _ = make_client()
+    client2.post("/callbacks/kaleyra-rcs", data=b"{}", headers={"X-Forwarded-For": "1.1.1.1"})
+    assert decode(inbox(r2)[0]).remote_addr == "127.0.0.1"

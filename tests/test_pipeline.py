@@ -1,0 +1,229 @@
+"""The drain pipeline against real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import orjson
+import pytest
+
+from shared import queue
+from shared.db import messages
+from shared.db.pool import make_pool
+from shared.providers import Format
+from tests.conftest import FIXTURES
+from tests.helpers import drain_all, enqueue, receipt
+
+
+def message(rt, message_id="msg-1", source=None):
+    with rt.pool.connection() as conn:
+        rows = messages.get(conn, message_id, source)
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def count(rt, sql, *params):
+    with rt.pool.connection() as conn:
+        return conn.execute(sql, params).fetchone()[0]
+
+
+@pytest.mark.parametrize("name,status", [
+    ("dr_sent", "sent"), ("dr_delivered", "delivered"), ("dr_read", "read"),
+    ("dr_error", "failed"),
+])
+def test_every_seed_receipt_is_applied(rt, name, status):
+    body = (FIXTURES / "kaleyra-rcs" / f"{name}.json").read_bytes()
+    enqueue(rt, body)
+    assert drain_all(rt) == 1
+    doc = orjson.loads(body)
+    row = message(rt, doc["messageId"])
+    assert row["status"] == status
+    assert row[f"{status}_at"] is not None
+    assert row["sender"] == doc["to"] and row["msisdn"] == doc["from"]
+
+
+def test_same_receipt_three_times_is_one_event_and_one_history_row(rt):
+    for _ in range(3):
+        enqueue(rt, receipt("DELIVERED"))
+    drain_all(rt)
+    # And once more in a later batch.
+    enqueue(rt, receipt("DELIVERED"))
+    drain_all(rt)
+    assert count(rt, "SELECT count(*) FROM events") == 1
+    assert count(rt, "SELECT count(*) FROM message_status_history") == 1
+
+
+def test_receipt_without_event_id_dedupes_on_message_and_type(rt):
+    for _ in range(2):
+        enqueue(rt, receipt("READ", event_id=None))
+    enqueue(rt, receipt("SENT", event_id=None))
+    drain_all(rt)
+    assert count(rt, "SELECT count(*) FROM events") == 2
+
+
+def test_read_before_delivered_stays_read_with_both_timestamps(rt):
+    enqueue(rt, receipt("READ", offset=10))
+    drain_all(rt)
+    enqueue(rt, receipt("DELIVERED", offset=3))
+    drain_all(rt)
+    row = message(rt)
+    assert row["status"] == "read"
+    assert row["read_at"] is not None and row["delivered_at"] is not None
+    assert row["delivered_at"] < row["read_at"]
+
+
+def _final_row(rt, bodies):
+    for body in bodies:
+        enqueue(rt, body)
+        drain_all(rt)  # one batch per receipt: the worst case for ordering
+    row = message(rt)
+    row.pop("events")
+    return row
+
+
+def test_out_of_order_receipts_end_as_in_order(make_rt):
+    bodies = [receipt("SENT", offset=0), receipt("DELIVERED", offset=2),
+              receipt("READ", offset=5), receipt("ERROR", offset=1)]
+    rows = []
+    for perm in itertools.permutations(bodies):
+        rt = make_rt()
+        rt.redis.flushdb()
+        with rt.pool.connection() as conn:
+            conn.execute("TRUNCATE events, messages, message_status_history CASCADE")
+        rows.append(_final_row(rt, perm))
+    assert all(r == rows[0] for r in rows)
+    assert rows[0]["status"] == "read"
+
+
+def test_invalid_json_becomes_a_dead_letter_with_a_reason(rt):
+    broken = b'{ "type": "SENT", "messageId": "x", }'
+    ingest_id = enqueue(rt, broken)
+    drain_all(rt)
+    with rt.pool.connection() as conn:
+        reason, body, iid = conn.execute(
+            "SELECT reason, body, ingest_id FROM dead_letters").fetchone()
+    assert reason.startswith("invalid JSON")
+    assert bytes(body) == broken and iid == ingest_id
+
+
+def test_schema_invalid_receipt_names_the_field(rt):
+    enqueue(rt, orjson.dumps({"type": "SENT", "messageId": "m", "from": "1", "to": "a"}))
+    drain_all(rt)
+    with rt.pool.connection() as conn:
+        (reason,) = conn.execute("SELECT reason FROM dead_letters").fetchone()
+    assert "sentAt" in reason and "Missing data" in reason
+
+
+def test_invalid_utf8_and_nul_become_dead_letters(rt):
+    enqueue(rt, b'{"type": "SENT", "x": "\xff\xfe"}')
+    enqueue(rt, b'{"type": "SENT", "x": "\\u0000"}')
+    drain_all(rt)
+    with rt.pool.connection() as conn:
+        reasons = sorted(r[0] for r in conn.execute("SELECT reason FROM dead_letters"))
+    assert len(reasons) == 2
+    assert any("UTF-8" in r for r in reasons) and any("u0000" in r for r in reasons)
+
+
+def test_a_batch_whose_worker_died_is_reprocessed_exactly_once(make_rt):
+    rt = make_rt(HOOKLINE_LEASE_SECONDS="5")
+    for kind in ("SENT", "DELIVERED", "READ"):
+        enqueue(rt, receipt(kind))
+    lease = rt.inbox.lease(10)  # the worker takes the batch ...
+    assert lease is not None and len(lease.items) == 3
+    # ... and dies before committing or releasing: nothing happens until the lease expires.
+    assert drain_all(rt) == 0
+    assert rt.inbox.reclaim_expired(now=time.time() + 6) == 3
+    assert drain_all(rt) == 3
+    assert message(rt)["status"] == "read"
+    assert count(rt, "SELECT count(*) FROM events") == 3
+    assert queue.depths(rt.redis, 5).leases == 0
+
+
+def test_a_batch_that_committed_but_died_before_release_has_no_second_effect(rt):
+    enqueue(rt, receipt("DELIVERED"))
+    drain_all(rt)
+    # Simulate the same envelope coming back after a lost release.
+    enqueue(rt, receipt("DELIVERED"))
+    drain_all(rt)
+    assert count(rt, "SELECT count(*) FROM message_status_history") == 1
+
+
+_BOOM = Format(source="kaleyra-rcs", name="test-poison",
+               matches=lambda doc, ev: isinstance(doc, dict) and doc.get("type") == "POISON",
+               parse=lambda doc, ev: 1 / 0)
+
+
+@pytest.fixture
+def poison_format(monkeypatch):
+    import shared.providers as registry
+
+    formats = (_BOOM, *registry._BY_SOURCE["kaleyra-rcs"])
+    monkeypatch.setitem(registry._BY_SOURCE, "kaleyra-rcs", formats)
+
+
+def test_poison_envelope_is_isolated_retried_and_dead_lettered(make_rt, poison_format):
+    rt = make_rt(HOOKLINE_MAX_ATTEMPTS="3")
+    enqueue(rt, receipt("SENT"))
+    poison = enqueue(rt, orjson.dumps({"type": "POISON"}))
+    enqueue(rt, receipt("READ"))
+    drain_all(rt)
+    assert message(rt)["status"] == "read"
+    with rt.pool.connection() as conn:
+        iid, reason, attempts = conn.execute(
+            "SELECT ingest_id, reason, attempts FROM dead_letters").fetchone()
+    assert iid == poison
+    assert "ZeroDivisionError" in reason and attempts == 3
+    depths = queue.depths(rt.redis, 5)
+    assert (depths.inbox, depths.retry, depths.leases) == (0, 0, 0)
+    assert not rt.redis.hlen(queue.ATTEMPTS)
+
+
+def test_envelope_that_keeps_killing_its_worker_is_dead_lettered(make_rt):
+    rt = make_rt(HOOKLINE_MAX_ATTEMPTS="2")
+    killer = enqueue(rt, receipt("SENT"))
+    for _ in range(3):
+        assert rt.inbox.lease(1) or rt.inbox.lease(1, from_retry=True)
+        rt.inbox.reclaim_expired(now=time.time() + 60)
+        # The next lease from the retry list counts an attempt before processing;
+        # emulate the worker dying right after it by not processing.
+        lease = rt.inbox.lease(1, from_retry=True)
+        rt.inbox.bump_attempts(killer)
+        rt.inbox.release(lease, requeue=lease.items)
+    drain_all(rt)
+    with rt.pool.connection() as conn:
+        (reason,) = conn.execute("SELECT reason FROM dead_letters").fetchone()
+    assert "worker died" in reason
+
+
+def test_unknown_source_in_an_envelope_is_a_dead_letter(rt):
+    enqueue(rt, b'{"a": 1}', source="nobody")
+    drain_all(rt)
+    with rt.pool.connection() as conn:
+        (reason,) = conn.execute("SELECT reason FROM dead_letters").fetchone()
+    assert reason == "unsupported source 'nobody'"
+
+
+def test_corrupt_envelope_is_kept_as_a_dead_letter(rt):
+    rt.redis.lpush(queue.INBOX, b"not an envelope at all")
+    drain_all(rt)
+    with rt.pool.connection() as conn:
+        source, body = conn.execute("SELECT source, body FROM dead_letters").fetchone()
+    assert source == "unknown" and bytes(body) == b"not an envelope at all"
+
+
+def test_database_down_returns_the_batch_to_the_inbox(make_rt):
+    from workers.pipeline import DatabaseUnavailable, process_lease
+
+    rt = make_rt()
+    enqueue(rt, receipt("SENT"))
+    enqueue(rt, receipt("READ"))
+    bad = make_rt(DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
+    bad._pool = make_pool(bad.settings.database_url, 1, timeout=1)
+    lease = bad.inbox.lease(10)
+    with pytest.raises(DatabaseUnavailable):
+        process_lease(bad, lease)
+    depths = queue.depths(rt.redis, 5)
+    assert (depths.inbox, depths.leases) == (2, 0)
+    assert drain_all(rt) == 2
+    assert message(rt)["status"] == "read"
