@@ -20,7 +20,7 @@ import psycopg.errors
 from psycopg_pool import PoolTimeout
 
 from shared import providers
-from shared.db.apply import apply_batch
+from shared.db.apply import Applied, Notification, apply_batch
 from shared.db.dead_letters import DeadLetter
 from shared.db.events import Incoming, Stored
 from shared.envelope import Envelope, EnvelopeError, decode
@@ -64,7 +64,7 @@ class Decoded:
 @dataclass(slots=True)
 class Outcome:
     applied: list[Stored] = field(default_factory=list)
-    duplicates: int = 0
+    notifications: list[Notification] = field(default_factory=list)
     dead_letters: int = 0
     requeued: int = 0
     latencies: list[float] = field(default_factory=list)
@@ -122,7 +122,7 @@ def decode_one(raw: bytes) -> Decoded:
     return Decoded(raw, env, incoming=[Incoming(e, doc, received) for e in events])
 
 
-def _apply(rt: Runtime, decoded: list[Decoded]) -> list[Stored]:
+def _apply(rt: Runtime, decoded: list[Decoded]) -> Applied:
     incoming = [i for d in decoded for i in d.incoming]
     letters = [d.letter for d in decoded if d.letter is not None]
     for attempt in range(RACE_RETRIES):
@@ -136,11 +136,11 @@ def _apply(rt: Runtime, decoded: list[Decoded]) -> list[Stored]:
     raise AssertionError("unreachable")
 
 
-def _account(out: Outcome, decoded: list[Decoded], stored: list[Stored]) -> None:
+def _account(out: Outcome, decoded: list[Decoded], applied: Applied) -> None:
     now = time.time()
-    out.applied += stored
+    out.applied += applied.stored
+    out.notifications += applied.notifications
     out.dead_letters += sum(1 for d in decoded if d.letter is not None)
-    out.duplicates += sum(len(d.incoming) for d in decoded) - len(stored)
     out.latencies += [now - d.envelope.received_at for d in decoded if d.envelope]
     for d in decoded:
         if d.letter is not None:

@@ -53,7 +53,7 @@ def drain_round(rt: runtime.Runtime) -> Outcome | None:
 
 def _merge(total: Outcome, part: Outcome) -> None:
     total.applied += part.applied
-    total.duplicates += part.duplicates
+    total.notifications += part.notifications
     total.dead_letters += part.dead_letters
     total.requeued += part.requeued
     total.latencies += part.latencies

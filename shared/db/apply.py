@@ -2,23 +2,51 @@
 
 Order matters: the deduplicating event insert decides what is new, and only new
 events have effects, so a batch applied twice changes nothing the second time.
+Each step is one DAO call; the notifications they produce are what fan-out
+delivers (written to the outbox in this same transaction).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import psycopg
 
 from shared.db import dead_letters, events, messages
 from shared.db.dead_letters import DeadLetter
 from shared.db.events import Incoming, Stored
+from shared.model import NormalisedEvent
+
+
+@dataclass(slots=True)
+class Notification:
+    """One thing customer endpoints may be told: an applied event, or a consent
+    transition it caused (then ``type`` differs from ``event.type``)."""
+
+    event_id: int
+    type: str
+    event: NormalisedEvent
+
+
+def plain_notifications(stored: list[Stored]) -> list[Notification]:
+    """Every new event notifies as itself, except consent requests: those notify
+    only through the transitions they cause (see the consent step)."""
+    return [Notification(s.id, s.event.type, s.event) for s in stored if s.event.consent is None]
+
+
+@dataclass(slots=True)
+class Applied:
+    stored: list[Stored]               # the events that were new
+    notifications: list[Notification]  # what fan-out delivers
 
 
 def apply_batch(
     conn: psycopg.Connection, incoming: list[Incoming], letters: list[DeadLetter]
-) -> list[Stored]:
-    """Apply inside the caller's transaction; returns the events that were new."""
+) -> Applied:
+    """Apply inside the caller's transaction."""
     with conn.cursor() as cur:
         stored = events.insert_new(cur, incoming)
         messages.apply_statuses(cur, stored)
+        notes = plain_notifications(stored)
         dead_letters.insert(cur, letters)
-    return stored
+    return Applied(stored, notes)
