@@ -100,8 +100,22 @@ class NormalisedEvent:
 
 def body_hash(doc: Any) -> str:
     """A hash of the canonical JSON form, so key order and spacing do not matter."""
-    canonical = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    try:
+        canonical = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        # orjson refuses integers beyond 64 bits (and str() those past 4300 digits).
+        canonical = orjson.dumps(_big_ints_as_hex(doc), option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()
+
+
+def _big_ints_as_hex(doc: Any) -> Any:
+    if isinstance(doc, dict):
+        return {k: _big_ints_as_hex(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_big_ints_as_hex(v) for v in doc]
+    if isinstance(doc, int) and not isinstance(doc, bool) and not -(2**63) <= doc < 2**64:
+        return {"$int": hex(doc)}
+    return doc
 
 
 def dedupe_key(

@@ -22,8 +22,8 @@ def parse_timestamp(value: str | int | float) -> datetime:
     if isinstance(value, bool):
         raise ValueError(f"not a timestamp: {value!r}")
     if isinstance(value, int | float):
-        seconds = value / 1000 if value > 1e11 else value
         try:
+            seconds = value / 1000 if value > 1e11 else value
             return from_epoch(seconds)
         except (OverflowError, OSError, ValueError) as exc:
             raise ValueError(f"timestamp out of range: {value!r}") from exc
@@ -39,4 +39,7 @@ def parse_timestamp(value: str | int | float) -> datetime:
     if parsed.tzinfo is None:
         # Provider docs that omit the offset (Kaleyra.io 'YYYY-MM-DD HH:MM:SS') mean UTC.
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 9999-12-31T23:59:59-01:00
+        raise ValueError(f"timestamp out of range: {value!r}") from exc

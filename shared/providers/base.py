@@ -45,7 +45,11 @@ class Format:
 class UTCDateTime(fields.Field):
     """A timestamp in any dialect the providers use, loaded as an aware UTC datetime."""
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> datetime | None:
+        if isinstance(value, str) and not value.strip() and not self.required:
+            return None  # Kaleyra.io sends "" for a time it does not know yet
         try:
             return parse_timestamp(value)
         except ValueError as exc:
@@ -57,7 +61,10 @@ class LooseString(fields.String):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            value = str(value)
+            try:
+                value = str(value)
+            except ValueError as exc:  # str() refuses integers beyond 4300 digits
+                raise ValidationError("Not a valid string.") from exc
         return super()._deserialize(value, attr, data, **kwargs)
 
 

@@ -40,7 +40,8 @@ def _unwrap(doc: Any) -> Any:
 
 def matches(doc: Any, event: str | None) -> bool:
     inner = _unwrap(doc)
-    return isinstance(inner, dict) and inner.get("type") in STATUS_MAP
+    kind = inner.get("type") if isinstance(inner, dict) else None
+    return isinstance(kind, str) and kind in STATUS_MAP
 
 
 def parse(doc: Any, event: str | None) -> list[NormalisedEvent]:

@@ -1,0 +1,413 @@
+"""Comapi / Dotdigital omnichannel message events (seed 003) on source ``comapi``.
+
+Every event is ``{eventId, accountId, apiSpaceId, name, payload, revision, etag,
+timestamp}``; ``name`` picks the event:
+
+- ``message.sent|delivered|read|expired|failed``: a receipt for ``payload.id``.
+  ``payload.details.channelStatus`` comes in two shapes: keyed by channel
+  (``{"sms": {status, details, updatedOn}}``, sent and failed events) or the
+  channel's own raw receipt (delivered / read events). It is kept whole in
+  ``data["details"]``; a failure's reason goes to ``data["reason"]``.
+- ``message.inbound``: text from ``body`` (or the text parts), media from
+  ``messageParts`` / appMessaging parts / Messenger attachments.
+- ``interaction.click``: no sample is published, so it is read leniently (message
+  id from ``payload.messageId`` or ``payload.id``, ``payload.url``) and the whole
+  payload is kept in ``data["payload"]``.
+
+occurred_at is the event's own time, not the webhook's send time:
+receipts use ``payload.updatedOn`` (Comapi's clock, the same for every event of a
+message), else the channel's status time (``channelStatus.<channel>.updatedOn``,
+or ``statustimeutc`` / ``publishTime`` / ``timestamp`` in a raw channel receipt),
+else the top-level ``timestamp``. Inbound uses ``payload.receivedOn``, else
+``channelData.receivedOn``, else ``timestamp``; clicks ``payload.clickedOn``,
+else ``payload.updatedOn``, else ``timestamp``.
+
+Dedupe is on ``eventId``. sender / msisdn are only derived on phone channels
+(sms, mms, rcs), from the per-channel data the samples carry (e.g. sms ``to``,
+rcs ``channelData.phoneNumber`` / ``agentId``, inbound ``from.phoneNumber``);
+Messenger / appMessaging / email identities are not phone numbers and stay in
+``data``. A receipt whose channel cannot be told (a general failure) has
+channel ``unknown``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from marshmallow import fields, validate
+
+from shared.model import STATUS_EVENT_TYPE, EventType, NormalisedEvent, dedupe_key
+from shared.providers.base import BaseSchema, Format, LooseString, ParseError, UTCDateTime, load
+from shared.timeutil import parse_timestamp
+
+SOURCE = "comapi"
+UNKNOWN_CHANNEL = "unknown"
+CHANNELS = ("sms", "mms", "rcs", "fbMessenger", "appMessaging", "email")
+PHONE_CHANNELS = frozenset({"sms", "mms", "rcs"})
+
+RECEIPT_STATUS: dict[str, str] = {
+    "message.sent": "sent",
+    "message.delivered": "delivered",
+    "message.read": "read",
+    "message.expired": "expired",
+    "message.failed": "failed",
+}
+INBOUND = "message.inbound"
+CLICK = "interaction.click"
+NAMES: tuple[str, ...] = (*RECEIPT_STATUS, INBOUND, CLICK)
+
+Path = tuple[str, ...]
+# "{ch}" stands for the event's channel. First match wins.
+MSISDN_PATHS: tuple[Path, ...] = (
+    ("channelData", "{ch}", "phoneNumber"),
+    ("details", "additionalInfo", "to"),
+    ("details", "channelStatus", "{ch}", "details", "to"),
+    ("details", "channelStatus", "{ch}", "details", "data", "to"),
+    ("details", "channelStatus", "{ch}", "details", "data", "phoneNumber"),
+    ("details", "channelStatus", "{ch}", "details", "data", "recipient"),
+    ("details", "channelStatus", "recipient"),
+    ("details", "channelStatus", "data", "senderPhoneNumber"),
+)
+SENDER_PATHS: tuple[Path, ...] = (
+    ("channelData", "{ch}", "agentId"),
+    ("channelData", "{ch}", "fromPhoneNumber"),
+)
+# Where a channel's own status time sits, in the keyed entry or the raw receipt.
+STATUS_TIME_KEYS = ("updatedOn", "statustimeutc", "publishTime", "timestamp")
+
+
+class EventSchema(BaseSchema):
+    event_id = LooseString(data_key="eventId", load_default=None)
+    account_id = LooseString(data_key="accountId", load_default=None)
+    api_space_id = LooseString(data_key="apiSpaceId", load_default=None)
+    name = fields.String(required=True, validate=validate.OneOf(NAMES))
+    payload = fields.Dict(required=True)
+    revision = fields.Raw(load_default=None)
+    timestamp = UTCDateTime(load_default=None)
+
+
+class DetailsSchema(BaseSchema):
+    channel = fields.String(load_default=None)
+    additional_info = fields.Dict(data_key="additionalInfo", load_default=None)
+    channel_status = fields.Dict(data_key="channelStatus", load_default=None)
+    reason = LooseString(load_default=None)
+
+
+class ReceiptPayloadSchema(BaseSchema):
+    id = LooseString(required=True, validate=validate.Length(min=1))
+    details = fields.Nested(DetailsSchema, load_default=None)
+    channel_data = fields.Dict(data_key="channelData", load_default=None)
+    updated_on = UTCDateTime(data_key="updatedOn", load_default=None)
+    metadata = fields.Raw(load_default=None)
+    conversation_id = LooseString(data_key="conversationId", load_default=None)
+
+
+class InboundPayloadSchema(BaseSchema):
+    id = LooseString(load_default=None)
+    channel = fields.String(required=True, validate=validate.Length(min=1))
+    from_ = fields.Dict(data_key="from", load_default=None)
+    to = fields.Dict(load_default=None)
+    body = fields.String(load_default=None)
+    message_parts = fields.List(fields.Dict(), data_key="messageParts", load_default=None)
+    channel_data = fields.Dict(data_key="channelData", load_default=None)
+    received_on = UTCDateTime(data_key="receivedOn", load_default=None)
+    correlation = fields.Dict(load_default=None)
+
+
+class ClickPayloadSchema(BaseSchema):
+    id = LooseString(load_default=None)
+    message_id = LooseString(data_key="messageId", load_default=None)
+    channel = fields.String(load_default=None)
+    url = LooseString(load_default=None)
+    clicked_on = UTCDateTime(data_key="clickedOn", load_default=None)
+    updated_on = UTCDateTime(data_key="updatedOn", load_default=None)
+
+
+_EVENT = EventSchema()
+_RECEIPT = ReceiptPayloadSchema()
+_INBOUND = InboundPayloadSchema()
+_CLICK = ClickPayloadSchema()
+
+
+# --- small, total helpers over untrusted JSON -------------------------------------------
+
+
+def _dig(obj: Any, path: Iterable[str]) -> Any:
+    for key in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _text(value: Any) -> str | None:
+    """A non-empty id or number as a string; anything else (objects, huge ints) is None."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() <= 64:
+        return str(value)
+    return None
+
+
+def _first_text(obj: Any, paths: Iterable[Path], channel: str) -> str | None:
+    for path in paths:
+        found = _text(_dig(obj, (channel if key == "{ch}" else key for key in path)))
+        if found:
+            return found
+    return None
+
+
+def _time(value: Any) -> datetime | None:
+    """Best-effort parse of a secondary time field: a bad one is skipped, not fatal."""
+    if value is None or isinstance(value, dict | list):
+        return None
+    try:
+        return parse_timestamp(value)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _first(*values: datetime | None) -> datetime | None:
+    return next((v for v in values if v is not None), None)
+
+
+def _require_time(value: datetime | None, name: str) -> datetime:
+    if value is None:
+        raise ParseError(f"{SOURCE} {name}: no event time (payload time fields and timestamp)")
+    return value
+
+
+def _envelope_data(ev: dict[str, Any]) -> dict[str, Any]:
+    keys = ("account_id", "api_space_id", "revision")
+    return {k: ev[k] for k in keys if ev[k] is not None}
+
+
+# --- receipts ----------------------------------------------------------------------------
+
+
+def _receipt_channel(details: dict[str, Any], payload: dict[str, Any]) -> str:
+    if details.get("channel"):
+        return details["channel"]
+    for container in (details.get("channel_status"), payload.get("channelData")):
+        if isinstance(container, dict):
+            for channel in CHANNELS:
+                if isinstance(container.get(channel), dict):
+                    return channel
+    return UNKNOWN_CHANNEL
+
+
+def _status_entry(channel_status: dict[str, Any], channel: str) -> dict[str, Any]:
+    """The channel's status object: its keyed entry, else the raw receipt itself."""
+    entry = channel_status.get(channel)
+    return entry if isinstance(entry, dict) else channel_status
+
+
+def _status_time(entry: dict[str, Any]) -> datetime | None:
+    return _first(*(_time(entry.get(key)) for key in STATUS_TIME_KEYS))
+
+
+def _failure_reason(details: dict[str, Any], entry: dict[str, Any]) -> str | None:
+    # The general reason first; else the channel's own (email keeps it in "description").
+    return (
+        details.get("reason")
+        or _text(_dig(entry, ("details", "reason")))
+        or _text(entry.get("description"))
+        or _text(entry.get("reason"))
+    )
+
+
+def _receipt_data(
+    ev: dict[str, Any], p: dict[str, Any], details: dict[str, Any], entry: dict[str, Any]
+) -> dict[str, Any]:
+    data = _envelope_data(ev)
+    data["details"] = details.get("channel_status") or {}
+    if details.get("additional_info"):
+        data["additional_info"] = details["additional_info"]
+    if _text(entry.get("status")):
+        data["channel_status"] = entry["status"]
+    if p["metadata"] is not None:
+        data["metadata"] = p["metadata"]
+    if p["conversation_id"]:
+        data["conversation_id"] = p["conversation_id"]
+    if ev["name"] == "message.failed":
+        data["reason"] = _failure_reason(details, entry)
+    return data
+
+
+def _parse_receipt(ev: dict[str, Any], doc: Any) -> list[NormalisedEvent]:
+    raw = ev["payload"]
+    p = load(_RECEIPT, raw, f"{SOURCE} {ev['name']} payload")
+    details = p["details"] or {}
+    channel = _receipt_channel(details, raw)
+    entry = _status_entry(details.get("channel_status") or {}, channel)
+    phone = channel in PHONE_CHANNELS
+    status = RECEIPT_STATUS[ev["name"]]
+    occurred = _first(p["updated_on"], _status_time(entry), ev["timestamp"])
+    return [
+        NormalisedEvent(
+            type=STATUS_EVENT_TYPE[status].value,
+            source=SOURCE,
+            channel=channel,
+            occurred_at=_require_time(occurred, ev["name"]),
+            dedupe_key=dedupe_key(ev["event_id"], p["id"], ev["name"], doc),
+            message_id=p["id"],
+            sender=_first_text(raw, SENDER_PATHS, channel) if phone else None,
+            msisdn=_first_text(raw, MSISDN_PATHS, channel) if phone else None,
+            status=status,
+            provider_status=ev["name"],
+            provider_event_id=ev["event_id"],
+            data=_receipt_data(ev, p, details, entry),
+        )
+    ]
+
+
+# --- inbound -----------------------------------------------------------------------------
+
+
+def _parts(p: dict[str, Any]) -> list[dict[str, Any]]:
+    parts = list(p["message_parts"] or [])
+    app_parts = _dig(p["channel_data"], ("parts",))
+    if isinstance(app_parts, list):
+        parts += [part for part in app_parts if isinstance(part, dict)]
+    return parts
+
+
+def _is_text_part(part: dict[str, Any]) -> bool:
+    kind = part.get("type")
+    return isinstance(kind, str) and kind.startswith("text/")
+
+
+def _inbound_text(p: dict[str, Any], parts: list[dict[str, Any]]) -> str | None:
+    if p["body"] is not None:
+        return p["body"]
+    texts = [
+        part["data"]
+        for part in parts
+        if isinstance(part.get("data"), str) and _is_text_part(part)
+    ]
+    if texts:
+        return "\n".join(texts)
+    fb_text = _dig(p["channel_data"], ("body", "message", "text"))
+    return fb_text if isinstance(fb_text, str) else None
+
+
+def _media_item(url: Any, kind: Any, filename: Any) -> dict[str, Any] | None:
+    if not isinstance(url, str) or not url:
+        return None
+    return {
+        "url": url,
+        "type": kind if isinstance(kind, str) else None,
+        "caption": None,
+        "filename": filename if isinstance(filename, str) else None,
+    }
+
+
+def _inbound_media(p: dict[str, Any], parts: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    items = [_media_item(part.get("url"), part.get("type"), part.get("name")) for part in parts]
+    attachments = _dig(p["channel_data"], ("body", "message", "attachments"))
+    if isinstance(attachments, list):
+        items += [
+            _media_item(_dig(a, ("payload", "url")), a.get("type"), None)
+            for a in attachments
+            if isinstance(a, dict)
+        ]
+    media = [item for item in items if item is not None]
+    return media or None
+
+
+def _inbound_sender(p: dict[str, Any]) -> str | None:
+    return (
+        _text(_dig(p["to"], ("phoneNumber",)))
+        or _text(_dig(p["to"], ("agentId",)))
+        or _text(_dig(p["channel_data"], ("pageId",)))
+    )
+
+
+def _inbound_data(ev: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
+    parts = _parts(p)
+    data = _envelope_data(ev)
+    data.update(
+        text=_inbound_text(p, parts),
+        response=None,
+        location=None,
+        media=_inbound_media(p, parts),
+        carrier_id=None,
+        user=p["from_"],
+    )
+    if p["to"]:
+        data["to"] = p["to"]
+    correlated = _text(_dig(p["correlation"], ("messageId",)))
+    if correlated:
+        data["correlation_message_id"] = correlated
+    return data
+
+
+def _parse_inbound(ev: dict[str, Any], doc: Any) -> list[NormalisedEvent]:
+    p = load(_INBOUND, ev["payload"], f"{SOURCE} {INBOUND} payload")
+    channel = p["channel"]
+    received = _time(_dig(p["channel_data"], ("receivedOn",)))
+    occurred = _first(p["received_on"], received, ev["timestamp"])
+    phone = channel in PHONE_CHANNELS
+    return [
+        NormalisedEvent(
+            type=EventType.MESSAGE_INBOUND.value,
+            source=SOURCE,
+            channel=channel,
+            occurred_at=_require_time(occurred, INBOUND),
+            dedupe_key=dedupe_key(ev["event_id"], p["id"], INBOUND, doc),
+            message_id=p["id"],
+            sender=_inbound_sender(p) if phone else None,
+            msisdn=_text(_dig(p["from_"], ("phoneNumber",))) if phone else None,
+            provider_status=INBOUND,
+            provider_event_id=ev["event_id"],
+            data=_inbound_data(ev, p),
+        )
+    ]
+
+
+# --- interaction.click -------------------------------------------------------------------
+
+
+def _parse_click(ev: dict[str, Any], doc: Any) -> list[NormalisedEvent]:
+    raw = ev["payload"]
+    p = load(_CLICK, raw, f"{SOURCE} {CLICK} payload")
+    channel = p["channel"] or _text(_dig(raw, ("details", "channel"))) or UNKNOWN_CHANNEL
+    message_id = p["message_id"] or p["id"]
+    occurred = _first(p["clicked_on"], p["updated_on"], ev["timestamp"])
+    phone = channel in PHONE_CHANNELS
+    data = _envelope_data(ev)
+    data.update(url=p["url"], payload=raw)
+    return [
+        NormalisedEvent(
+            type=EventType.INTERACTION_CLICK.value,
+            source=SOURCE,
+            channel=channel,
+            occurred_at=_require_time(occurred, CLICK),
+            # One message can be clicked many times: never dedupe clicks on the message id.
+            dedupe_key=dedupe_key(ev["event_id"], None, CLICK, doc),
+            message_id=message_id,
+            sender=_first_text(raw, SENDER_PATHS, channel) if phone else None,
+            msisdn=_first_text(raw, MSISDN_PATHS, channel) if phone else None,
+            provider_status=CLICK,
+            provider_event_id=ev["event_id"],
+            data=data,
+        )
+    ]
+
+
+def matches(doc: Any, event: str | None) -> bool:
+    return isinstance(doc, dict) and isinstance(doc.get("name"), str) and doc["name"] in NAMES
+
+
+def parse(doc: Any, event: str | None) -> list[NormalisedEvent]:
+    ev = load(_EVENT, doc, f"{SOURCE} event")
+    if ev["name"] == INBOUND:
+        return _parse_inbound(ev, doc)
+    if ev["name"] == CLICK:
+        return _parse_click(ev, doc)
+    return _parse_receipt(ev, doc)
+
+
+FORMATS = [Format(source=SOURCE, name="comapi-message-event", matches=matches, parse=parse)]

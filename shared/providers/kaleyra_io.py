@@ -1,0 +1,536 @@
+"""Kaleyra.io webhook events (seed 004) on source ``kaleyra-io``.
+
+Two shapes arrive:
+
+- wrapped ``{"event": "<name>", "payload": {...}}`` (whatsapp / rcs message
+  status and inbound);
+- flat: the body is the payload itself and the event is named by the URL
+  (``/callbacks/kaleyra-io/<event>``), which the registry passes as ``event``.
+  A flat body without a URL event cannot be read and is a ParseError.
+
+Dispatch is by event name, so any known event is read the same way in either
+shape. Unknown event names are UnsupportedEvent.
+
+Decisions:
+
+- Receipts set ``status`` from the provider value: wrapped statuses are the
+  model's own names (sent, delivered, read, failed, deleted, expired); SMS
+  statuses are SMPP (DELIVRD, UNDELIV, ...). Anything else is status
+  ``unknown`` (type message.unknown) with the raw value in provider_status. The
+  documented ``"sent|delivered|read|failed|deleted"`` is such a value.
+- occurred_at: wrapped status -> the status's own time (``delivered_at`` /
+  ``read_at``), else ``timestamp``, else ``processed_at``; SMS status ->
+  ``deliv_time``, else ``sent_time``, else ``submit_time`` (naive times are UTC);
+  unsubscription -> ``created_at``; voice -> ``end_at``, else ``start_at``;
+  contact -> ``updated_at``, else ``created_at``. Inbound messages carry no time
+  at all in the samples: those (and any event missing every time field) use the
+  parse time and say so with ``data["occurred_at_estimated"] = True``.
+- Unsubscriptions are opted_out with scope from ``type``: ``all`` -> ALL with
+  sender ``"*"``, ``sender`` -> SENDER with sender = value, ``category`` ->
+  CATEGORY with ``data["category"]`` = value. Their ``id`` is a per-channel
+  record number, so the dedupe event id is ``"<event>:<id>"``. A status that
+  reports the unsubscriber was deleted/removed is not an opt-out and is left
+  unsupported (a dead letter) rather than guessed at.
+- vmn:message:in has no published sample: it is read leniently from the
+  incoming-SMS callback fields (``source``, ``recipient``, ``message``,
+  ``keyword``, ``timestamp``) and common aliases.
+- contacts carry an identity that is usually an e-mail: msisdn is only set
+  when the identity looks like a phone number.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from marshmallow import ValidationError, fields, validate, validates_schema
+
+from shared.model import (
+    STATUS_EVENT_TYPE,
+    STATUS_ORDER,
+    Consent,
+    ConsentScope,
+    EventType,
+    NormalisedEvent,
+    dedupe_key,
+)
+from shared.providers.base import (
+    BaseSchema,
+    Format,
+    LooseString,
+    ParseError,
+    UnsupportedEvent,
+    UTCDateTime,
+    load,
+)
+from shared.timeutil import parse_timestamp, utcnow
+
+SOURCE = "kaleyra-io"
+URL_HINT = f"{SOURCE} flat payload needs its event in the URL (/callbacks/{SOURCE}/<event>)"
+
+WRAPPED_STATUS: dict[str, str] = {s: s for s in STATUS_ORDER if s != "unknown"}
+SMPP_STATUS: dict[str, str] = {
+    "DELIVRD": "delivered",
+    "ACCEPTD": "sent",
+    "ENROUTE": "sent",
+    "SENT": "sent",
+    "UNDELIV": "failed",
+    "REJECTD": "failed",
+    "FAILED": "failed",
+    "EXPIRED": "expired",
+    "DELETED": "deleted",
+}
+SCOPES: dict[str, ConsentScope] = {
+    "all": ConsentScope.ALL,
+    "sender": ConsentScope.SENDER,
+    "category": ConsentScope.CATEGORY,
+}
+MEDIA_TYPES = frozenset({"image", "video", "audio", "document", "file", "sticker"})
+PHONE_RE = re.compile(r"\+?\d{6,15}")
+
+VMN_MSISDN_KEYS = ("source", "from", "sender", "mobile")
+VMN_NUMBER_KEYS = ("recipient", "to", "vmn")
+VMN_TEXT_KEYS = ("message", "text", "body", "msg")
+VMN_TIME_KEYS = ("timestamp", "received_at", "created_at")
+
+
+# --- schemas -----------------------------------------------------------------------------
+
+
+class StatusSchema(BaseSchema):
+    id = LooseString(required=True, validate=validate.Length(min=1))
+    channel = fields.String(load_default=None)
+    from_ = LooseString(data_key="from", load_default=None)
+    to = LooseString(load_default=None)
+    status = LooseString(required=True, validate=validate.Length(min=1))
+    delivered_at = UTCDateTime(load_default=None)
+    read_at = UTCDateTime(load_default=None)
+    processed_at = UTCDateTime(load_default=None)
+    timestamp = UTCDateTime(load_default=None)
+    foreign_id = LooseString(load_default=None)
+    reason = LooseString(load_default=None)
+    error = fields.Raw(load_default=None)
+
+
+class ChannelSchema(BaseSchema):
+    name = fields.String(load_default=None)
+    to = LooseString(load_default=None)
+
+
+class RecipientSchema(BaseSchema):
+    from_ = LooseString(data_key="from", required=True, validate=validate.Length(min=1))
+    user = fields.Dict(load_default=None)
+
+
+class MessageSchema(BaseSchema):
+    type = fields.String(required=True, validate=validate.Length(min=1))
+    payload = fields.Dict(required=True)
+
+
+class InboundSchema(BaseSchema):
+    id = LooseString(required=True, validate=validate.Length(min=1))
+    channels = fields.List(fields.Nested(ChannelSchema), load_default=None)
+    recipient = fields.Nested(RecipientSchema, required=True)
+    message = fields.Nested(MessageSchema, required=True)
+    timestamp = UTCDateTime(load_default=None)
+
+
+class TextContentSchema(BaseSchema):
+    text = fields.String(required=True)
+
+
+class MediaContentSchema(BaseSchema):
+    url = fields.String(required=True, validate=validate.Length(min=1))
+    caption = fields.String(load_default=None)
+    filename = fields.String(load_default=None)
+
+
+class LocationContentSchema(BaseSchema):
+    latitude = fields.Float(required=True, validate=validate.Range(-90, 90))
+    longitude = fields.Float(required=True, validate=validate.Range(-180, 180))
+
+
+class SmsStatusSchema(BaseSchema):
+    id = LooseString(required=True, validate=validate.Length(min=1))
+    mobile = LooseString(required=True, validate=validate.Length(min=1))
+    status = LooseString(required=True, validate=validate.Length(min=1))
+    sender = LooseString(load_default=None)
+    credits = LooseString(load_default=None)
+    units = LooseString(load_default=None)
+    deliv_time = UTCDateTime(load_default=None)
+    sent_time = UTCDateTime(load_default=None)
+    submit_time = UTCDateTime(load_default=None)
+    cid = LooseString(load_default=None)
+    custom = LooseString(load_default=None)
+
+
+class UnsubscriptionSchema(BaseSchema):
+    id = LooseString(load_default=None)
+    receiver = LooseString(required=True, validate=validate.Length(min=1))
+    type = fields.String(required=True, validate=validate.OneOf(list(SCOPES)))
+    value = LooseString(load_default=None)
+    created_at = UTCDateTime(load_default=None)
+    status = fields.String(load_default=None)
+
+    @validates_schema
+    def _value_present(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data["type"] != "all" and not data.get("value"):
+            raise ValidationError(f"required for an unsubscription of type {data['type']}", "value")
+
+
+class VoiceSchema(BaseSchema):
+    mid = LooseString(required=True, validate=validate.Length(min=1))
+    from_ = LooseString(data_key="from", load_default=None)
+    to = LooseString(required=True, validate=validate.Length(min=1))
+    bridge = LooseString(load_default=None)
+    source = LooseString(load_default=None)
+    flow_id = LooseString(load_default=None)
+    start_at = UTCDateTime(load_default=None)
+    end_at = UTCDateTime(load_default=None)
+    duration = LooseString(load_default=None)
+    status = LooseString(load_default=None)
+    recording_url = LooseString(load_default=None)
+
+
+class ContactSchema(BaseSchema):
+    id = LooseString(required=True, validate=validate.Length(min=1))
+    identity = LooseString(load_default=None)
+    first_name = LooseString(load_default=None)
+    middle_name = LooseString(load_default=None)
+    last_name = LooseString(load_default=None)
+    gender = LooseString(load_default=None)
+    birth_date = LooseString(load_default=None)
+    company = LooseString(load_default=None)
+    attributes = fields.Dict(load_default=None)
+    created_at = UTCDateTime(load_default=None)
+    updated_at = UTCDateTime(load_default=None)
+    status = fields.String(load_default=None)
+
+
+_STATUS = StatusSchema()
+_INBOUND = InboundSchema()
+_TEXT = TextContentSchema()
+_MEDIA = MediaContentSchema()
+_LOCATION = LocationContentSchema()
+_SMS_STATUS = SmsStatusSchema()
+_UNSUBSCRIPTION = UnsubscriptionSchema()
+_VOICE = VoiceSchema()
+_CONTACT = ContactSchema()
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _channel(event: str) -> str:
+    return event.split(":", 1)[0]
+
+
+def _when(*candidates: datetime | None) -> tuple[datetime, dict[str, Any]]:
+    """The first known time; else now, flagged so the apply layer knows it is a guess."""
+    for candidate in candidates:
+        if candidate is not None:
+            return candidate, {}
+    return utcnow(), {"occurred_at_estimated": True}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _text(value: Any) -> str | None:
+    """A non-empty id or number as a string; anything else (objects, huge ints) is None."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() <= 64:
+        return str(value)
+    return None
+
+
+def _first_text(doc: dict[str, Any], keys: Iterable[str]) -> str | None:
+    return next((t for t in (_text(doc.get(k)) for k in keys) if t), None)
+
+
+def _first_time(doc: dict[str, Any], keys: Iterable[str]) -> datetime | None:
+    for key in keys:
+        value = doc.get(key)
+        if isinstance(value, str | int | float) and value != "":
+            try:
+                return parse_timestamp(value)
+            except (ValueError, OverflowError):
+                continue
+    return None
+
+
+def _status_time(status: str, r: dict[str, Any]) -> datetime | None:
+    own = {"delivered": r["delivered_at"], "read": r["read_at"]}.get(status)
+    return own or r["timestamp"] or r["processed_at"]
+
+
+# --- wrapped: whatsapp / rcs message status ----------------------------------------------
+
+
+def _message_status(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
+    r = load(_STATUS, payload, f"{SOURCE} {event} payload")
+    status = WRAPPED_STATUS.get(r["status"].lower(), "unknown")
+    occurred, data = _when(_status_time(status, r))
+    data.update(foreign_id=r["foreign_id"])
+    if status == "failed":
+        data.update(reason=r["reason"], details=r["error"])
+    return [
+        NormalisedEvent(
+            type=STATUS_EVENT_TYPE[status].value,
+            source=SOURCE,
+            channel=r["channel"] or _channel(event),
+            occurred_at=occurred,
+            dedupe_key=dedupe_key(None, r["id"], r["status"], doc),
+            message_id=r["id"],
+            sender=r["from_"],
+            msisdn=r["to"],
+            status=status,
+            provider_status=r["status"],
+            data=data,
+        )
+    ]
+
+
+# --- wrapped: whatsapp / rcs inbound -----------------------------------------------------
+
+
+def _content(message: dict[str, Any], what: str) -> dict[str, Any]:
+    """data["text"|"media"|"location"] for one inbound message, by its type."""
+    kind, body = message["type"], message["payload"]
+    if kind == "text":
+        return {"text": load(_TEXT, body, what)["text"]}
+    if kind in MEDIA_TYPES:
+        m = load(_MEDIA, body, what)
+        media = {"url": m["url"], "type": kind, "caption": m["caption"]}
+        return {"text": None, "media": [{**media, "filename": m["filename"] or None}]}
+    if kind == "location":
+        return {"text": None, "location": dict(load(_LOCATION, body, what))}
+    raise UnsupportedEvent(f"unsupported event type for {SOURCE}: {what} type {kind!r}")
+
+
+def _business_number(channels: list[dict[str, Any]] | None, channel: str) -> str | None:
+    """The number the user wrote to: the entry for this channel, else any with a number."""
+    numbered = [c for c in channels or [] if c.get("to")]
+    named = [c for c in numbered if c.get("name") == channel]
+    return (named or numbered)[0]["to"] if numbered else None
+
+
+def _message_in(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
+    r = load(_INBOUND, payload, f"{SOURCE} {event} payload")
+    channel = _channel(event)
+    occurred, data = _when(r["timestamp"])
+    data.update(text=None, response=None, location=None, media=None, carrier_id=None)
+    data.update(_content(r["message"], f"{SOURCE} {event} message.payload"))
+    data.update(user=r["recipient"]["user"], message_type=r["message"]["type"])
+    return [
+        NormalisedEvent(
+            type=EventType.MESSAGE_INBOUND.value,
+            source=SOURCE,
+            channel=channel,
+            occurred_at=occurred,
+            dedupe_key=dedupe_key(None, r["id"], event, doc),
+            message_id=r["id"],
+            sender=_business_number(r["channels"], channel),
+            msisdn=r["recipient"]["from_"],
+            provider_status=event,
+            data=data,
+        )
+    ]
+
+
+# --- flat: sms status, unsubscriptions, voice, vmn, contacts -----------------------------
+
+
+def _sms_status(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
+    r = load(_SMS_STATUS, payload, f"{SOURCE} {event}")
+    status = SMPP_STATUS.get(r["status"].upper(), "unknown")
+    occurred, data = _when(r["deliv_time"], r["sent_time"], r["submit_time"])
+    data.update({k: r[k] for k in ("credits", "units", "cid", "custom") if r[k] is not None})
+    return [
+        NormalisedEvent(
+            type=STATUS_EVENT_TYPE[status].value,
+            source=SOURCE,
+            channel="sms",
+            occurred_at=occurred,
+            dedupe_key=dedupe_key(None, r["id"], r["status"], doc),
+            message_id=r["id"],
+            sender=r["sender"],
+            msisdn=r["mobile"],
+            status=status,
+            provider_status=r["status"],
+            data=data,
+        )
+    ]
+
+
+def _refuse_removal(status: str | None, event: str) -> None:
+    # A deleted unsubscriber is the opposite of an opt-out: never guess, dead-letter it.
+    if status and re.search(r"delet|remov", status, re.IGNORECASE):
+        raise UnsupportedEvent(
+            f"unsupported event type for {SOURCE}: {event} with status {status[:100]!r}"
+        )
+
+
+def _unsubscription(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
+    r = load(_UNSUBSCRIPTION, payload, f"{SOURCE} {event}")
+    _refuse_removal(r["status"], event)
+    scope = SCOPES[r["type"]]
+    occurred, data = _when(r["created_at"])
+    data.update(unsubscription_type=r["type"], value=r["value"])
+    if scope is ConsentScope.CATEGORY:
+        data["category"] = r["value"]
+    sender = {ConsentScope.ALL: "*", ConsentScope.SENDER: r["value"]}.get(scope)
+    return [
+        NormalisedEvent(
+            type=EventType.SUBSCRIPTION_OPTED_OUT.value,
+            source=SOURCE,
+            channel=_channel(event),
+            occurred_at=occurred,
+            # Ids are per-channel record numbers: qualify them with the event.
+            dedupe_key=dedupe_key(f"{event}:{r['id']}" if r["id"] else None, None, None, doc),
+            sender=sender,
+            msisdn=r["receiver"],
+            provider_status=r["status"] or event,
+            provider_event_id=r["id"],
+            consent=Consent.OPT_OUT,
+            consent_scope=scope,
+            data=data,
+        )
+    ]
+
+
+def _voice_out(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
+    r = load(_VOICE, payload, f"{SOURCE} {event}")
+    occurred, data = _when(r["end_at"], r["start_at"])
+    data.update(
+        bridge=r["bridge"],
+        call_source=r["source"],
+        flow_id=r["flow_id"],
+        started_at=_iso(r["start_at"]),
+        ended_at=_iso(r["end_at"]),
+        duration=r["duration"],
+        call_status=r["status"],
+        recording_url=r["recording_url"],
+    )
+    return [
+        NormalisedEvent(
+            type=EventType.CALL_COMPLETED.value,
+            source=SOURCE,
+            channel="voice",
+            occurred_at=occurred,
+            dedupe_key=dedupe_key(None, r["mid"], event, doc),
+            message_id=r["mid"],
+            sender=r["from_"],
+            msisdn=r["to"],
+            provider_status=r["status"],
+            data=data,
+        )
+    ]
+
+
+def _vmn_in(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
+    if not isinstance(payload, dict):
+        raise ParseError(f"{SOURCE} {event}: expected a JSON object, got {type(payload).__name__}")
+    msisdn = _first_text(payload, VMN_MSISDN_KEYS)
+    if msisdn is None:
+        keys = ", ".join(VMN_MSISDN_KEYS)
+        raise ParseError(f"{SOURCE} {event}: no sender number (expected one of {keys})")
+    text = next((payload[k] for k in VMN_TEXT_KEYS if isinstance(payload.get(k), str)), None)
+    message_id = _text(payload.get("id"))
+    occurred, data = _when(_first_time(payload, VMN_TIME_KEYS))
+    data.update(text=text, response=None, location=None, media=None, carrier_id=None, user=None)
+    data.update({k: payload[k] for k in ("keyword", "operator", "circle") if _text(payload.get(k))})
+    return [
+        NormalisedEvent(
+            type=EventType.MESSAGE_INBOUND.value,
+            source=SOURCE,
+            channel="sms",
+            occurred_at=occurred,
+            dedupe_key=dedupe_key(None, message_id, event, doc),
+            message_id=message_id,
+            sender=_first_text(payload, VMN_NUMBER_KEYS),
+            msisdn=msisdn,
+            provider_status=event,
+            data=data,
+        )
+    ]
+
+
+def _contact(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
+    r = load(_CONTACT, payload, f"{SOURCE} {event}")
+    identity = r["identity"]
+    occurred, data = _when(r["updated_at"], r["created_at"])
+    names = ("identity", "first_name", "middle_name", "last_name", "gender", "birth_date")
+    contact = {k: r[k] for k in (*names, "company", "attributes")}
+    data.update(contact_id=r["id"], contact=contact, created_at=_iso(r["created_at"]))
+    is_phone = identity is not None and PHONE_RE.fullmatch(identity) is not None
+    return [
+        NormalisedEvent(
+            type=EventType.CONTACT_UPDATED.value,
+            source=SOURCE,
+            channel="contacts",
+            occurred_at=occurred,
+            # No event id and no message: the body itself (it carries updated_at).
+            dedupe_key=dedupe_key(None, None, None, doc),
+            msisdn=identity if is_phone else None,
+            provider_status=r["status"] or event,
+            data=data,
+        )
+    ]
+
+
+EventParser = Callable[[Any, str, Any], list[NormalisedEvent]]
+EVENTS: dict[str, EventParser] = {
+    "whatsapp:message:status": _message_status,
+    "rcs:message:status": _message_status,
+    "whatsapp:message:in": _message_in,
+    "rcs:message:in": _message_in,
+    "sms:message:status": _sms_status,
+    "sms:unsubscription": _unsubscription,
+    "whatsapp:unsubscription": _unsubscription,
+    "rcs:unsubscription": _unsubscription,
+    "voice:unsubscription": _unsubscription,
+    "voice:message:out": _voice_out,
+    "vmn:message:in": _vmn_in,
+    "contacts:subscriber:subscription": _contact,
+}
+
+
+# --- formats -----------------------------------------------------------------------------
+
+
+def _is_wrapped(doc: Any) -> bool:
+    return isinstance(doc, dict) and isinstance(doc.get("event"), str) and "payload" in doc
+
+
+def matches_wrapped(doc: Any, event: str | None) -> bool:
+    return _is_wrapped(doc) and doc["event"] in EVENTS
+
+
+def matches_flat(doc: Any, event: str | None) -> bool:
+    # A wrapped body with an unknown event falls through to UnsupportedEvent.
+    return isinstance(doc, dict) and not _is_wrapped(doc)
+
+
+def parse_wrapped(doc: Any, event: str | None) -> list[NormalisedEvent]:
+    name = doc["event"]
+    return EVENTS[name](doc["payload"], name, doc)
+
+
+def parse_flat(doc: Any, event: str | None) -> list[NormalisedEvent]:
+    if not event:
+        raise ParseError(URL_HINT)
+    parser = EVENTS.get(event)
+    if parser is None:
+        raise UnsupportedEvent(f"unsupported event type for {SOURCE}: URL event {event[:100]!r}")
+    return parser(doc, event, doc)
+
+
+FORMATS = [
+    Format(source=SOURCE, name="kaleyra-io-wrapped", matches=matches_wrapped, parse=parse_wrapped),
+    Format(source=SOURCE, name="kaleyra-io-flat", matches=matches_flat, parse=parse_flat),
+]
