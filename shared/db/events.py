@@ -11,13 +11,18 @@ from psycopg.types.json import Jsonb
 
 from shared.model import NormalisedEvent
 
+# One statement per batch: the rows travel as arrays and are unnested server-side,
+# in key order so concurrent batches take unique-index locks in one order.
 _INSERT = """
 INSERT INTO events (source, dedupe_key, type, channel, message_id, sender, msisdn, status,
                     provider_status, provider_event_id, occurred_at, ingest_id, data, raw,
                     received_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+                     %b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[],
+                     %b::text[], %b::jsonb[], %b::jsonb[], %b::timestamptz[])
+ORDER BY 1, 2
 ON CONFLICT (source, dedupe_key) DO NOTHING
-RETURNING id
+RETURNING id, source, dedupe_key
 """
 
 
@@ -35,22 +40,17 @@ class Stored:
 
 
 def insert_new(cur: psycopg.Cursor, incoming: list[Incoming]) -> list[Stored]:
-    """Insert events; returns only those that were new (duplicates have no effect).
-
-    Sorted by key so concurrent batches take unique-index locks in one order
-    and cannot deadlock on each other.
-    """
-    ordered = sorted(incoming, key=lambda i: (i.event.source, i.event.dedupe_key))
-    params = [_row(i) for i in ordered]
-    if not params:
+    """Insert events; returns only those that were new (duplicates have no effect)."""
+    unique: dict[tuple[str, str], Incoming] = {}
+    for item in incoming:
+        # A key twice in one batch: the first one counts, as it would across batches.
+        unique.setdefault((item.event.source, item.event.dedupe_key), item)
+    if not unique:
         return []
-    cur.executemany(_INSERT, params, returning=True)
-    stored: list[Stored] = []
-    for item in ordered:
-        row = cur.fetchone()
-        if row is not None:
-            stored.append(Stored(row[0], item.event))
-        cur.nextset()
+    columns = [list(col) for col in zip(*(_row(i) for i in unique.values()), strict=True)]
+    cur.execute(_INSERT, columns)
+    stored = [Stored(row[0], unique[(row[1], row[2])].event) for row in cur.fetchall()]
+    stored.sort(key=lambda s: s.id)
     return stored
 
 

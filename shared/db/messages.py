@@ -10,17 +10,28 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import psycopg.rows
 
 from shared.db.events import Stored
 from shared.model import STATUS_ORDER, STATUS_RANK
 
 _AT = [f"{s}_at" for s in STATUS_ORDER]
 
+# One statement per batch. Receipts of one message within the batch are folded
+# by GROUP BY with the same rules the conflict clause applies across batches, so
+# the rules live in SQL only; groups go in key order (no deadlocks).
 _UPSERT = f"""
 INSERT INTO messages AS m (source, message_id, channel, sender, msisdn, status, status_rank,
                            {", ".join(_AT)}, last_event_at)
-VALUES (%(source)s, %(message_id)s, %(channel)s, %(sender)s, %(msisdn)s, %(status)s, %(rank)s,
-        {", ".join(f"%({c})s" for c in _AT)}, %(occurred_at)s)
+SELECT source, message_id, min(channel), min(sender), min(msisdn),
+       (array_agg(status ORDER BY rank DESC))[1], max(rank),
+       {", ".join(f"min(occurred_at) FILTER (WHERE status = '{st}')" for st in STATUS_ORDER)},
+       max(occurred_at)
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+            %b::smallint[], %b::timestamptz[])
+     AS r(source, message_id, channel, sender, msisdn, status, rank, occurred_at)
+GROUP BY source, message_id
+ORDER BY source, message_id
 ON CONFLICT (source, message_id) DO UPDATE SET
     status = CASE WHEN EXCLUDED.status_rank > m.status_rank
                   THEN EXCLUDED.status ELSE m.status END,
@@ -36,37 +47,27 @@ ON CONFLICT (source, message_id) DO UPDATE SET
 _HISTORY = """
 INSERT INTO message_status_history (event_id, source, message_id, status, provider_status,
                                     occurred_at)
-VALUES (%s, %s, %s, %s, %s, %s)
+SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[],
+                     %b::timestamptz[])
 """
 
 
-def _params(s: Stored) -> dict[str, Any]:
-    e = s.event
-    p: dict[str, Any] = dict.fromkeys(_AT)
-    p[f"{e.status}_at"] = e.occurred_at
-    p.update(
-        source=e.source, message_id=e.message_id, channel=e.channel, sender=e.sender,
-        msisdn=e.msisdn, status=e.status, rank=STATUS_RANK[e.status],
-        occurred_at=e.occurred_at,
-    )
-    return p
-
-
 def apply_statuses(cur: psycopg.Cursor, stored: list[Stored]) -> None:
-    receipts = [s for s in stored if s.event.status is not None and s.event.message_id]
+    receipts = [s.event for s in stored if s.event.status is not None and s.event.message_id]
     if not receipts:
         return
-    # One lock order for every batch: no deadlocks between concurrent drains.
-    receipts.sort(key=lambda s: (s.event.source, s.event.message_id, s.id))
-    cur.executemany(_UPSERT, [_params(s) for s in receipts])
-    cur.executemany(
-        _HISTORY,
-        [
-            (s.id, s.event.source, s.event.message_id, s.event.status,
-             s.event.provider_status, s.event.occurred_at)
-            for s in receipts
-        ],
-    )
+    cur.execute(_UPSERT, [
+        [e.source for e in receipts], [e.message_id for e in receipts],
+        [e.channel for e in receipts], [e.sender for e in receipts],
+        [e.msisdn for e in receipts], [e.status for e in receipts],
+        [STATUS_RANK[e.status] for e in receipts], [e.occurred_at for e in receipts],
+    ])
+    ids = [s.id for s in stored if s.event.status is not None and s.event.message_id]
+    cur.execute(_HISTORY, [
+        ids, [e.source for e in receipts], [e.message_id for e in receipts],
+        [e.status for e in receipts], [e.provider_status for e in receipts],
+        [e.occurred_at for e in receipts],
+    ])
 
 
 _GET = f"""

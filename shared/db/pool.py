@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import orjson
 import psycopg
+from psycopg.types.json import set_json_dumps
 from psycopg_pool import ConnectionPool
+
+# jsonb parameters (event data, raw bodies) are encoded with orjson: several times
+# faster than the stdlib encoder on the drain's hot path.
+set_json_dumps(orjson.dumps)
 
 
 def _configure(conn: psycopg.Connection) -> None:

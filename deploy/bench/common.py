@@ -1,0 +1,114 @@
+"""Shared plumbing for the benchmark scripts: services, processes, sampling."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psutil
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from shared.db.migrate import migrate  # noqa: E402
+from shared.embedded import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
+
+
+@contextlib.contextmanager
+def services() -> Iterator[dict[str, str]]:
+    """A fresh database and a flushed Redis database: the machine's when
+    DATABASE_URL / REDIS_URL are set, embedded otherwise."""
+    stack = contextlib.ExitStack()
+    with stack:
+        base = os.environ.get("DATABASE_URL")
+        if not base:
+            pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="hl-bench-pg-")))
+            base = pg.start()
+            stack.callback(pg.stop)
+        redis_url = os.environ.get("REDIS_URL")
+        if not redis_url:
+            r = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="hl-bench-redis-")))
+            redis_url = r.start()
+            stack.callback(r.stop)
+        name = f"hookline_bench_{secrets.token_hex(3)}"
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        stack.callback(_drop, base, name)
+        url = urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
+        migrate(url)
+        import redis
+
+        redis.Redis.from_url(redis_url).flushdb()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
+        env.update(DATABASE_URL=url, REDIS_URL=redis_url, HOOKLINE_LOG_FORMAT="text",
+                   HOOKLINE_API_TOKEN="bench")
+        yield env
+
+
+def _drop(base: str, name: str) -> None:
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def hookline(args: list[str], env: dict[str, str], log: str) -> subprocess.Popen:
+    out = open(log, "w")  # noqa: SIM115 - lives as long as the process
+    return subprocess.Popen([sys.executable, "-m", "shared.cli", *args], env=env, cwd=ROOT,
+                            stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class RssSampler(threading.Thread):
+    """Peak RSS of any single process in a process tree, sampled every 50 ms."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak = 0
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(self.pid)
+                for p in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        self.peak = max(self.peak, p.memory_info().rss)
+            time.sleep(0.05)
+
+    def stop(self) -> float:
+        self.running = False
+        return self.peak / 2**20
+
+
+def wait_ready(app, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if app.control.ping(timeout=0.5):
+            return
+    raise RuntimeError("worker did not answer a ping")
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
