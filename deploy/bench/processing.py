@@ -8,15 +8,20 @@ one no-op task per event on the same machine.
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import time
+from pathlib import Path
 
+import psycopg
 import redis
-
 from common import RssSampler, hookline, services, stop, wait_ready
+
+from shared import config, queue
+from workers.celery_app import make_app
 
 
 def fill_inbox(r: redis.Redis, n: int) -> None:
-    from shared import queue
     from workload import envelopes
 
     items = envelopes(n)
@@ -27,18 +32,12 @@ def fill_inbox(r: redis.Redis, n: int) -> None:
 
 
 def drained(r: redis.Redis) -> bool:
-    from shared import queue
-
     d = queue.depths(r, 60)
     return d.inbox == 0 and d.retry == 0 and d.leases == 0
 
 
 def run_hookline(n: int, processes: int) -> dict[str, float]:
     with services() as env:
-        from shared import queue
-        from workers.celery_app import make_app
-        from shared import config
-
         r = redis.Redis.from_url(env["REDIS_URL"])
         fill_inbox(r, n)
         worker = hookline(["worker", "--concurrency", str(processes), "--metrics-port", "0",
@@ -56,12 +55,9 @@ def run_hookline(n: int, processes: int) -> dict[str, float]:
             peak = sampler.stop()
         finally:
             stop(worker)
-        import psycopg
-
         with psycopg.connect(env["DATABASE_URL"]) as conn:
             events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
             letters = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
-        assert queue.INBOX
     return {"callbacks": n, "events": events, "dead_letters": letters, "seconds": elapsed,
             "callbacks_per_s": n / elapsed, "peak_rss_mb": peak}
 
@@ -74,16 +70,12 @@ def run_noop(n: int) -> dict[str, float]:
         r = redis.Redis.from_url(env["REDIS_URL"])
         for _ in range(n):
             app.send_task(noop_app.TASK, queue=noop_app.QUEUE)
-        import subprocess
-        import sys
-        from pathlib import Path
-
         here = Path(__file__).parent
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "noop_app", "worker", "-Q", noop_app.QUEUE,
              "--concurrency", "1", "--loglevel", "warning", "--prefetch-multiplier", "1"],
             cwd=here, env={**env, "BENCH_REDIS_URL": env["REDIS_URL"]},
-            stdout=open("/tmp/bench-noop.log", "w"), stderr=subprocess.STDOUT)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             started = time.perf_counter()
             while int(r.get(noop_app.COUNTER) or 0) < n:

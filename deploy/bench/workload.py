@@ -57,7 +57,7 @@ def callbacks(
             continue
         source, event, doc = fixtures[i % len(fixtures)]
         item = (source, event, orjson.dumps(_reid(doc, str(i))))
-        recent = (recent + [item])[-1000:]
+        recent = [*recent[-999:], item]
         yield item
 
 
