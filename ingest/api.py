@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 
 from ingest.auth import presented_token, token_ok
-from shared import queue
 from shared.db import dead_letters, messages
-from shared.envelope import Envelope, new_id
+from shared.replay import replay
 from shared.runtime import Runtime
 from shared.timeutil import parse_timestamp
 
@@ -113,21 +111,3 @@ def replay_dead_letter(letter_id: int) -> Response:
     resp = jsonify(id=ingest_id, replay_of=letter_id)
     resp.status_code = 202
     return resp
-
-
-def replay(runtime: Runtime, letter_id: int, body: bytes | None = None) -> str | None:
-    """Queue a dead letter again as a new callback; None when it does not exist."""
-    with runtime.pool.connection() as conn:
-        letter = dead_letters.get(conn, letter_id)
-        if letter is None:
-            return None
-        envelope = Envelope(
-            id=new_id(), source=letter["source"], event=letter["event"],
-            received_at=time.time(), body=body if body is not None else bytes(letter["body"]),
-            headers=dict(letter["headers"] or {}), remote_addr=letter["remote_addr"],
-            replay_of=letter_id,
-        )
-        # Queued before it is marked, so a crash in between leaves it replayable.
-        queue.push(runtime.redis, envelope.encode())
-        dead_letters.mark_replayed(conn, letter_id, envelope.id)
-    return envelope.id

@@ -6,6 +6,7 @@ queued and becomes a dead letter a person can look at.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import time
@@ -14,6 +15,7 @@ from collections.abc import Callable
 import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from ingest import signatures
 from ingest.auth import presented_token, token_ok
 from shared import queue
 from shared.config import Settings, source_env_suffix
@@ -76,6 +78,9 @@ def _receive(source: str, event: str | None) -> Response:
         return _error(413, f"body larger than {settings.max_body_bytes} bytes")
     if not body:
         return _error(400, "empty body")
+    spec = settings.signature_for(source)
+    if spec is not None and not signatures.verify(spec, request.headers, body):
+        return _error(401, f"missing or wrong {spec.header} signature")
     envelope = Envelope(
         id=new_id(), source=source, event=event, received_at=time.time(), body=body,
         headers={h: request.headers[h] for h in KEPT_HEADERS if h in request.headers},
@@ -106,5 +111,8 @@ def _kick(client: redis.Redis, send: Callable[[], object]) -> None:
         send()
     except Exception as exc:
         # The callback is safely queued; the scheduler's tick will start a drain.
-        queue.clear_kick(client)
+        # If Redis has just gone away the flag expires by itself: clearing it must
+        # not turn the 202 this callback has earned into a 500.
+        with contextlib.suppress(redis.RedisError):
+            queue.clear_kick(client)
         log.warning("could not kick a drain: %s", exc)

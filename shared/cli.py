@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -34,28 +35,42 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from granian import Granian
 
+    from shared.promdir import multiprocess_dir
+
     _settings()  # fail now, naming the variable, rather than in every worker
-    Granian(
-        "ingest.wsgi:app", address=args.host, port=args.port, interface="wsgi",
-        workers=args.workers, blocking_threads=args.threads, backlog=2048,
-        log_access=False,
-    ).serve()
+    # Every server process counts into its own file; /metrics adds them all up.
+    with multiprocess_dir("ingest"):
+        Granian(
+            "ingest.wsgi:app", address=args.host, port=args.port, interface="wsgi",
+            workers=args.workers, blocking_threads=args.threads, backlog=2048,
+            log_access=False,
+            log_dictconfig=logs.granian_config(os.environ.get("HOOKLINE_LOG_FORMAT", "json")),
+        ).serve()
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from shared.promdir import multiprocess_dir
     from workers import queues
 
     _settings()
-    from workers.celery_app import app
-
+    loglevel = args.loglevel or logging.getLevelName(logs.env_level())
     argv = [
-        "worker", "--loglevel", args.loglevel, "-Q", ",".join(queues.ALL),
+        "worker", "--loglevel", loglevel, "-Q", ",".join(queues.ALL),
         "--concurrency", str(args.concurrency), "--events", "-O", "fair",
     ]
     if args.hostname:
         argv += ["--hostname", args.hostname]
-    app.worker_main(argv)
+    with contextlib.ExitStack() as stack:
+        if args.metrics_port:
+            # Before the Celery app (and so prometheus_client) is imported: the
+            # pool processes count into files the main process serves.
+            stack.enter_context(multiprocess_dir("worker"))
+        from workers import hooks
+        from workers.celery_app import app
+
+        hooks.metrics_port = args.metrics_port
+        app.worker_main(argv)
     return 0
 
 
@@ -75,10 +90,71 @@ def cmd_flower(args: argparse.Namespace) -> int:
     from workers.celery_app import app
 
     argv = ["flower", f"--port={args.port}", f"--address={args.address}"]
-    auth = os.environ.get("HOOKLINE_FLOWER_BASIC_AUTH")
+    auth = os.environ.get("HOOKLINE_FLOWER_BASIC_AUTH", "").strip()
     if auth:
+        if not all(":" in pair for pair in auth.split(",")):
+            sys.exit("hookline: configuration error: HOOKLINE_FLOWER_BASIC_AUTH must be "
+                     "user:password (several separated by commas)")
         argv.append(f"--basic-auth={auth}")
+    elif not _loopback(args.address):
+        # Flower can revoke tasks and shut workers down: never open to the network.
+        sys.exit("hookline: configuration error: HOOKLINE_FLOWER_BASIC_AUTH is not set; "
+                 f"refusing to serve Flower on {args.address} without it "
+                 "(use --address 127.0.0.1 for a local Flower)")
     app.start(argv)
+    return 0
+
+
+def _loopback(address: str) -> bool:
+    import ipaddress
+
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from shared import status
+
+    try:
+        settings = config.load(status.service_env(args.data_dir))
+    except config.ConfigError as exc:
+        sys.exit(f"hookline: configuration error: {exc}")
+    doc = status.gather(settings)
+    print(status.to_json(doc) if args.json else status.render(doc))
+    return 1 if doc["errors"] else 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import psycopg
+    import redis
+
+    from shared import replay, runtime, status, timeutil
+
+    try:
+        settings = config.load(status.service_env(args.data_dir))
+        since = timeutil.parse_timestamp(args.since) if args.since else None
+        until = timeutil.parse_timestamp(args.until) if args.until else None
+    except (config.ConfigError, ValueError) as exc:
+        sys.exit(f"hookline replay: {exc}")
+    sel = replay.Selection(args.source, args.reason, since, until, args.limit)
+    rt = runtime.Runtime(settings)
+    try:
+        total = replay.count(rt, sel)
+        if args.dry_run or not total:
+            print(f"{total} dead letters {'would be' if args.dry_run else 'were'} replayed")
+            return 0
+        bar = replay.ProgressBar(total)
+        done = replay.replay_matching(rt, sel, bar)
+        bar.close(done)
+        print(f"{done} dead letters replayed")
+    except (psycopg.Error, redis.RedisError) as exc:
+        sys.exit(f"hookline replay: {str(exc).strip().splitlines()[0]}")
+    finally:
+        rt.close()
     return 0
 
 
@@ -105,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("worker", help="run a Celery worker on every hookline queue")
     s.add_argument("--concurrency", type=int, default=2)
     s.add_argument("--hostname", default=None)
-    s.add_argument("--loglevel", default="info")
+    s.add_argument("--loglevel", default=None, help="default: HOOKLINE_LOG_LEVEL, else info")
     s.add_argument("--metrics-port", type=int, default=9101,
                    help="Prometheus /metrics for this worker (0 turns it off)")
     s.set_defaults(func=cmd_worker)
@@ -127,12 +203,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-flower", action="store_true")
     s.add_argument("--flower-port", type=int, default=5555)
     s.set_defaults(func=cmd_dev)
+    _admin_parsers(sub)
     return p
+
+
+def _data_dir_arg(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--data-dir", default=None,
+                   help="use the services of the `hookline dev` running with this --data-dir")
+
+
+def _admin_parsers(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("status", help="inbox, leases, dead letters, deliveries, endpoints")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    _data_dir_arg(s)
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("replay", help="replay dead letters not replayed yet")
+    s.add_argument("--source", default=None)
+    s.add_argument("--reason", default=None, help="a case-insensitive part of the reason")
+    s.add_argument("--since", default=None, help="received at or after (ISO-8601)")
+    s.add_argument("--until", default=None, help="received before (ISO-8601)")
+    s.add_argument("--limit", type=int, default=None, help="at most this many")
+    s.add_argument("--dry-run", action="store_true", help="only count them")
+    _data_dir_arg(s)
+    s.set_defaults(func=cmd_replay)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logs.setup(os.environ.get("HOOKLINE_LOG_FORMAT", "json"))
+    try:
+        logs.setup(os.environ.get("HOOKLINE_LOG_FORMAT", "json"))
+    except config.ConfigError as exc:
+        sys.exit(f"hookline: configuration error: {exc}")
     return int(args.func(args) or 0)
 
 

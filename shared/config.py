@@ -108,6 +108,64 @@ def _networks(env: Mapping[str, str], prefix: str) -> dict[str, tuple]:
     return out
 
 
+SIGNATURE_PREFIX = "HOOKLINE_SIGNATURE_"
+SIGNATURE_ALGORITHMS = ("sha1", "sha256")
+SIGNATURE_ENCODINGS = ("hex", "base64")
+
+
+@dataclass(frozen=True)
+class SignatureSpec:
+    """How one source signs its callbacks: HMAC of the raw body (ingest.signatures)."""
+
+    header: str
+    algorithm: str
+    encoding: str
+    secret: str = field(repr=False)  # never in a repr, a log line or a traceback
+
+
+def _signatures(env: Mapping[str, str]) -> dict[str, SignatureSpec]:
+    """HOOKLINE_SIGNATURE_{SECRET,HEADER,ALGORITHM,ENCODING}_<SOURCE>; the secret turns
+    the check on, and a setting for a source hookline does not know is an error (a
+    typo must not silently leave a source unsigned)."""
+    parts: dict[str, dict[str, str]] = {}
+    for key, value in env.items():
+        if not key.startswith(SIGNATURE_PREFIX) or value.strip() == "":
+            continue
+        kind, _, suffix = key[len(SIGNATURE_PREFIX):].partition("_")
+        if kind not in ("SECRET", "HEADER", "ALGORITHM", "ENCODING") or not suffix:
+            raise ConfigError(f"{key} is not a signature setting; use "
+                              f"{SIGNATURE_PREFIX}{{SECRET,HEADER,ALGORITHM,ENCODING}}_<SOURCE>")
+        parts.setdefault(suffix, {})[kind] = value.strip()
+    if not parts:
+        return {}
+    from shared.providers import SOURCES
+
+    known = {source_env_suffix(s) for s in SOURCES}
+    return {suffix: _signature(suffix, given, known) for suffix, given in parts.items()}
+
+
+def _signature(suffix: str, given: dict[str, str], known: set[str]) -> SignatureSpec:
+    name = f"{SIGNATURE_PREFIX}{{}}_{suffix}"
+    if suffix not in known:
+        raise ConfigError(f"{name.format('SECRET')}: unknown source {suffix!r}; "
+                          f"known: {', '.join(sorted(known))}")
+    if "SECRET" not in given:
+        raise ConfigError(f"{name.format(next(iter(given)))} is set but "
+                          f"{name.format('SECRET')} is not")
+    if "HEADER" not in given:
+        raise ConfigError(f"{name.format('HEADER')} must name the header that carries the "
+                          f"signature when {name.format('SECRET')} is set")
+    algorithm = given.get("ALGORITHM", "sha256").lower()
+    if algorithm not in SIGNATURE_ALGORITHMS:
+        raise ConfigError(f"{name.format('ALGORITHM')} must be sha1 or sha256, "
+                          f"got {given['ALGORITHM']!r}")
+    encoding = given.get("ENCODING", "hex").lower()
+    if encoding not in SIGNATURE_ENCODINGS:
+        raise ConfigError(f"{name.format('ENCODING')} must be hex or base64, "
+                          f"got {given['ENCODING']!r}")
+    return SignatureSpec(given["HEADER"], algorithm, encoding, given["SECRET"])
+
+
 # Defaults of the outbound retry schedule, in seconds: 5 s, 5 min, 30 min, 2 h, 5 h,
 # 10 h, 14 h, 20 h, 24 h (about three days in all).
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
@@ -122,6 +180,8 @@ class Settings:
     callback_token: str | None = None
     # Per-source overrides, keyed by source_env_suffix(source).
     callback_tokens: dict[str, str] = field(default_factory=dict)
+    # Callback signatures, keyed by source_env_suffix(source).
+    signatures: dict[str, SignatureSpec] = field(default_factory=dict)
     max_body_bytes: int = 262144
     batch_size: int = 500
     lease_seconds: int = 60
@@ -136,9 +196,19 @@ class Settings:
     retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     retention_days: int = 30
     log_format: str = "json"
+    # Fan-out (see docs/fanout.md).
+    endpoint_disable_after_days: float = 5.0
+    endpoint_concurrency: int = 8
+    delivery_threads: int = 32
+    breaker_failures: int = 5
+    breaker_cooldown: float = 30.0
+    max_retry_after: float = 3600.0
 
     def callback_token_for(self, source: str) -> str | None:
         return self.callback_tokens.get(source_env_suffix(source), self.callback_token)
+
+    def signature_for(self, source: str) -> SignatureSpec | None:
+        return self.signatures.get(source_env_suffix(source))
 
     def require_database(self) -> str:
         if not self.database_url:
@@ -149,6 +219,29 @@ class Settings:
         if not self.redis_url:
             raise ConfigError("REDIS_URL is not set (hookline dev starts an embedded one)")
         return self.redis_url
+
+
+# A delivery attempt must end far inside the sender's claim lease and task limits.
+MAX_DELIVERY_TIMEOUT = 60.0
+
+
+def _fanout(env: Mapping[str, str]) -> dict:
+    out = dict(
+        endpoint_disable_after_days=_float(env, "HOOKLINE_ENDPOINT_DISABLE_AFTER_DAYS", 5.0,
+                                           minimum=0.0001),
+        endpoint_concurrency=_int(env, "HOOKLINE_ENDPOINT_CONCURRENCY", 8),
+        delivery_threads=_int(env, "HOOKLINE_DELIVERY_THREADS", 32, minimum=2),
+        breaker_failures=_int(env, "HOOKLINE_BREAKER_FAILURES", 5),
+        breaker_cooldown=_float(env, "HOOKLINE_BREAKER_COOLDOWN", 30.0, minimum=0.1),
+        max_retry_after=_float(env, "HOOKLINE_MAX_RETRY_AFTER", 3600.0, minimum=1.0),
+    )
+    if out["endpoint_concurrency"] >= out["delivery_threads"]:
+        # Otherwise one slow endpoint could hold every sending thread.
+        raise ConfigError("HOOKLINE_ENDPOINT_CONCURRENCY must be below HOOKLINE_DELIVERY_THREADS")
+    timeout = _float(env, "HOOKLINE_DELIVERY_TIMEOUT", 10.0, minimum=0.1)
+    if timeout > MAX_DELIVERY_TIMEOUT:
+        raise ConfigError(f"HOOKLINE_DELIVERY_TIMEOUT must be at most {MAX_DELIVERY_TIMEOUT:g}")
+    return out
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
@@ -166,6 +259,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         api_token=env.get("HOOKLINE_API_TOKEN") or None,
         callback_token=env.get("HOOKLINE_CALLBACK_TOKEN") or None,
         callback_tokens=_per_source(env, "HOOKLINE_CALLBACK_TOKEN_"),
+        signatures=_signatures(env),
         max_body_bytes=_int(env, "HOOKLINE_MAX_BODY_BYTES", 262144),
         batch_size=_int(env, "HOOKLINE_BATCH_SIZE", 500),
         lease_seconds=_int(env, "HOOKLINE_LEASE_SECONDS", 60, minimum=5),
@@ -180,4 +274,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         retry_schedule=_schedule(env, "HOOKLINE_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE),
         retention_days=_int(env, "HOOKLINE_RETENTION_DAYS", 30),
         log_format=log_format,
+        **_fanout(env),
     )

@@ -70,7 +70,8 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 15.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.socket = self._socket_path()
+        # A restart (fault tests) keeps the socket, so clients reconnect to the same path.
+        self.socket = self.socket or self._socket_path()
         args = [
             _redis_binary(), "--port", "0", "--unixsocket", self.socket,
             "--unixsocketperm", "700", "--dir", str(self.data_dir),
@@ -99,6 +100,18 @@ class EmbeddedRedis:
                 time.sleep(0.05)
         raise EmbeddedError(f"redis-server did not answer on {self.socket} in {timeout}s")
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (fault tests); ``start()`` brings it back on the same
+        socket with its AOF."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
@@ -110,3 +123,5 @@ class EmbeddedRedis:
         self._proc = None
         if self._sock_dir:
             shutil.rmtree(self._sock_dir, ignore_errors=True)
+            self._sock_dir = None
+        self.socket = ""

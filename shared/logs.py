@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import orjson
+
+from shared.config import ConfigError
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -27,7 +31,24 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(doc, default=str).decode()
 
 
-def setup(fmt: str = "json", level: int = logging.INFO) -> None:
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def env_level(env: Mapping[str, str] | None = None) -> int:
+    """HOOKLINE_LOG_LEVEL (default info); debug also logs every accepted callback."""
+    raw = (os.environ if env is None else env).get("HOOKLINE_LOG_LEVEL", "").strip().upper()
+    if raw and raw not in LEVELS:
+        raise ConfigError(f"HOOKLINE_LOG_LEVEL must be one of {', '.join(LEVELS).lower()}, "
+                          f"got {raw.lower()!r}")
+    return getattr(logging, raw or "INFO")
+
+
+def setup(fmt: str = "json", level: int | str | None = None) -> None:
+    """Log to stderr; ``level`` None means HOOKLINE_LOG_LEVEL."""
+    if level is None:
+        level = env_level()
+    elif isinstance(level, str):
+        level = logging.getLevelName(level.upper())
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -38,3 +59,15 @@ def setup(fmt: str = "json", level: int = logging.INFO) -> None:
     root.setLevel(level)
     # pgserver narrates every pg_ctl call at INFO.
     logging.getLogger("pgserver").setLevel(logging.WARNING)
+
+
+def granian_config(fmt: str) -> dict | None:
+    """granian's own log lines (start, workers, shutdown) through the same JSON formatter."""
+    if fmt != "json":
+        return None
+    return {
+        "formatters": {"json": {"()": "shared.logs.JsonFormatter"}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json",
+                                 "stream": "ext://sys.stderr"}},
+        "loggers": {"_granian": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+    }

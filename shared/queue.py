@@ -60,6 +60,20 @@ end
 return moved
 """
 
+# Release only a lease that is still ours. A batch that outlived its lease (its
+# worker stalled, e.g. waiting for PostgreSQL) was reclaimed: its envelopes are
+# back in the retry list already, and requeueing them again would duplicate them.
+_RELEASE = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[2])
+if ARGV[2] == 'left' then
+  redis.call('LPUSH', KEYS[3], unpack(ARGV, 3))
+elseif ARGV[2] == 'right' then
+  redis.call('RPUSH', KEYS[3], unpack(ARGV, 3))
+end
+return 1
+"""
+
 
 @dataclass(slots=True)
 class Lease:
@@ -130,6 +144,7 @@ class Inbox:
         self.lease_seconds = lease_seconds
         self._lease = client.register_script(_LEASE)
         self._reclaim = client.register_script(_RECLAIM)
+        self._release = client.register_script(_RELEASE)
 
     def lease(self, n: int, from_retry: bool = False) -> Lease | None:
         lease_id = uuid.uuid4().hex
@@ -148,14 +163,13 @@ class Inbox:
     ) -> None:
         """Drop a finished lease. ``requeue`` goes, in the same step, to the retry
         list, or with ``to_inbox`` back to the inbox's oldest end, to go first."""
-        pipe = self.client.pipeline(transaction=True)
         if requeue and to_inbox:
-            pipe.rpush(RETRY if lease.from_retry else INBOX, *reversed(requeue))
+            target, side, items = RETRY if lease.from_retry else INBOX, "right", reversed(requeue)
         elif requeue:
-            pipe.lpush(RETRY, *requeue)
-        pipe.zrem(LEASES, lease.id)
-        pipe.delete(lease.key)
-        pipe.execute()
+            target, side, items = RETRY, "left", requeue
+        else:
+            target, side, items = RETRY, "", ()
+        self._release(keys=[LEASES, lease.key, target], args=[lease.id, side, *items])
 
     def reclaim_expired(self, now: float | None = None, limit: int = 100) -> int:
         """Return the envelopes of expired leases to the retry list; how many moved."""
@@ -165,6 +179,14 @@ class Inbox:
     def bump_attempts(self, envelope_id: str) -> int:
         # Cleared by forget_attempts once the envelope is applied or dead-lettered.
         return int(self.client.hincrby(ATTEMPTS, envelope_id, 1))
+
+    def unbump_attempts(self, envelope_ids: list[str]) -> None:
+        """Take back attempts counted for processing that never ran (PostgreSQL away)."""
+        if envelope_ids:
+            pipe = self.client.pipeline(transaction=False)
+            for envelope_id in envelope_ids:
+                pipe.hincrby(ATTEMPTS, envelope_id, -1)
+            pipe.execute()
 
     def forget_attempts(self, envelope_ids: list[str]) -> None:
         if envelope_ids:

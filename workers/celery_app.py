@@ -6,7 +6,7 @@ from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
 
 from shared import config, runtime
-from workers import queues
+from workers import hooks, queues  # noqa: F401  (hooks connects signal handlers)
 
 # The broker redelivers a task not acknowledged within this time. Every time
 # limit, countdown and ETA in hookline stays well below it (a test checks), so
@@ -18,6 +18,8 @@ TASK_SOFT_TIME_LIMIT = 240
 TASK_TIME_LIMIT = 300
 MAX_COUNTDOWN = 60
 TICK_SECONDS = 1.0
+# Retention runs often in short rounds, so it keeps pace with any ingest rate.
+PURGE_SECONDS = 600.0
 
 
 def broker_url(settings: config.Settings) -> str:
@@ -33,7 +35,8 @@ def broker_url(settings: config.Settings) -> str:
 
 def make_app(settings: config.Settings | None = None) -> Celery:
     settings = settings or config.load()
-    app = Celery("hookline", broker=broker_url(settings), include=["workers.tasks"])
+    app = Celery("hookline", broker=broker_url(settings),
+                 include=["workers.tasks", "workers.fanout"])
     app.conf.update(
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
         broker_connection_retry_on_startup=True,
@@ -44,6 +47,9 @@ def make_app(settings: config.Settings | None = None) -> Celery:
         task_routes={
             queues.TASK_DRAIN: {"queue": queues.DRAIN},
             queues.TASK_TICK: {"queue": queues.PERIODIC},
+            queues.TASK_DISPATCH: {"queue": queues.FANOUT},
+            queues.TASK_FANOUT_TICK: {"queue": queues.PERIODIC},
+            queues.TASK_PURGE: {"queue": queues.PERIODIC},
         },
         task_soft_time_limit=TASK_SOFT_TIME_LIMIT,
         task_time_limit=TASK_TIME_LIMIT,
@@ -59,12 +65,40 @@ def make_app(settings: config.Settings | None = None) -> Celery:
                 "schedule": TICK_SECONDS,
                 "options": {"queue": queues.PERIODIC, "expires": 10},
             },
+            # Retries that fell due get a dispatch (new deliveries are kicked at once).
+            "fanout-tick": {
+                "task": queues.TASK_FANOUT_TICK,
+                "schedule": TICK_SECONDS,
+                "options": {"queue": queues.PERIODIC, "expires": 10},
+            },
+            "purge": {
+                "task": queues.TASK_PURGE,
+                "schedule": PURGE_SECONDS,
+                "options": {"queue": queues.PERIODIC, "expires": PURGE_SECONDS / 2},
+            },
         },
     )
     return app
 
 
 app = make_app()
+_senders: dict[str, Celery] = {}
+
+
+def sender_app() -> Celery:
+    """The app to send tasks with: the one whose broker is this process's runtime's.
+
+    The module-level app reads the environment at import; a process whose runtime
+    was configured otherwise (tests, embedded services) must not silently send
+    to whatever broker that environment happened to name.
+    """
+    settings = runtime.get().settings
+    url = broker_url(settings)
+    if url == app.conf.broker_url:
+        return app
+    if url not in _senders:
+        _senders[url] = make_app(settings)
+    return _senders[url]
 
 
 @worker_process_init.connect
@@ -75,4 +109,8 @@ def _fresh_runtime(**_: object) -> None:
 
 @worker_process_shutdown.connect
 def _close_runtime(**_: object) -> None:
+    from workers import fanout
+
+    # Let sends in flight finish and be recorded (else they go again after their lease).
+    fanout.close_sender(timeout=10)
     runtime.reset()

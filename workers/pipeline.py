@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,8 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import PoolTimeout
 
-from shared import providers
+from shared import consent, providers
+from shared.config import Settings
 from shared.db.apply import Applied, Notification, apply_batch
 from shared.db.dead_letters import DeadLetter
 from shared.db.events import Incoming, Stored
@@ -28,6 +30,7 @@ from shared.providers import ParseError
 from shared.queue import ERRORS, Lease
 from shared.runtime import Runtime
 from shared.timeutil import from_epoch
+from workers import metrics
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,10 @@ INFRA_ERRORS: tuple[type[BaseException], ...] = (
 # Lost a race with a concurrent batch: simply try the same batch again.
 RACE_ERRORS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 RACE_RETRIES = 3
+
+
+class BatchRejected(Exception):
+    """PostgreSQL refused the data itself; its envelopes are isolated and retried."""
 
 
 class DatabaseUnavailable(Exception):
@@ -68,6 +75,10 @@ class Outcome:
     dead_letters: int = 0
     requeued: int = 0
     latencies: list[float] = field(default_factory=list)
+    # (source, type, outcome) -> events, for workers.metrics; counted per batch.
+    tally: Counter = field(default_factory=Counter)
+    # Envelopes committed (applied or duplicate), for the per-batch log line.
+    ingest_ids: list[str] = field(default_factory=list)
 
 
 def _raw_id(raw: bytes) -> str:
@@ -99,7 +110,7 @@ def load_json(body: bytes) -> Any:
     return doc
 
 
-def decode_one(raw: bytes) -> Decoded:
+def decode_one(raw: bytes, settings: Settings | None = None) -> Decoded:
     try:
         env = decode(raw)
     except EnvelopeError as exc:
@@ -119,6 +130,12 @@ def decode_one(raw: bytes) -> Decoded:
     received = from_epoch(env.received_at)
     for e in events:
         e.ingest_id = env.id
+        if e.data.get("occurred_at_estimated"):
+            # The callback carries no time: its receipt time, not the parse
+            # time, so processing it again gives the same event.
+            e.occurred_at = received
+        if settings is not None:
+            consent.apply_keywords(e, settings.opt_in_keywords, settings.opt_out_keywords)
     return Decoded(raw, env, incoming=[Incoming(e, doc, received) for e in events])
 
 
@@ -129,6 +146,11 @@ def _apply(rt: Runtime, decoded: list[Decoded]) -> Applied:
         try:
             with rt.pool.connection() as conn, conn.transaction():
                 return apply_batch(conn, incoming, letters)
+        except psycopg.errors.ProgramLimitExceeded as exc:
+            # psycopg files class 54 under OperationalError, but it is the data's
+            # fault (e.g. a 10 kB random eventId: "index row requires 10032 bytes"),
+            # not an outage. Taken for one, it would stall the inbox behind it forever.
+            raise BatchRejected(str(exc)) from exc
         except RACE_ERRORS:
             if attempt == RACE_RETRIES - 1:
                 raise
@@ -142,6 +164,7 @@ def _account(out: Outcome, decoded: list[Decoded], applied: Applied) -> None:
     out.notifications += applied.notifications
     out.dead_letters += sum(1 for d in decoded if d.letter is not None)
     out.latencies += [now - d.envelope.received_at for d in decoded if d.envelope]
+    _tally(out, decoded, applied)
     for d in decoded:
         if d.letter is not None:
             log.warning(
@@ -150,20 +173,67 @@ def _account(out: Outcome, decoded: list[Decoded], applied: Applied) -> None:
             )
 
 
-def process_lease(rt: Runtime, lease: Lease) -> Outcome:
+def _tally(out: Outcome, decoded: list[Decoded], applied: Applied) -> None:
+    # Counted by key, not by object identity, so it holds however apply_batch
+    # builds its result: what was offered and not stored new was a duplicate.
+    new = Counter((s.event.source, s.event.type) for s in applied.stored)
+    offered = Counter((i.event.source, i.event.type) for d in decoded for i in d.incoming)
+    for (source, type_), n in offered.items():
+        fresh = min(n, new[(source, type_)])
+        if fresh:
+            out.tally[(source, type_, metrics.APPLIED)] += fresh
+        if n > fresh:
+            out.tally[(source, type_, metrics.DUPLICATE)] += n - fresh
+    for d in decoded:
+        if d.letter is not None:
+            out.tally[(d.letter.source, metrics.NO_TYPE, metrics.DEAD_LETTER)] += 1
+        else:
+            out.ingest_ids.append(d.ingest_id)
+
+
+def decode_lease(rt: Runtime, lease: Lease) -> list[Decoded]:
+    """Parse a leased batch: CPU only, no PostgreSQL (see workers.ahead)."""
+    return [
+        (lease.from_retry and _check_attempts(rt, raw)) or decode_one(raw, rt.settings)
+        for raw in lease.items
+    ]
+
+
+def process_lease(rt: Runtime, lease: Lease, decoded: list[Decoded] | None = None) -> Outcome:
     """Apply a leased batch and release it. Raises DatabaseUnavailable after
-    returning the batch to the inbox when PostgreSQL cannot be reached."""
+    returning the batch to the inbox when PostgreSQL cannot be reached.
+    ``decoded`` is decode_lease(rt, lease), when the caller parsed the batch ahead."""
     out = Outcome()
-    decoded = [decode_one(raw) for raw in lease.items]
-    if lease.from_retry:
-        decoded = [_check_attempts(rt, d) for d in decoded]
+    try:
+        return _process_lease(rt, lease, out, decoded)
+    finally:
+        _report(lease, out)
+
+
+def _report(lease: Lease, out: Outcome) -> None:
+    """One log line and one metrics update per batch, never per envelope."""
+    metrics.record_batch(len(lease.items), out.tally, out.latencies)
+    if out.ingest_ids or out.dead_letters:
+        log.info(
+            "batch %s: %d new events, %d envelopes committed, %d dead letters, %d requeued",
+            lease.id, len(out.applied), len(out.ingest_ids), out.dead_letters, out.requeued,
+            extra={"lease": lease.id, "ingest_ids": out.ingest_ids,
+                   "new_events": len(out.applied), "dead_letters": out.dead_letters,
+                   "requeued": out.requeued},
+        )
+
+
+def _process_lease(
+    rt: Runtime, lease: Lease, out: Outcome, decoded: list[Decoded] | None
+) -> Outcome:
+    if decoded is None:
+        decoded = decode_lease(rt, lease)
     crashed = [d for d in decoded if d.error is not None]
     good = [d for d in decoded if d.error is None]
     try:
         _account(out, good, _apply(rt, good))
     except INFRA_ERRORS as exc:
-        rt.inbox.release(lease, requeue=lease.items, to_inbox=True)
-        raise DatabaseUnavailable(str(exc)) from exc
+        raise _give_back(rt, lease, exc) from exc
     except Exception as exc:
         log.warning("batch failed, isolating its envelopes", extra={"error": repr(exc)})
         crashed += _isolate(rt, lease, good, out)
@@ -177,15 +247,22 @@ def process_lease(rt: Runtime, lease: Lease) -> Outcome:
     return out
 
 
-def _check_attempts(rt: Runtime, d: Decoded) -> Decoded:
-    """Count an attempt before processing, so a worker crash counts too."""
-    attempts = rt.inbox.bump_attempts(d.ingest_id)
-    if attempts <= rt.settings.max_attempts or d.envelope is None:
-        return d
-    last = rt.redis.hget(ERRORS, d.ingest_id)
+def _check_attempts(rt: Runtime, raw: bytes) -> Decoded | None:
+    """Count an attempt before the envelope is even parsed, so a worker that dies
+    parsing it counts too (counted after parsing, such a callback killed a worker
+    every lease period forever); past the limit it is a dead letter, unparsed."""
+    ingest_id = _envelope_id(raw)
+    attempts = rt.inbox.bump_attempts(ingest_id)
+    if attempts <= rt.settings.max_attempts:
+        return None
+    try:
+        env = decode(raw)  # the header line only: the body is what may kill the worker
+    except EnvelopeError:
+        return None  # a corrupt envelope becomes a dead letter without parsing anyway
+    last = rt.redis.hget(ERRORS, ingest_id)
     why = last.decode(errors="replace") if last else "the worker died while processing it"
     reason = f"processing failed {attempts - 1} times: {why}"
-    return Decoded(d.raw, d.envelope, letter=_letter(d.envelope, reason, attempts - 1))
+    return Decoded(raw, env, letter=_letter(env, reason, attempts - 1))
 
 
 def _isolate(rt: Runtime, lease: Lease, decoded: list[Decoded], out: Outcome) -> list[Decoded]:
@@ -195,12 +272,28 @@ def _isolate(rt: Runtime, lease: Lease, decoded: list[Decoded], out: Outcome) ->
         try:
             _account(out, [d], _apply(rt, [d]))
         except INFRA_ERRORS as exc:
-            rt.inbox.release(lease, requeue=lease.items, to_inbox=True)
-            raise DatabaseUnavailable(str(exc)) from exc
+            raise _give_back(rt, lease, exc) from exc
         except Exception as exc:
             d.error = f"{type(exc).__name__}: {exc}"[:1000]
             failed.append(d)
     return failed
+
+
+def _give_back(rt: Runtime, lease: Lease, exc: BaseException) -> DatabaseUnavailable:
+    """PostgreSQL is away: the batch goes back untouched. A retried envelope's attempt,
+    counted before processing, is taken back: the outage is not its fault, and
+    counting it would turn good callbacks into dead letters during a long outage."""
+    rt.inbox.release(lease, requeue=lease.items, to_inbox=True)
+    if lease.from_retry:
+        rt.inbox.unbump_attempts([_envelope_id(raw) for raw in lease.items])
+    return DatabaseUnavailable(str(exc))
+
+
+def _envelope_id(raw: bytes) -> str:
+    try:
+        return decode(raw).id
+    except EnvelopeError:
+        return _raw_id(raw)
 
 
 def _remember_error(rt: Runtime, d: Decoded, text: str) -> None:

@@ -9,3 +9,6 @@ ALL = (DRAIN, FANOUT, PERIODIC)
 
 TASK_DRAIN = "hookline.drain"
 TASK_TICK = "hookline.tick"
+TASK_DISPATCH = "hookline.dispatch"
+TASK_FANOUT_TICK = "hookline.fanout_tick"
+TASK_PURGE = "hookline.purge"

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
+from datetime import UTC, datetime, timedelta
 
+import psycopg
 from celery import shared_task
+from celery.signals import worker_process_init
 
 from shared import queue, runtime
-from workers import queues
-from workers.pipeline import DatabaseUnavailable, Outcome, process_lease
+from shared.db import retention
+from workers import hooks, queues
+from workers.ahead import ReadAhead
+from workers.pipeline import DatabaseUnavailable, Outcome, decode_lease, process_lease
 
 log = logging.getLogger(__name__)
 
@@ -18,12 +24,24 @@ log = logging.getLogger(__name__)
 # far below the time limits.
 DRAIN_BUDGET_SECONDS = 5.0
 RETRY_LEASES_PER_ROUND = 20
+# A drain allocates tens of thousands of short-lived objects per batch. With the
+# default thresholds the collector kept re-scanning everything a pool process
+# inherits (Celery, kombu, hookline's modules): about a tenth of the drain's CPU
+# (docs/benchmarks.md). Those are frozen out of its reach and young objects are
+# collected less often; memory stays the same.
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
+@worker_process_init.connect
+def _tune_gc(**_: object) -> None:
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def send_drain() -> None:
-    from workers.celery_app import app
+    from workers.celery_app import sender_app
 
-    app.send_task(queues.TASK_DRAIN, queue=queues.DRAIN)
+    sender_app().send_task(queues.TASK_DRAIN, queue=queues.DRAIN)
 
 
 def kick_drain() -> bool:
@@ -31,8 +49,19 @@ def kick_drain() -> bool:
     return queue.kick(runtime.get().redis, send_drain)
 
 
-def drain_round(rt: runtime.Runtime) -> Outcome | None:
-    """Reclaim expired leases, work the retry list one by one, then one batch."""
+def kick_fanout() -> None:
+    from workers.fanout import kick_dispatch
+
+    try:
+        kick_dispatch()  # flag-guarded: at most one queued dispatch, whatever the rate
+    except Exception as exc:
+        # The scheduler's fan-out tick sends them within a second anyway.
+        log.warning("could not kick fan-out: %s", exc, extra={"error": repr(exc)})
+
+
+def drain_round(rt: runtime.Runtime, ahead: ReadAhead | None = None) -> Outcome | None:
+    """Reclaim expired leases, work the retry list one by one, then one batch. With
+    ``ahead``, the next batch is leased and parsed while this one commits."""
     inbox = rt.inbox
     inbox.reclaim_expired()
     total = Outcome()
@@ -41,13 +70,18 @@ def drain_round(rt: runtime.Runtime) -> Outcome | None:
         if lease is None:
             break
         _merge(total, process_lease(rt, lease))
-    lease = inbox.lease(rt.settings.batch_size)
+    batch = ahead.take() if ahead is not None else None
+    lease = batch.lease if batch is not None else inbox.lease(rt.settings.batch_size)
     if lease is None:
         return total if total.applied or total.dead_letters or total.requeued else None
-    if rt.redis.llen(queue.INBOX):
+    more = rt.redis.llen(queue.INBOX)
+    if more:
         # More work than one batch: let another worker process start on it now.
         kick_drain()
-    _merge(total, process_lease(rt, lease))
+    decoded = batch.decoded if batch is not None else decode_lease(rt, lease)
+    if ahead is not None and more:
+        ahead.start()
+    _merge(total, process_lease(rt, lease, decoded))
     return total
 
 
@@ -57,6 +91,8 @@ def _merge(total: Outcome, part: Outcome) -> None:
     total.dead_letters += part.dead_letters
     total.requeued += part.requeued
     total.latencies += part.latencies
+    total.tally.update(part.tally)
+    total.ingest_ids += part.ingest_ids
 
 
 @shared_task(name=queues.TASK_DRAIN, acks_late=True, reject_on_worker_lost=True,
@@ -69,12 +105,24 @@ def drain() -> int:
     queue.clear_kick(rt.redis)
     deadline = time.monotonic() + DRAIN_BUDGET_SECONDS
     done = 0
+    committed = False
+    ahead = ReadAhead(rt)
     try:
-        while time.monotonic() < deadline:
-            outcome = drain_round(rt)
+        # A worker shutting down finishes the batch in hand and leaves the rest to others.
+        while time.monotonic() < deadline and not hooks.stopping():
+            outcome = drain_round(rt, ahead)
             if outcome is None:
                 return done
+            if not committed:
+                # A batch committed, so PostgreSQL is reachable: back-off doubles over
+                # consecutive failures only. (Reset only when a drain used its whole
+                # budget, an old outage's count made the next blip pause 30 s.)
+                queue.recovered(rt.redis)
+                committed = True
             done += len(outcome.applied) + outcome.dead_letters
+            if outcome.notifications:
+                # The round committed deliveries: send them now, not at the next tick.
+                kick_fanout()
     except DatabaseUnavailable as exc:
         # No Celery retry: the batch is back in the inbox, and the scheduler's
         # tick kicks a new drain once the back-off has passed.
@@ -82,6 +130,8 @@ def drain() -> int:
         log.warning("database unavailable, drains pause %.1fs", pause,
                     extra={"error": str(exc), "pause_seconds": pause})
         return done
+    finally:
+        ahead.give_back()
     queue.recovered(rt.redis)
     kick_drain()
     return done
@@ -95,3 +145,26 @@ def tick() -> None:
     depths = queue.depths(rt.redis, rt.settings.lease_seconds)
     if (depths.inbox or depths.retry) and not queue.backing_off(rt.redis):
         kick_drain()
+
+
+# Well below the soft time limit; a purge with rows left sends itself again.
+PURGE_BUDGET_SECONDS = 120.0
+
+
+@shared_task(name=queues.TASK_PURGE, ignore_result=True)
+def purge() -> dict[str, int]:
+    """Delete events, their history and deliveries, and replayed dead letters older
+    than HOOKLINE_RETENTION_DAYS (see shared.db.retention)."""
+    rt = runtime.get()
+    cutoff = datetime.now(UTC) - timedelta(days=rt.settings.retention_days)
+    with psycopg.connect(rt.settings.require_database(), autocommit=True) as conn:
+        out = retention.purge(conn, cutoff, budget_seconds=PURGE_BUDGET_SECONDS)
+    if out.skipped:
+        return {}
+    log.info("retention purged %s", out.deleted,
+             extra={"deleted": out.deleted, "cutoff": cutoff.isoformat()})
+    if not out.finished:
+        from workers.celery_app import sender_app
+
+        sender_app().send_task(queues.TASK_PURGE, queue=queues.PERIODIC)
+    return out.deleted

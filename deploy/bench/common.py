@@ -5,15 +5,17 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import psutil
 import psycopg
 
@@ -112,3 +114,96 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+class CpuMeter(threading.Thread):
+    """CPU seconds used by a changing set of processes while it runs.
+
+    ``pids()`` is asked every 0.2 s; each process counts from the first time it
+    is seen (its CPU at the first look when it was there at the start, zero when
+    it was born later) to the last time it was seen, so short-lived processes
+    count too.
+    """
+
+    def __init__(self, pids: Callable[[], Iterable[int]]) -> None:
+        super().__init__(daemon=True)
+        self.pids = pids
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.running = True
+        self._look(initial=True)
+
+    def _look(self, initial: bool = False) -> None:
+        for pid in self.pids():
+            with contextlib.suppress(psutil.Error):
+                t = psutil.Process(pid).cpu_times()
+                used = t.user + t.system
+                self.first.setdefault(pid, used if initial else 0.0)
+                self.last[pid] = used
+
+    def run(self) -> None:
+        while self.running:
+            time.sleep(0.2)
+            with contextlib.suppress(Exception):
+                self._look()
+
+    def stop(self) -> float:
+        self.running = False
+        self.join()
+        with contextlib.suppress(Exception):
+            self._look()
+        return sum(self.last[p] - self.first[p] for p in self.last)
+
+
+def tree(pid: int) -> Callable[[], list[int]]:
+    """The pids of a process and all its descendants."""
+
+    def pids() -> list[int]:
+        try:
+            root = psutil.Process(pid)
+            return [pid, *(c.pid for c in root.children(recursive=True))]
+        except psutil.Error:
+            return []
+
+    return pids
+
+
+class PgBackends:
+    """The pids of the PostgreSQL backends serving a database (local servers only)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.conn = psycopg.connect(database_url, autocommit=True)
+
+    def __call__(self) -> list[int]:
+        rows = self.conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = "
+                                 "current_database() AND pid <> pg_backend_pid()").fetchall()
+        return [r[0] for r in rows]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def redis_server(redis_url: str) -> Callable[[], list[int]]:
+    """The pid of a local Redis server, from INFO."""
+    import redis
+
+    pid = int(redis.Redis.from_url(redis_url).info("server")["process_id"])
+    return lambda: [pid]

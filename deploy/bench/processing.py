@@ -3,11 +3,16 @@ mixed callbacks to committed PostgreSQL state, against a Celery worker running
 one no-op task per event on the same machine.
 
     python deploy/bench/processing.py [--events 100000] [--processes 1 2]
+                                      [--variants current] [--rounds 1]
+
+``--variants current no-ahead before`` compares hookline with some of its
+optimisations undone (undo.py), runs interleaved, medians reported.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import time
@@ -15,16 +20,27 @@ from pathlib import Path
 
 import psycopg
 import redis
-from common import RssSampler, hookline, services, stop, wait_ready
+from common import (
+    CpuMeter,
+    PgBackends,
+    RssSampler,
+    hookline,
+    redis_server,
+    services,
+    stop,
+    tree,
+    wait_ready,
+)
+from undo import VARIANTS
 
 from shared import config, queue
 from workers.celery_app import make_app
 
 
-def fill_inbox(r: redis.Redis, n: int) -> None:
+def fill_inbox(r: redis.Redis, n: int, **rates: float) -> None:
     from workload import envelopes
 
-    items = envelopes(n)
+    items = envelopes(n, **rates)
     pipe = r.pipeline(transaction=False)
     for i in range(0, len(items), 1000):
         pipe.lpush(queue.INBOX, *items[i:i + 1000])
@@ -36,10 +52,13 @@ def drained(r: redis.Redis) -> bool:
     return d.inbox == 0 and d.retry == 0 and d.leases == 0
 
 
-def run_hookline(n: int, processes: int) -> dict[str, float]:
+def run_hookline(n: int, processes: int, variant: str = "current") -> dict[str, float]:
     with services() as env:
         r = redis.Redis.from_url(env["REDIS_URL"])
         fill_inbox(r, n)
+        if variant != "current":
+            env = {**env, "BENCH_VARIANT": variant,
+                   "PYTHONPATH": str(Path(__file__).resolve().parent / "variants")}
         worker = hookline(["worker", "--concurrency", str(processes), "--metrics-port", "0",
                            "--loglevel", "warning"], env, f"/tmp/bench-worker-{processes}.log")
         try:
@@ -47,11 +66,18 @@ def run_hookline(n: int, processes: int) -> dict[str, float]:
             wait_ready(app)
             sampler = RssSampler(worker.pid)
             sampler.start()
+            backends = PgBackends(env["DATABASE_URL"])
+            meters = {"worker": CpuMeter(tree(worker.pid)), "postgres": CpuMeter(backends),
+                      "redis": CpuMeter(redis_server(env["REDIS_URL"]))}
+            for m in meters.values():
+                m.start()
             started = time.perf_counter()
             app.send_task("hookline.drain", queue="hookline-drain")
             while not drained(r):
                 time.sleep(0.01)
             elapsed = time.perf_counter() - started
+            cpu = {k: m.stop() for k, m in meters.items()}
+            backends.close()
             peak = sampler.stop()
         finally:
             stop(worker)
@@ -59,7 +85,8 @@ def run_hookline(n: int, processes: int) -> dict[str, float]:
             events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
             letters = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
     return {"callbacks": n, "events": events, "dead_letters": letters, "seconds": elapsed,
-            "callbacks_per_s": n / elapsed, "peak_rss_mb": peak}
+            "callbacks_per_s": n / elapsed, "peak_rss_mb": peak,
+            **{f"{k}_cpu_us": v / n * 1e6 for k, v in cpu.items()}}
 
 
 def run_noop(n: int) -> dict[str, float]:
@@ -86,25 +113,52 @@ def run_noop(n: int) -> dict[str, float]:
     return {"tasks": n, "seconds": elapsed, "tasks_per_s": n / elapsed}
 
 
+def run(events: int = 100_000, noop_tasks: int = 20_000, processes: tuple[int, ...] = (1, 2),
+        variants: tuple[str, ...] = ("current",), rounds: int = 1) -> dict:
+    runs: dict[tuple[int, str], list[dict[str, float]]] = {}
+    for procs in processes:
+        for _ in range(rounds):
+            for variant in variants:
+                runs.setdefault((procs, variant), []).append(run_hookline(events, procs, variant))
+    hookline_runs = {key: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+                     for key, rs in runs.items()}
+    return {"noop": run_noop(noop_tasks), "hookline": hookline_runs}
+
+
+def report(res: dict) -> list[str]:
+    noop = res["noop"]
+    lines = [f"processing celery no-op baseline: {noop['tasks_per_s']:.0f} tasks/s "
+             f"({noop['tasks']} tasks in {noop['seconds']:.1f}s, 1 process)"]
+    for (procs, variant), r in res["hookline"].items():
+        per = r["callbacks_per_s"] / procs
+        one = res["hookline"].get((1, variant))
+        scaling = f", scaling {r['callbacks_per_s'] / one['callbacks_per_s']:.2f}x of 1 " \
+            f"process (linear {procs:.2f}x)" if one and procs > 1 else ""
+        name = "" if variant == "current" else f" [{variant}]"
+        lines.append(
+            f"processing hookline{name} {procs} process(es): {r['callbacks_per_s']:.0f} "
+            f"callbacks/s, {per:.0f}/s per process (target >= 10000), "
+            f"{per / noop['tasks_per_s']:.1f}x the no-op per process{scaling}; "
+            f"{r['events']:.0f} events, {r['dead_letters']:.0f} dead letters in "
+            f"{r['seconds']:.1f}s; peak RSS {r['peak_rss_mb']:.0f} MB (target < 200 MB)")
+        lines.append(
+            f"processing CPU per callback{name} ({procs} process(es)): worker "
+            f"{r['worker_cpu_us']:.0f} us, PostgreSQL {r['postgres_cpu_us']:.0f} us, Redis "
+            f"{r['redis_cpu_us']:.0f} us")
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--noop-tasks", type=int, default=20_000)
     p.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--variants", nargs="+", default=["current"], choices=VARIANTS)
+    p.add_argument("--rounds", type=int, default=1)
     args = p.parse_args()
-    noop = run_noop(args.noop_tasks)
-    print(f"celery no-op baseline: {noop['tasks_per_s']:.0f} tasks/s "
-          f"({noop['tasks']} tasks in {noop['seconds']:.1f}s, 1 process)")
-    base = None
-    for procs in args.processes:
-        res = run_hookline(args.events, procs)
-        per = res["callbacks_per_s"] / procs
-        base = base or res["callbacks_per_s"]
-        print(f"hookline {procs} process(es): {res['callbacks_per_s']:.0f} callbacks/s "
-              f"({per:.0f}/s per process, {per / noop['tasks_per_s']:.1f}x no-op per process, "
-              f"scaling {res['callbacks_per_s'] / base:.2f}x); {res['events']} events, "
-              f"{res['dead_letters']} dead letters in {res['seconds']:.1f}s; "
-              f"peak RSS {res['peak_rss_mb']:.0f} MB")
+    res = run(args.events, args.noop_tasks, tuple(args.processes), tuple(args.variants),
+              args.rounds)
+    print("\n".join(report(res)))
 
 
 if __name__ == "__main__":

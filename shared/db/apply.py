@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from shared.db import dead_letters, events, messages
+from shared.consent import notifies_as_itself
+from shared.db import dead_letters, deliveries, events, inbound, messages, subscriptions
 from shared.db.dead_letters import DeadLetter
 from shared.db.events import Incoming, Stored
 from shared.model import NormalisedEvent
@@ -29,9 +30,12 @@ class Notification:
 
 
 def plain_notifications(stored: list[Stored]) -> list[Notification]:
-    """Every new event notifies as itself, except consent requests: those notify
-    only through the transitions they cause (see the consent step)."""
-    return [Notification(s.id, s.event.type, s.event) for s in stored if s.event.consent is None]
+    """Every new event notifies as itself, except SUBSCRIBE / UNSUBSCRIBE-like events:
+    those notify only through the transitions they cause (see the consent step). A
+    keyword text notifies as message.inbound and, if it changed consent, again
+    as its transition."""
+    return [Notification(s.id, s.event.type, s.event) for s in stored
+            if notifies_as_itself(s.event)]
 
 
 @dataclass(slots=True)
@@ -47,6 +51,10 @@ def apply_batch(
     with conn.cursor() as cur:
         stored = events.insert_new(cur, incoming)
         messages.apply_statuses(cur, stored)
+        inbound.insert(cur, stored)
         notes = plain_notifications(stored)
+        notes += [Notification(t.event_id, t.type, t.event)
+                  for t in subscriptions.apply_consent(cur, stored)]
+        deliveries.enqueue(cur, notes)  # the outbox: last, so it sees every notification
         dead_letters.insert(cur, letters)
     return Applied(stored, notes)

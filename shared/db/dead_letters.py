@@ -89,3 +89,41 @@ def mark_replayed(conn: psycopg.Connection, letter_id: int, replay_ingest_id: st
 
 def count(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL").fetchone()[0]
+
+
+# `hookline replay`: unreplayed letters matching the filters, oldest first, keyset-paged.
+_UNREPLAYED = """
+    replayed_at IS NULL
+      AND (%(source)s::text IS NULL OR source = %(source)s)
+      AND (%(reason)s::text IS NULL OR reason ILIKE '%%' || %(reason)s || '%%')
+      AND (%(since)s::timestamptz IS NULL OR received_at >= %(since)s)
+      AND (%(until)s::timestamptz IS NULL OR received_at < %(until)s)
+"""
+
+
+def count_unreplayed(
+    conn: psycopg.Connection, source: str | None = None, reason: str | None = None,
+    since: datetime | None = None, until: datetime | None = None,
+) -> int:
+    params = dict(source=source, reason=reason, since=since, until=until)
+    return conn.execute(f"SELECT count(*) FROM dead_letters WHERE {_UNREPLAYED}",
+                        params).fetchone()[0]
+
+
+def max_id(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT coalesce(max(id), 0) FROM dead_letters").fetchone()[0]
+
+
+def unreplayed_ids(
+    conn: psycopg.Connection, after_id: int, up_to_id: int, limit: int,
+    source: str | None = None, reason: str | None = None,
+    since: datetime | None = None, until: datetime | None = None,
+) -> list[int]:
+    params = dict(source=source, reason=reason, since=since, until=until, after=after_id,
+                  upto=up_to_id, limit=limit)
+    sql = f"""
+    SELECT id FROM dead_letters
+    WHERE id > %(after)s AND id <= %(upto)s AND {_UNREPLAYED}
+    ORDER BY id LIMIT %(limit)s
+    """
+    return [r[0] for r in conn.execute(sql, params)]

@@ -27,6 +27,12 @@ def make_pool(database_url: str, size: int = 4, timeout: float = 10.0) -> Connec
         configure=_configure,
         # A connection killed under us (PostgreSQL restart) is noticed on checkout.
         check=ConnectionPool.check_connection,
+        # psycopg_pool retries a lost server with exponential back-off (1, 2, 4 ... s)
+        # for reconnect_timeout; with the default 5 minutes, a pool that lost
+        # PostgreSQL for 30 s may not try again until half a minute after it is back.
+        # Giving up sooner makes the next request start a fresh attempt at once;
+        # drains pause between requests anyway (shared.queue.back_off).
+        reconnect_timeout=5,
         open=True,
         name="hookline",
     )

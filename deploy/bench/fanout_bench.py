@@ -1,0 +1,182 @@
+"""Fan-out: deliveries/s of one worker process to a fast local receiver, 3 endpoints
+per event; then the same with a fourth, slow endpoint (it answers after 2 s), and
+the fast endpoints' rate compared.
+
+The outbox is filled first (mixed callbacks applied by the drain in this process,
+each event making one delivery per endpoint), then `hookline worker --concurrency 1`
+gets a dispatch and the clock runs until every fast delivery has succeeded. The
+fast receiver is a granian WSGI app in its own process; the slow one is a threaded
+server in this one. Runs alternate (3 fast, with slow, 3 fast, ...).
+
+    python deploy/bench/fanout_bench.py [--events 5000] [--rounds 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import psycopg
+from common import (
+    CpuMeter,
+    RssSampler,
+    free_port,
+    hookline,
+    services,
+    stop,
+    tree,
+    wait_http,
+    wait_ready,
+)
+
+from shared import config
+from workers import queues
+from workers.celery_app import make_app
+
+HERE = Path(__file__).resolve().parent
+FAST_PATHS = ("/a", "/b", "/c")
+SLOW_SECONDS = 2.0
+
+
+class _Slow(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        time.sleep(SLOW_SECONDS)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class SlowReceiver:
+    def __init__(self) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/slow"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _fill_outbox(env: dict[str, str], events: int, urls: list[str]) -> None:
+    """Endpoints, then callbacks applied in-process: one delivery per endpoint each."""
+    import logging
+
+    from processing import fill_inbox
+
+    from shared.db import endpoints
+    from shared.runtime import Runtime, install
+    from workers.tasks import drain_round
+
+    rt = Runtime(config.load(env))
+    install(rt)
+    with rt.pool.connection() as conn:
+        for url in urls:
+            endpoints.create(conn, url=url, event_types=["*"], secret=secrets.token_hex(16))
+    fill_inbox(rt.redis, events, dup_rate=0.0, invalid_rate=0.0)
+    logging.disable(logging.WARNING)
+    try:
+        while drain_round(rt) is not None:
+            pass
+    finally:
+        logging.disable(logging.NOTSET)
+        rt.close()
+
+
+_FAST_DONE = """
+SELECT count(*) FILTER (WHERE d.status = 'succeeded'), count(*)
+FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id WHERE e.url NOT LIKE '%/slow'
+"""
+
+
+def run_once(events: int, slow: bool, fast_port: int) -> dict[str, float]:
+    slow_rx = SlowReceiver() if slow else None
+    urls = [f"http://127.0.0.1:{fast_port}{p}" for p in FAST_PATHS]
+    urls += [slow_rx.url()] if slow_rx else []
+    try:
+        with services() as env:
+            env = {**env, "HOOKLINE_ALLOW_PRIVATE_ENDPOINTS": "true"}
+            _fill_outbox(env, events, urls)
+            worker = hookline(["worker", "--concurrency", "1", "--metrics-port", "0",
+                               "--loglevel", "warning"], env, "/tmp/bench-fanout-worker.log")
+            try:
+                app = make_app(config.load(env))
+                wait_ready(app)
+                rss, cpu = RssSampler(worker.pid), CpuMeter(tree(worker.pid))
+                rss.start()
+                cpu.start()
+                with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
+                    done, total = conn.execute(_FAST_DONE).fetchone()
+                    started = time.perf_counter()
+                    app.send_task(queues.TASK_DISPATCH, queue=queues.FANOUT)
+                    while done < total:
+                        time.sleep(0.02)
+                        done, total = conn.execute(_FAST_DONE).fetchone()
+                    elapsed = time.perf_counter() - started
+                used, peak = cpu.stop(), rss.stop()
+            finally:
+                stop(worker)
+    finally:
+        if slow_rx:
+            slow_rx.close()
+    return {"fast_deliveries": total, "seconds": elapsed, "fast_per_s": total / elapsed,
+            "cpu_us_per_delivery": used / total * 1e6, "peak_rss_mb": peak}
+
+
+def run(events: int = 5000, rounds: int = 1, quick: bool = False) -> dict[str, dict]:
+    if quick:
+        events = min(events, 500)
+    port = free_port()
+    rx = subprocess.Popen([sys.executable, str(HERE / "fast_receiver.py"), str(port)], cwd=HERE,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs: dict[str, list[dict[str, float]]] = {"fast": [], "with_slow": []}
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", timeout=30)
+        for _ in range(rounds):
+            runs["fast"].append(run_once(events, False, port))
+            runs["with_slow"].append(run_once(events, True, port))
+    finally:
+        stop(rx)
+    out = {k: {m: statistics.median(r[m] for r in rs) for m in rs[0]} for k, rs in runs.items()}
+    out["ratio"] = {"fast_rate": out["with_slow"]["fast_per_s"] / out["fast"]["fast_per_s"]}
+    return out
+
+
+def report(res: dict[str, dict]) -> list[str]:
+    f, s = res["fast"], res["with_slow"]
+    return [
+        f"fan-out 3 fast endpoints: {f['fast_per_s']:.0f} deliveries/s in 1 worker process "
+        f"(target >= 2000); {f['fast_deliveries']:.0f} deliveries in {f['seconds']:.1f}s, "
+        f"{f['cpu_us_per_delivery']:.0f} us worker CPU each, peak RSS {f['peak_rss_mb']:.0f} MB",
+        f"fan-out with a 4th endpoint answering after {SLOW_SECONDS:.0f} s: fast endpoints "
+        f"{s['fast_per_s']:.0f} deliveries/s; ratio {res['ratio']['fast_rate']:.2f} of "
+        f"without it (target >= 0.90)",
+    ]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--events", type=int, default=5000)
+    p.add_argument("--rounds", type=int, default=1)
+    args = p.parse_args()
+    print("\n".join(report(run(args.events, args.rounds))))
+
+
+if __name__ == "__main__":
+    main()

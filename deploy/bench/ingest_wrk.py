@@ -1,0 +1,128 @@
+"""Ingest: `hookline ingest` (the production server configuration) against a bare
+Flask app that only LPUSHes the body to the same Redis, served the same way,
+under wrk with 32 connections and the Kaleyra RCS receipt bodies.
+
+    python deploy/bench/ingest_wrk.py [--seconds 10] [--rounds 2] [--connections 32]
+
+Rounds alternate hookline, bare, hookline, bare, ... so a busy neighbour hurts
+both alike; each server gets a short warm-up first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import redis
+from common import ROOT, free_port, hookline, services, stop, wait_http
+
+HERE = Path(__file__).resolve().parent
+BODIES = sorted((ROOT / "tests" / "fixtures" / "kaleyra-rcs").glob("dr_*.json"))
+TOKEN = "bench-callback-token"
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * _UNITS[unit]
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    """requests/s, p50 and p99 (ms) and the non-2xx count from `wrk --latency`."""
+    pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: (.*)$", out, re.M)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": _ms(pct["50"]),
+        "p99_ms": _ms(pct["99"]),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": sock.group(1).strip() if sock else "",
+    }
+
+
+def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
+    cmd = ["wrk", "-t", str(min(connections, os.cpu_count() or 2)), "-c", str(connections),
+           "-d", f"{int(seconds)}s", "--latency", "-s", str(HERE / "kaleyra.lua"), url, "--",
+           *map(str, BODIES)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                         env={**os.environ, "BENCH_TOKEN": TOKEN}, timeout=seconds + 60).stdout
+    return parse_wrk(out)
+
+
+def start_servers(env: dict[str, str]) -> tuple[dict[str, str], list[subprocess.Popen]]:
+    """hookline ingest and the bare app, same command line; returns their URLs."""
+    ports = {"hookline": free_port(), "bare": free_port()}
+    args = ["--host", "127.0.0.1"]
+    env = {**env, "HOOKLINE_CALLBACK_TOKEN": TOKEN}
+    procs = [
+        hookline(["ingest", *args, "--port", str(ports["hookline"])], env,
+                 "/tmp/bench-ingest-hookline.log"),
+        subprocess.Popen(
+            [sys.executable, str(HERE / "serve_bare.py"), *args, "--port", str(ports["bare"])],
+            env={**env, "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}, cwd=ROOT,
+            stdout=open("/tmp/bench-ingest-bare.log", "w"),  # noqa: SIM115
+            stderr=subprocess.STDOUT),
+    ]
+    for port in ports.values():
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+    return {k: f"http://127.0.0.1:{p}/callbacks/kaleyra-rcs" for k, p in ports.items()}, procs
+
+
+def run(seconds: int = 10, rounds: int = 2, connections: int = 32) -> dict[str, dict]:
+    with services() as env:
+        r = redis.Redis.from_url(env["REDIS_URL"])
+        urls, procs = start_servers(env)
+        try:
+            for url in urls.values():
+                wrk(url, 2, connections)  # warm-up: connections, imports, caches
+            runs: dict[str, list[dict[str, float]]] = {"hookline": [], "bare": []}
+            for _ in range(rounds):
+                for name, url in urls.items():
+                    runs[name].append(wrk(url, seconds, connections))
+                    r.flushdb()  # keep the shared Redis small between rounds
+        finally:
+            for p in procs:
+                stop(p)
+            r.flushdb()
+    result = {name: _mean(rs) for name, rs in runs.items()}
+    result["ratio"] = {"rps": result["hookline"]["rps"] / result["bare"]["rps"]}
+    return result
+
+
+def _mean(rs: list[dict[str, float]]) -> dict[str, float]:
+    keys = ("rps", "p50_ms", "p99_ms")
+    out = {k: statistics.fmean(r[k] for r in rs) for k in keys}
+    out["non_2xx"] = sum(r["non_2xx"] for r in rs)
+    out["rounds_rps"] = [round(r["rps"]) for r in rs]
+    return out
+
+
+def report(res: dict[str, dict]) -> list[str]:
+    h, b = res["hookline"], res["bare"]
+    return [
+        f"ingest hookline: {h['rps']:.0f} req/s, p50 {h['p50_ms']:.2f} ms, "
+        f"p99 {h['p99_ms']:.2f} ms (rounds {h['rounds_rps']}, non-2xx {h['non_2xx']})",
+        f"ingest bare LPUSH app: {b['rps']:.0f} req/s, p50 {b['p50_ms']:.2f} ms, "
+        f"p99 {b['p99_ms']:.2f} ms (rounds {b['rounds_rps']}, non-2xx {b['non_2xx']})",
+        f"ingest ratio hookline/bare: {res['ratio']['rps']:.2f} (target >= 0.90); "
+        f"hookline p99 {h['p99_ms']:.2f} ms (target < 20 ms)",
+    ]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seconds", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--connections", type=int, default=32)
+    args = p.parse_args()
+    print("\n".join(report(run(args.seconds, args.rounds, args.connections))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""The /v1 consent, inbound and event queries (same bearer token as ingest.api).
+
+``may_send`` is false when the msisdn opted out of this sender or of every
+sender on the channel (a Kaleyra.io ``all`` unsubscription); category records
+are listed but do not decide it, since a message's category is not known here.
+``status`` is this sender's own subscription (``unknown`` when there is none).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, abort, jsonify, request
+
+from ingest import api
+from shared.consent import ALL_SENDERS, OPTED_IN, OPTED_OUT
+from shared.db import event_feed, inbound, subscriptions
+from shared.model import EVENT_TYPES
+
+bp = Blueprint("consent_api", __name__, url_prefix="/v1")
+bp.before_request(api._authenticate)
+
+
+def _page(items: list[dict[str, Any]], id_key: str, limit: int) -> Response:
+    nxt = items[-1][id_key] if len(items) == limit else None
+    return jsonify(items=items, next_before=nxt)
+
+
+def _choice(name: str, allowed: frozenset[str] | tuple[str, ...]) -> str | None:
+    value = request.args.get(name)
+    if value is not None and value not in allowed:
+        abort(400, f"{name} must be one of {', '.join(sorted(allowed))}")
+    return value
+
+
+@bp.get("/subscriptions/<channel>/<sender>/<msisdn>")
+def get_subscription(channel: str, sender: str, msisdn: str) -> Response:
+    """Whether sender may message msisdn on channel, and the consent history behind it."""
+    with api.rt().pool.connection() as conn:
+        found = subscriptions.status_of(conn, channel, sender, msisdn)
+    own, every = found["sender"], found["all"]
+    # Asked about sender '*' itself, its own row is the all-senders row.
+    scopes = (("sender", own), ("all", every)) if sender != ALL_SENDERS else (("all", every),)
+    blocked_by = [scope for scope, row in scopes if row is not None and row["status"] == OPTED_OUT]
+    return jsonify(
+        channel=channel, sender=sender, msisdn=msisdn,
+        status=own["status"] if own else "unknown",
+        may_send=not blocked_by,
+        blocked_by=blocked_by,
+        changed_at=own["changed_at"] if own else None,
+        subscription=own, all_senders=every, categories=found["categories"],
+        history=found["history"],
+    )
+
+
+@bp.get("/subscriptions")
+def list_subscriptions() -> Response:
+    """Subscriptions, newest first; with ?status=opted_out the suppression list."""
+    limit = api.page_limit()
+    with api.rt().pool.connection() as conn:
+        items = subscriptions.list_page(
+            conn, limit, before_id=api.arg_int("before"), channel=request.args.get("channel"),
+            sender=request.args.get("sender"), msisdn=request.args.get("msisdn"),
+            status=_choice("status", (OPTED_IN, OPTED_OUT)),
+        )
+    return _page(items, "id", limit)
+
+
+@bp.get("/inbound")
+def list_inbound() -> Response:
+    """Inbound messages (text, response, location, media), newest first."""
+    limit = api.page_limit()
+    with api.rt().pool.connection() as conn:
+        items = inbound.list_page(
+            conn, limit, before_id=api.arg_int("before"), channel=request.args.get("channel"),
+            sender=request.args.get("sender"), msisdn=request.args.get("msisdn"),
+            source=request.args.get("source"),
+        )
+    return _page(items, "event_id", limit)
+
+
+@bp.get("/events")
+def list_events() -> Response:
+    """Normalised events, newest first; ?since= bounds the receipt time."""
+    limit = api.page_limit()
+    with api.rt().pool.connection() as conn:
+        items = event_feed.list_page(
+            conn, limit, before_id=api.arg_int("before"), type_=_choice("type", EVENT_TYPES),
+            source=request.args.get("source"), since=api.arg_time("since"),
+        )
+    return _page(items, "id", limit)

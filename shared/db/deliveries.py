@@ -1,0 +1,360 @@
+"""The delivery outbox: written with the events, claimed by senders, recorded per attempt.
+
+* ``enqueue`` runs inside the apply transaction: one row per (event, endpoint,
+  notification type), so an applied event cannot miss its deliveries and a
+  re-applied one cannot make a second set (unique constraint).
+* ``claim`` takes due deliveries with ``FOR UPDATE SKIP LOCKED``, honouring each
+  endpoint's concurrency cap, breaker and ordering, and leases them by moving
+  ``next_attempt_at`` to the end of the lease: a sender that dies lets them fall
+  due again (at-least-once).
+* ``record`` stores the attempts and moves each delivery on (succeeded, failed
+  with its next attempt on the schedule, or dead) -- only if the recorder still
+  holds the claim.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import psycopg
+from psycopg.rows import dict_row
+
+from shared.db import endpoints
+
+if TYPE_CHECKING:
+    from shared.db.apply import Notification
+
+STATUSES = ("pending", "succeeded", "failed", "dead")
+# Serialises claims across every sender process: each claim then sees the
+# claims committed before it, so per-endpoint caps hold exactly. Claims are
+# one short statement, so the wait is milliseconds. The two-key form: its key
+# space does not overlap the single-key locks of migrations and retention.
+_CLAIM_LOCK = (0x686F6F6B, 0xFA)
+
+
+# Claims and attempt records need not wait for the WAL flush: if PostgreSQL
+# crashes and loses the last of them, a lost claim lets the delivery be claimed
+# again and a lost record leaves its claim to expire -- either way the delivery
+# is sent again, which at-least-once delivery allows (receivers dedupe on
+# webhook-id). It takes the fsync off the hot path of every claim and record.
+_ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true)"
+
+
+def payload(n: Notification) -> dict[str, Any]:
+    """The body customers receive (Standard Webhooks: type, timestamp, data)."""
+    data = n.event.to_dict()
+    data["event_id"] = n.event_id
+    return {"type": n.type, "timestamp": data["occurred_at"], "data": data}
+
+
+def _message_key(n: Notification) -> str | None:
+    e = n.event
+    return f"{e.source}:{e.message_id}" if e.message_id else None
+
+
+_ENQUEUE = """
+INSERT INTO deliveries (endpoint_id, event_id, type, payload, message_key, occurred_at,
+                        next_attempt_at)
+SELECT e.id, n.event_id, n.type, n.payload::jsonb, n.message_key, n.occurred_at, now()
+FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+            %s::text[], %s::timestamptz[])
+     AS n(event_id, type, payload, source, channel, sender, message_key, occurred_at)
+JOIN endpoints e ON e.enabled
+    AND ('*' = ANY (e.event_types) OR n.type = ANY (e.event_types))
+    AND (e.filter_source IS NULL OR n.source = ANY (e.filter_source))
+    AND (e.filter_channel IS NULL OR n.channel = ANY (e.filter_channel))
+    AND (e.filter_sender IS NULL OR n.sender = ANY (e.filter_sender))
+ORDER BY n.event_id, e.id
+ON CONFLICT (event_id, endpoint_id, type) DO NOTHING
+"""
+
+
+def enqueue(cur: psycopg.Cursor, notes: Sequence[Notification]) -> int:
+    """Write the outbox rows for these notifications; returns how many were new."""
+    if not notes or not endpoints.any_enabled(cur):
+        return 0
+    columns: list[list[Any]] = [[] for _ in range(8)]
+    for n in notes:
+        e = n.event
+        row = (n.event_id, n.type, orjson.dumps(payload(n)).decode(), e.source, e.channel,
+               e.sender, _message_key(n), e.occurred_at)
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return cur.execute(_ENQUEUE, columns).rowcount
+
+
+@dataclass(slots=True)
+class Claimed:
+    id: str
+    endpoint_id: str
+    url: str
+    body: bytes
+    secrets: list[str]
+    token: uuid.UUID
+
+
+# A delivery of endpoint ``e`` that may be sent now. Ordered endpoints: nothing
+# of a message goes while an earlier event of it to the same endpoint is still
+# pending or being retried.
+_SENDABLE = """
+    d.endpoint_id = e.id AND d.status IN ('pending', 'failed') AND d.next_attempt_at <= now()
+    AND (NOT e.ordered OR d.message_key IS NULL OR NOT EXISTS (
+        SELECT 1 FROM deliveries p
+        WHERE p.endpoint_id = d.endpoint_id AND p.message_key = d.message_key
+          AND p.status IN ('pending', 'failed')
+          AND (p.occurred_at, p.seq) < (d.occurred_at, d.seq)))
+"""
+_ENDPOINT_OPEN = "e.enabled AND (e.paused_until IS NULL OR e.paused_until <= now())"
+
+_CLAIM = f"""
+WITH e AS (
+    SELECT e.id, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at, e.ordered,
+           -- A tripped breaker lets one probe through at a time.
+           (CASE WHEN e.consecutive_failures >= %(threshold)s THEN 1 ELSE %(cap)s END)
+           - (SELECT count(*) FROM deliveries f
+              WHERE f.endpoint_id = e.id AND f.claim_token IS NOT NULL
+                AND f.next_attempt_at > now()) AS free
+    FROM endpoints e
+    WHERE {_ENDPOINT_OPEN}
+),
+picked AS (
+    SELECT e.id AS endpoint_id, e.url, e.secret, e.previous_secret,
+           e.previous_secret_expires_at, d.id,
+           row_number() OVER (PARTITION BY e.id ORDER BY d.next_attempt_at) AS turn
+    FROM e CROSS JOIN LATERAL (
+        SELECT d.id, d.next_attempt_at FROM deliveries d
+        WHERE {_SENDABLE}
+        ORDER BY d.next_attempt_at
+        LIMIT GREATEST(e.free, 0)
+        FOR UPDATE OF d SKIP LOCKED
+    ) d
+    -- Round-robin across endpoints when the sender has fewer slots than work.
+    ORDER BY turn
+    LIMIT %(limit)s
+)
+UPDATE deliveries d
+SET claim_token = %(token)s, next_attempt_at = now() + make_interval(secs => %(lease)s)
+FROM picked WHERE d.id = picked.id
+RETURNING d.id, d.endpoint_id, picked.url, d.payload::text, picked.secret,
+          picked.previous_secret, picked.previous_secret_expires_at, now()
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRules:
+    cap: int                # concurrent attempts per endpoint
+    breaker_failures: int   # consecutive failures after which only one probe goes
+    lease: float            # seconds a claim holds before it falls due again
+
+
+def claim(conn: psycopg.Connection, limit: int, rules: ClaimRules) -> list[Claimed]:
+    """Claim up to ``limit`` due deliveries (commits)."""
+    from shared.signing import active_secrets
+
+    token = uuid.uuid4()
+    params = dict(threshold=rules.breaker_failures, cap=rules.cap, limit=limit, token=token,
+                  lease=float(rules.lease))
+    with conn.transaction():
+        conn.execute(f"SELECT {_ASYNC_COMMIT}, pg_advisory_xact_lock(%s, %s)", _CLAIM_LOCK)
+        rows = conn.execute(_CLAIM, params).fetchall()
+    return [
+        Claimed(id=r[0], endpoint_id=r[1], url=r[2], body=r[3].encode(),
+                secrets=active_secrets(r[4], r[5], r[6], r[7]), token=token)
+        for r in rows
+    ]
+
+
+def due_exists(conn: psycopg.Connection) -> bool:
+    """Whether any delivery to a sendable endpoint is due (the tick's cheap check)."""
+    return conn.execute(f"""
+        SELECT EXISTS (SELECT 1 FROM endpoints e WHERE {_ENDPOINT_OPEN}
+            AND EXISTS (SELECT 1 FROM deliveries d WHERE {_SENDABLE}))
+    """).fetchone()[0]
+
+
+@dataclass(slots=True)
+class Result:
+    """One attempt's outcome, as the sender saw it."""
+
+    delivery_id: str
+    endpoint_id: str
+    token: uuid.UUID
+    attempted_at: datetime
+    duration_ms: int
+    ok: bool
+    status_code: int | None = None
+    response_body: str | None = None  # the first 4 KB
+    error: str | None = None
+    retry_after: float | None = None  # seconds (already bounded), from 429 / 503
+    gone: bool = False                # 410: the endpoint is to be disabled
+
+
+_ATTEMPTS = """
+INSERT INTO delivery_attempts (delivery_id, attempted_at, duration_ms, status_code,
+                               response_body, error)
+SELECT r.id, r.at, r.ms, r.code, r.body, r.error
+FROM unnest(%s::text[], %s::timestamptz[], %s::int[], %s::int[], %s::text[], %s::text[])
+     AS r(id, at, ms, code, body, error)
+-- The endpoint (and its deliveries) may have been deleted meanwhile.
+WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = r.id)
+"""
+
+_LAST_STEP = "d.round_attempts >= cardinality(%(schedule)s::float8[])"
+
+_ADVANCE = f"""
+UPDATE deliveries d SET
+    attempts = d.attempts + 1,
+    round_attempts = d.round_attempts + 1,
+    last_attempt_at = r.at,
+    last_status_code = r.code,
+    last_error = r.error,
+    claim_token = NULL,
+    status = CASE WHEN r.ok THEN 'succeeded' WHEN {_LAST_STEP} THEN 'dead' ELSE 'failed' END,
+    -- The schedule with +-20%% jitter; Retry-After only ever makes the wait longer.
+    next_attempt_at = CASE WHEN r.ok OR {_LAST_STEP} THEN NULL
+        ELSE now() + make_interval(secs => GREATEST(r.retry_after,
+            (%(schedule)s::float8[])[d.round_attempts + 1] * (0.8 + 0.4 * random())))
+        END
+FROM unnest(%(ids)s::text[], %(tokens)s::uuid[], %(at)s::timestamptz[], %(ok)s::bool[],
+            %(codes)s::int[], %(errors)s::text[], %(retry_after)s::float8[])
+     AS r(id, token, at, ok, code, error, retry_after)
+-- Only while this attempt still holds the claim: a lease that ran out (and
+-- was claimed again) or a manual retry has moved the delivery on already.
+WHERE d.id = r.id AND d.claim_token = r.token
+RETURNING d.id, d.status
+"""
+
+
+def health(results: Sequence[Result]) -> list[endpoints.Health]:
+    """Per endpoint, what this batch (in completion order) says about it."""
+    out: dict[str, endpoints.Health] = {}
+    for r in results:
+        h = out.setdefault(r.endpoint_id, endpoints.Health(r.endpoint_id))
+        if r.ok:
+            h.succeeded, h.last_success_at = True, r.attempted_at
+            h.trailing_failures, h.first_failure_at, h.pause_seconds = 0, None, None
+            continue
+        h.trailing_failures += 1
+        h.first_failure_at = h.first_failure_at or r.attempted_at
+        h.last_failure_at = r.attempted_at
+        h.gone = h.gone or r.gone
+        h.pause_seconds = r.retry_after
+    return sorted(out.values(), key=lambda h: h.endpoint_id)
+
+
+@dataclass(slots=True)
+class Recorded:
+    statuses: dict[str, str]  # delivery id -> new status (absent: the claim was stale)
+    disabled: dict[str, str]  # endpoint id -> why it was disabled just now
+    stopped: set[str]         # endpoints paused or disabled: send nothing more to them now
+
+
+def record(conn: psycopg.Connection, results: Sequence[Result], schedule: Sequence[float],
+           rules: endpoints.HealthRules) -> Recorded:
+    """Store a batch of attempts and their effects in one transaction."""
+    ordered = sorted(results, key=lambda r: r.delivery_id)  # one lock order for all
+    attempts = [[r.delivery_id for r in ordered], [r.attempted_at for r in ordered],
+                [r.duration_ms for r in ordered], [r.status_code for r in ordered],
+                [r.response_body for r in ordered], [r.error for r in ordered]]
+    advance = dict(
+        schedule=list(schedule), ids=attempts[0], tokens=[r.token for r in ordered],
+        at=attempts[1], ok=[r.ok for r in ordered], codes=attempts[3], errors=attempts[5],
+        retry_after=[r.retry_after for r in ordered],
+    )
+    disabled: dict[str, str] = {}
+    stopped: set[str] = set()
+    with conn.transaction():
+        cur = conn.cursor()
+        cur.execute(f"SELECT {_ASYNC_COMMIT}")
+        cur.execute(_ATTEMPTS, attempts)
+        statuses = dict(cur.execute(_ADVANCE, advance).fetchall())
+        for h in health(results):
+            row = endpoints.apply_health(cur, h, rules)
+            if row is not None and row[0]:
+                disabled[h.endpoint_id] = row[1]
+            if row is not None and row[2]:
+                stopped.add(h.endpoint_id)
+    return Recorded(statuses, disabled, stopped)
+
+
+def release(conn: psycopg.Connection, claimed: Sequence[Claimed]) -> int:
+    """Give back claims that will not be sent (their endpoint was paused or
+    disabled meanwhile): due again at once, for whoever may send them."""
+    if not claimed:
+        return 0
+    with conn.transaction():
+        return conn.execute("""
+            UPDATE deliveries d SET claim_token = NULL, next_attempt_at = now()
+            FROM unnest(%s::text[], %s::uuid[]) AS r(id, token)
+            WHERE d.id = r.id AND d.claim_token = r.token
+        """, ([c.id for c in claimed], [c.token for c in claimed])).rowcount
+
+
+# --- queries for the API ---------------------------------------------------
+
+_IN_FLIGHT = "(claim_token IS NOT NULL AND next_attempt_at > now())"
+_COLUMNS = (
+    "id, seq, endpoint_id, event_id, type, status, attempts, next_attempt_at, created_at, "
+    f"last_attempt_at, last_status_code, last_error, requeued_at, {_IN_FLIGHT} AS in_flight"
+)
+
+
+def list_for_endpoint(
+    conn: psycopg.Connection, endpoint_id: str, limit: int, status: str | None = None,
+    before: int | None = None,
+) -> list[dict[str, Any]]:
+    """Newest first; ``before`` (a seq) pages, stable under inserts."""
+    sql = f"""
+    SELECT {_COLUMNS} FROM deliveries
+    WHERE endpoint_id = %(ep)s
+      AND (%(status)s::text IS NULL OR status = %(status)s)
+      AND (%(before)s::bigint IS NULL OR seq < %(before)s)
+    ORDER BY seq DESC LIMIT %(limit)s
+    """
+    params = dict(ep=endpoint_id, status=status, before=before, limit=limit)
+    return conn.cursor(row_factory=dict_row).execute(sql, params).fetchall()
+
+
+def get(conn: psycopg.Connection, delivery_id: str) -> dict[str, Any] | None:
+    """One delivery with its body and every attempt, oldest first."""
+    cur = conn.cursor(row_factory=dict_row)
+    row = cur.execute(f"SELECT {_COLUMNS}, payload FROM deliveries WHERE id = %s",
+                      (delivery_id,)).fetchone()
+    if row is not None:
+        row["attempts_made"] = cur.execute("""
+            SELECT attempted_at, duration_ms, status_code, response_body, error
+            FROM delivery_attempts WHERE delivery_id = %s ORDER BY id
+        """, (delivery_id,)).fetchall()
+    return row
+
+
+# A requeued delivery starts the retry schedule afresh; its attempt history stays.
+_REQUEUE = f"""
+UPDATE deliveries SET status = 'pending', round_attempts = 0, next_attempt_at = now(),
+    claim_token = NULL, requeued_at = now()
+WHERE {{where}} AND NOT {_IN_FLIGHT}
+"""
+
+
+def retry(conn: psycopg.Connection, delivery_id: str) -> str | None:
+    """Queue one delivery now: 'queued', 'in_flight' (being sent, left alone) or None."""
+    sql = _REQUEUE.format(where="id = %s")
+    if conn.execute(sql, (delivery_id,)).rowcount:
+        return "queued"
+    exists = conn.execute("SELECT 1 FROM deliveries WHERE id = %s", (delivery_id,)).fetchone()
+    return "in_flight" if exists else None
+
+
+def replay(
+    conn: psycopg.Connection, endpoint_id: str, since: datetime, until: datetime,
+    statuses: Sequence[str],
+) -> int:
+    """Queue again the endpoint's deliveries created in [since, until) with these statuses."""
+    sql = _REQUEUE.format(
+        where="endpoint_id = %s AND created_at >= %s AND created_at < %s AND status = ANY(%s)")
+    return conn.execute(sql, (endpoint_id, since, until, list(statuses))).rowcount

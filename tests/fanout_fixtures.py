@@ -1,0 +1,43 @@
+"""Fan-out test fixtures: a real receiver, runtimes with fast schedules, the API.
+
+Test modules load them with ``pytest_plugins = ("tests.fanout_fixtures",)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from shared.runtime import Runtime
+from tests.fanout_helpers import FAST, client_for
+from tests.receiver import Receiver
+from workers import fanout
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def fast_rt(make_rt) -> Iterator[Callable[..., Runtime]]:
+    """make_rt with FAST settings (overridable); closes the in-process Sender after."""
+
+    def make(**overrides: str) -> Runtime:
+        return make_rt(**{**FAST, **overrides})
+
+    yield make
+    fanout.close_sender(timeout=10)
+
+
+@pytest.fixture
+def frt(fast_rt) -> Runtime:
+    return fast_rt()
+
+
+@pytest.fixture
+def api(frt):
+    return client_for(frt)

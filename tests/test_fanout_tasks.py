@@ -1,0 +1,122 @@
+"""Fan-out's Celery tasks and kicks, run in this process on real Redis and PostgreSQL
+(the broker boundary, send_task, is recorded instead of sent)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from prometheus_client import REGISTRY
+
+from shared.db import deliveries
+from shared.db.deliveries import Claimed
+from tests.fanout_helpers import apply_receipts, create_endpoint, deliver, delivery_rows
+from tests.helpers import enqueue, receipt
+from tests.receiver import Reply
+from workers import fanout, tasks
+from workers.lanes import Lanes
+
+pytest_plugins = ("tests.fanout_fixtures",)  # receiver, frt, fast_rt, api
+
+
+@pytest.fixture
+def sent(monkeypatch) -> list[str]:
+    calls: list[str] = []
+    monkeypatch.setattr(fanout, "send_dispatch", lambda: calls.append("dispatch"))
+    monkeypatch.setattr(tasks, "send_drain", lambda: calls.append("drain"))
+    return calls
+
+
+def test_a_drain_that_applied_notifying_events_kicks_one_dispatch(api, frt, receiver, sent):
+    create_endpoint(api, receiver.url())
+    for kind in ("SENT", "DELIVERED", "READ"):
+        enqueue(frt, receipt(kind))
+    tasks.drain()
+    assert sent.count("dispatch") == 1  # flag-guarded: one, not one per event
+    frt.redis.delete(fanout.KICK_KEY)
+    enqueue(frt, receipt("READ"))  # a duplicate: applies nothing, notifies nothing
+    tasks.drain()
+    assert sent.count("dispatch") == 1
+
+
+def test_no_kick_while_a_dispatch_runs_unless_forced(frt, sent):
+    frt.redis.zadd(fanout.RUNNING_KEY, {"other": time.time() + 5})
+    assert not fanout.kick_dispatch()
+    assert fanout.kick_dispatch(force=True)
+    assert not fanout.kick_dispatch(force=True)  # one queued already
+    assert sent == ["dispatch"]
+    frt.redis.delete(fanout.KICK_KEY)
+    frt.redis.zadd(fanout.RUNNING_KEY, {"other": time.time() - 1})  # that one died
+    assert fanout.kick_dispatch() and sent == ["dispatch", "dispatch"]
+
+
+def test_the_tick_kicks_only_when_something_is_due(api, frt, receiver, sent):
+    fanout.fanout_tick()
+    assert sent == []
+    create_endpoint(api, receiver.url())
+    apply_receipts(frt, "SENT")
+    fanout.fanout_tick()
+    assert sent == ["dispatch"]
+
+
+def test_the_dispatch_task_sends_and_steps_aside(api, frt, receiver, sent):
+    ep = create_endpoint(api, receiver.url("/t"))
+    apply_receipts(frt, "SENT", "READ")
+    frt.redis.set(fanout.KICK_KEY, b"1")
+    assert fanout.dispatch_task() == 2
+    assert fanout.sender_for(frt).flush(5)
+    assert {r[1] for r in delivery_rows(frt, ep["id"])} == {"succeeded"}
+    assert not frt.redis.exists(fanout.KICK_KEY)  # a new kick may be sent
+    assert frt.redis.zcard(fanout.RUNNING_KEY) == 0
+
+
+def _value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_metrics_count_attempts_by_outcome(api, frt, receiver):
+    before = {o: _value("hookline_deliveries_total", outcome=o) for o in ("succeeded", "failed")}
+    seconds = _value("hookline_delivery_seconds_count")
+    ep = create_endpoint(api, receiver.url("/m"))
+    receiver.script("/m", Reply(500))
+    apply_receipts(frt, "SENT")
+    deliver(frt, until=lambda: delivery_rows(frt, ep["id"])[0][1] == "succeeded")
+    assert _value("hookline_deliveries_total", outcome="failed") == before["failed"] + 1
+    assert _value("hookline_deliveries_total", outcome="succeeded") == before["succeeded"] + 1
+    assert _value("hookline_delivery_seconds_count") == seconds + 2
+
+
+def test_due_exists_ignores_what_cannot_be_sent_now(api, frt, receiver):
+    ep = create_endpoint(api, receiver.url())
+    apply_receipts(frt, "SENT")
+    with frt.pool.connection() as conn:
+        assert deliveries.due_exists(conn)
+        conn.execute("UPDATE endpoints SET paused_until = now() + interval '1 minute'")
+        assert not deliveries.due_exists(conn)
+        conn.execute("UPDATE endpoints SET paused_until = NULL, enabled = false")
+        assert not deliveries.due_exists(conn)
+    api.patch(f"/v1/endpoints/{ep['id']}", json={"enabled": True},
+              headers={"Authorization": "Bearer test-api-token"})
+    deliver(frt)
+    with frt.pool.connection() as conn:
+        assert not deliveries.due_exists(conn)
+
+
+def _claimed(endpoint_id: str, n: int) -> list[Claimed]:
+    return [Claimed(f"{endpoint_id}-{i}", endpoint_id, "", b"", [], None) for i in range(n)]
+
+
+def test_lanes_cap_each_endpoint_and_take_turns():
+    lanes = Lanes(cap=2)
+    lanes.add(_claimed("slow", 5) + _claimed("fast", 3))
+    taken = [lanes.take(0.05) for _ in range(4)]
+    assert [c.endpoint_id for c in taken] == ["slow", "fast", "slow", "fast"]  # in turn
+    assert lanes.take(0.05) is None  # both at their cap: nothing may start
+    lanes.done("fast")
+    assert lanes.take(0.05).id == "fast-2"
+    lanes.done("slow")
+    assert lanes.take(0.05).id == "slow-2"
+    assert [c.id for c in lanes.drop("slow")] == ["slow-3", "slow-4"]
+    lanes.done("slow")
+    assert lanes.take(0.05) is None  # dropped: nothing left for slow
+    assert lanes.close() == [] and lanes.take() is None

@@ -1,0 +1,165 @@
+"""Fan-out building blocks without a database: signing, the address guard,
+Retry-After, settings."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import threading
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from shared import config, netguard, signing
+from shared.db import deliveries
+from shared.db.apply import Notification
+from shared.model import NormalisedEvent
+from workers import sender
+
+
+def sample_event() -> NormalisedEvent:
+    return NormalisedEvent(
+        type="message.read", source="kaleyra-rcs", channel="rcs",
+        occurred_at=datetime(2025, 6, 16, 13, 46, 38, tzinfo=UTC), dedupe_key="e:1",
+        message_id="m1", sender="agent", msisdn="4477", status="read", ingest_id="i1",
+    )
+
+
+def test_secrets_are_standard_webhooks_secrets():
+    secret = signing.new_secret()
+    assert secret.startswith("whsec_") and len(secret) > 30
+    assert secret != signing.new_secret()
+
+
+def test_signature_verifies_with_the_standardwebhooks_package():
+    secret, stamp, body = signing.new_secret(), int(datetime.now(UTC).timestamp()), b'{"a":1}'
+    headers = signing.headers([secret], "msg_1", stamp, body)
+    assert Webhook(secret).verify(body, headers) == {"a": 1}
+    tampered = dict(headers, **{"webhook-id": "msg_2"})
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(body, tampered)
+
+
+def test_both_secrets_sign_during_a_rotation_then_only_the_new_one():
+    old, new = signing.new_secret(), signing.new_secret()
+    now = datetime.now(UTC)
+    both = signing.active_secrets(new, old, now + timedelta(hours=1), now)
+    assert both == [new, old]
+    assert signing.active_secrets(new, old, now - timedelta(seconds=1), now) == [new]
+    body, stamp = b"{}", int(now.timestamp())
+    headers = signing.headers(both, "msg_x", stamp, body)
+    assert headers["webhook-signature"].count("v1,") == 2
+    Webhook(old).verify(body, headers)
+    Webhook(new).verify(body, headers)
+
+
+@pytest.mark.parametrize("address,why", [
+    ("127.0.0.1", "loopback"), ("::1", "loopback"), ("10.1.2.3", "private"),
+    ("192.168.0.1", "private"), ("172.16.5.4", "private"), ("169.254.169.254", "link-local"),
+    ("fe80::1", "link-local"), ("224.0.0.1", "multicast"), ("0.0.0.0", "unspecified"),
+    ("240.0.0.1", "reserved"), ("100.64.0.1", "not a public address"),
+    ("::ffff:127.0.0.1", "loopback"), ("fc00::1", "private"),
+])
+def test_non_public_addresses_are_refused_with_the_reason(address, why):
+    refusal = netguard.address_refusal(ipaddress.ip_address(address))
+    assert refusal is not None and why in refusal
+
+
+@pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700::1111"])
+def test_public_addresses_pass(address):
+    assert netguard.address_refusal(ipaddress.ip_address(address)) is None
+
+
+@pytest.mark.parametrize("url,why", [
+    ("ftp://example.com/x", "scheme"), ("example.com/hook", "scheme"), ("http:///x", "no host"),
+    ("https://user:pw@example.com/", "credentials"), ("http://127.0.0.1:8000/x", "loopback"),
+    ("http://localhost/x", "loopback"), ("http://10.0.0.8/x", "private"),
+    ("http://[::1]:9/x", "loopback"), ("http://no-such-host.invalid/x", "does not resolve"),
+])
+def test_url_check_says_why(url, why):
+    with pytest.raises(netguard.UnsafeURL, match=why):
+        netguard.check_url(url, allow_private=False)
+
+
+def test_the_guard_can_be_lifted_for_private_addresses_only():
+    assert netguard.check_url("http://127.0.0.1:9/x", allow_private=True)
+    with pytest.raises(netguard.UnsafeURL, match="scheme"):
+        netguard.check_url("file:///etc/passwd", allow_private=True)
+
+
+def _listener() -> socket.socket:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    return server
+
+
+def test_send_time_guard_refuses_before_connecting():
+    server = _listener()
+    accepted: list[object] = []
+    server.settimeout(0.5)
+    t = threading.Thread(target=lambda: accepted.append(_accept(server)))
+    t.start()
+    pools = sender.Pools(timeout=1, allow_private=False, keep=2)
+    claimed = deliveries.Claimed("msg_1", "ep_1", f"http://127.0.0.1:{server.getsockname()[1]}/",
+                                 b"{}", [signing.new_secret()], token=None)
+    result = sender.attempt(claimed, pools, 60)
+    t.join()
+    server.close()
+    assert not result.ok and result.error.startswith("refused:") and "loopback" in result.error
+    assert accepted == [None]  # no connection was ever opened
+
+
+def _accept(server: socket.socket):
+    try:
+        conn, _ = server.accept()
+        conn.close()
+        return "connected"
+    except TimeoutError:
+        return None
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("5", 5.0), ("0", 1.0), ("99999", 3600.0), ("soon", None), (None, None), ("2.5", 2.5),
+])
+def test_retry_after_is_bounded(value, expected):
+    assert sender.retry_after_seconds(value, 3600.0) == expected
+
+
+def test_retry_after_as_an_http_date():
+    when = datetime.now(UTC) + timedelta(seconds=120)
+    got = sender.retry_after_seconds(format_datetime(when, usegmt=True), 3600.0)
+    assert 110 <= got <= 121
+
+
+def test_payload_is_type_timestamp_and_the_normalised_event():
+    note = Notification(42, "subscription.opted_out", sample_event())
+    doc = deliveries.payload(note)
+    assert doc["type"] == "subscription.opted_out"
+    assert doc["timestamp"] == "2025-06-16T13:46:38+00:00"
+    assert doc["data"]["event_id"] == 42 and doc["data"]["type"] == "message.read"
+    assert doc["data"]["message_id"] == "m1"
+
+
+@pytest.mark.parametrize("env,name", [
+    ({"HOOKLINE_ENDPOINT_DISABLE_AFTER_DAYS": "soon"}, "HOOKLINE_ENDPOINT_DISABLE_AFTER_DAYS"),
+    ({"HOOKLINE_ENDPOINT_CONCURRENCY": "0"}, "HOOKLINE_ENDPOINT_CONCURRENCY"),
+    ({"HOOKLINE_ENDPOINT_CONCURRENCY": "40", "HOOKLINE_DELIVERY_THREADS": "8"},
+     "HOOKLINE_ENDPOINT_CONCURRENCY"),
+    ({"HOOKLINE_DELIVERY_TIMEOUT": "600"}, "HOOKLINE_DELIVERY_TIMEOUT"),
+    ({"HOOKLINE_BREAKER_FAILURES": "x"}, "HOOKLINE_BREAKER_FAILURES"),
+    ({"HOOKLINE_MAX_RETRY_AFTER": "0"}, "HOOKLINE_MAX_RETRY_AFTER"),
+])
+def test_bad_fanout_settings_fail_naming_the_variable(env, name):
+    with pytest.raises(config.ConfigError, match=name):
+        config.load(env)
+
+
+def test_fanout_defaults():
+    s = config.load({})
+    assert s.endpoint_disable_after_days == 5 and s.delivery_timeout == 10
+    assert s.endpoint_concurrency < s.delivery_threads
+    assert config.load({"HOOKLINE_ENDPOINT_DISABLE_AFTER_DAYS": "2"}).endpoint_disable_after_days \
+        == 2

@@ -1,0 +1,356 @@
+"""Fan-out: the dispatcher that sends due deliveries, and its Celery tasks.
+
+Each worker process has one Sender: a lane (queue) per endpoint, sending
+threads that take the lanes in turn (at most the endpoint cap at once per
+endpoint), kept-alive connections per endpoint, and a recorder thread that
+writes the attempts in batches. The ``hookline.dispatch`` task claims due
+deliveries into the lanes, running ahead of the threads so they never wait for
+the database, for a few seconds or until nothing is due. Slow sends do not hold
+the task: they finish in the background and the recorder records them.
+
+A dispatch is kicked right after a drain applies events that notify (so a new
+delivery goes out within milliseconds), by the scheduler's once-a-second
+``hookline.fanout_tick`` when retries fall due, and by a busy dispatch that
+wants help. See docs/fanout.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue as stdqueue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import psycopg
+from celery import shared_task
+from prometheus_client import Counter, Histogram
+from psycopg_pool import PoolTimeout
+
+from shared import runtime
+from shared.db import deliveries
+from shared.db.deliveries import Claimed, ClaimRules, Result
+from shared.db.endpoints import HealthRules
+from workers import queues
+from workers.lanes import Lanes
+from workers.sender import Pools, attempt
+
+log = logging.getLogger(__name__)
+
+DELIVERIES = Counter(
+    "hookline_deliveries_total",
+    "Delivery attempts, by the delivery's status after the attempt "
+    "(succeeded, failed = retry scheduled, dead, stale = claim had expired)",
+    ["outcome"],
+)
+DELIVERY_SECONDS = Histogram(
+    "hookline_delivery_seconds", "Duration of one delivery attempt (HTTP request and answer)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+
+# How long one dispatch task keeps claiming before handing over to a fresh one.
+DISPATCH_BUDGET_SECONDS = 5.0
+CLAIM_MAX = 200             # deliveries per claim statement
+IDLE_POLL_SECONDS = 0.05    # re-claim this often while sends are in flight
+RECORD_BATCH_MAX = 500
+RECORD_RETRIES = 5
+# Claims run ahead of the sending threads so they never wait on the database:
+# up to PREFETCH x the endpoint cap may be claimed per endpoint, and up to
+# PREFETCH x the thread count per process. Sends per endpoint stay at the cap.
+PREFETCH = 8
+
+KICK_KEY = "hookline:fanout:kick"          # a dispatch is queued and not started yet
+RUNNING_KEY = "hookline:fanout:running"    # zset: running dispatches, scored by expiry
+KICK_TTL_MS = 2000
+
+
+def claim_lease(timeout: float) -> float:
+    """Seconds a claim holds: the longest a claimed delivery can wait in its lane
+    (PREFETCH rounds of sends ahead of it, each at most the timeout) and be sent, with
+    room to record it. A worker that dies lets its claims fall due after this."""
+    return (PREFETCH + 1) * timeout + 30
+
+
+class Sender:
+    """Per process (and runtime): the lanes and sending threads, connection
+    pools per endpoint, and the recorder thread."""
+
+    def __init__(self, rt: runtime.Runtime) -> None:
+        s = rt.settings
+        self.rt = rt
+        self.capacity = s.delivery_threads * PREFETCH  # claimed and not yet recorded
+        self.max_retry_after = s.max_retry_after
+        self.pools = Pools(s.delivery_timeout, s.allow_private_endpoints,
+                           keep=s.endpoint_concurrency + 2)
+        self.claim_rules = ClaimRules(s.endpoint_concurrency * PREFETCH, s.breaker_failures,
+                                      claim_lease(s.delivery_timeout))
+        self.health_rules = HealthRules(s.breaker_failures, s.breaker_cooldown,
+                                        s.endpoint_disable_after_days * 86400)
+        self.schedule = list(s.retry_schedule)
+        self.lanes = Lanes(s.endpoint_concurrency)
+        self._results: stdqueue.Queue[Result | None] = stdqueue.Queue()
+        self._cond = threading.Condition()
+        self.outstanding = 0  # claimed by this process and not yet recorded
+        self.generation = 0   # bumped whenever a batch is recorded
+        self._threads = [threading.Thread(target=self._send_loop, daemon=True,
+                                          name=f"hookline-send-{i}")
+                         for i in range(s.delivery_threads)]
+        self._threads.append(threading.Thread(target=self._record_loop, daemon=True,
+                                              name="hookline-record"))
+        for t in self._threads:
+            t.start()
+
+    def room(self) -> int:
+        return max(0, self.capacity - self.outstanding)
+
+    def submit(self, batch: list[Claimed]) -> None:
+        with self._cond:
+            self.outstanding += len(batch)
+        self.lanes.add(batch)
+
+    def _send_loop(self) -> None:
+        while (c := self.lanes.take()) is not None:
+            try:
+                result = attempt(c, self.pools, self.max_retry_after)
+            except BaseException as exc:  # never lose the slot, whatever happened
+                log.exception("delivery attempt crashed", extra={"delivery_id": c.id})
+                result = Result(c.id, c.endpoint_id, c.token, datetime.now(UTC), 0, ok=False,
+                                error=f"internal error: {type(exc).__name__}")
+            self.lanes.done(c.endpoint_id)
+            DELIVERY_SECONDS.observe(result.duration_ms / 1000)
+            self._results.put(result)
+
+    def _record_loop(self) -> None:
+        while True:
+            first = self._results.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < RECORD_BATCH_MAX:
+                try:
+                    item = self._results.get_nowait()
+                except stdqueue.Empty:
+                    break
+                if item is None:
+                    self._results.put(None)  # stop after this batch
+                    break
+                batch.append(item)
+            self._write(batch)
+            self._settled(len(batch))
+
+    def _settled(self, n: int) -> None:
+        with self._cond:
+            self.outstanding -= n
+            self.generation += 1
+            self._cond.notify_all()
+
+    def _write(self, batch: list[Result]) -> None:
+        for attempt_no in range(1, RECORD_RETRIES + 1):
+            try:
+                with self.rt.pool.connection() as conn:
+                    recorded = deliveries.record(conn, batch, self.schedule, self.health_rules)
+                break
+            except Exception as exc:
+                if attempt_no == RECORD_RETRIES:
+                    # The claims' leases run out and the deliveries go again.
+                    log.error("could not record %d attempts: %s", len(batch), exc,
+                              extra={"error": repr(exc), "count": len(batch)})
+                    return
+                time.sleep(0.2 * 2 ** attempt_no)
+        _account(batch, recorded)
+        for endpoint_id in recorded.stopped:
+            self._release(self.lanes.drop(endpoint_id))
+
+    def _release(self, claimed: list[Claimed]) -> None:
+        """Claims queued for an endpoint that may not be sent to now go back
+        (else they would go out despite the pause, or wait for their lease)."""
+        if not claimed:
+            return
+        try:
+            with self.rt.pool.connection() as conn:
+                deliveries.release(conn, claimed)
+        except Exception as exc:
+            log.warning("could not release %d claims: %s", len(claimed), exc,
+                        extra={"error": repr(exc)})
+        self._settled(len(claimed))
+
+    def wait_change(self, seen: int, timeout: float) -> None:
+        """Sleep until a batch is recorded after generation ``seen``, or the timeout."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.generation != seen, timeout)
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything this process claimed is sent and recorded."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.outstanding == 0, timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Give back what is not sent yet, let sends in flight finish and be recorded."""
+        deadline = time.monotonic() + timeout
+        self._release(self.lanes.close())
+        self.flush(timeout)
+        self._results.put(None)
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self.pools.close()
+
+
+def _account(batch: list[Result], recorded: deliveries.Recorded) -> None:
+    for r in batch:
+        DELIVERIES.labels(recorded.statuses.get(r.delivery_id, "stale")).inc()
+        if r.delivery_id in recorded.statuses and not r.ok:
+            log.info("delivery %s attempt failed: %s", r.delivery_id, r.error,
+                     extra={"delivery_id": r.delivery_id, "endpoint_id": r.endpoint_id,
+                            "status_code": r.status_code,
+                            "status": recorded.statuses[r.delivery_id]})
+    for endpoint_id, reason in recorded.disabled.items():
+        log.warning("endpoint %s disabled: %s", endpoint_id, reason,
+                    extra={"endpoint_id": endpoint_id, "reason": reason})
+
+
+_sender: Sender | None = None
+_sender_key: tuple[int, int] | None = None
+_sender_lock = threading.Lock()
+
+
+def sender_for(rt: runtime.Runtime) -> Sender:
+    """This process's Sender for ``rt`` (a forked child or a new runtime gets a new one)."""
+    global _sender, _sender_key
+    key = (os.getpid(), id(rt))
+    with _sender_lock:
+        if _sender_key != key:
+            old, _sender = _sender, None
+            if old is not None and _sender_key and _sender_key[0] == os.getpid():
+                old.close(timeout=5)
+            _sender, _sender_key = Sender(rt), key
+        assert _sender is not None
+        return _sender
+
+
+def close_sender(timeout: float = 30.0) -> None:
+    global _sender, _sender_key
+    with _sender_lock:
+        if _sender is not None and _sender_key and _sender_key[0] == os.getpid():
+            _sender.close(timeout)
+        _sender = _sender_key = None
+
+
+def dispatch(rt: runtime.Runtime, budget: float = DISPATCH_BUDGET_SECONDS,
+             on_saturated: Callable[[], object] | None = None) -> tuple[int, bool]:
+    """Claim due deliveries into the Sender's lanes until nothing is due and
+    nothing is in flight (idle) or the budget is spent. Returns (claimed, idle)."""
+    sender = sender_for(rt)
+    sender.pools.evict_idle()
+    deadline = time.monotonic() + budget
+    claimed = 0
+    with rt.pool.connection() as conn:
+        while time.monotonic() < deadline:
+            seen = sender.generation
+            room = sender.room()
+            if room == 0:
+                if on_saturated is not None:
+                    on_saturated()  # this process has all it can take: ask for help
+                sender.wait_change(seen, IDLE_POLL_SECONDS)
+                continue
+            want = min(room, CLAIM_MAX)
+            got = claim_into(conn, sender, want)
+            claimed += got
+            if got == want:
+                continue  # there may be more due right now
+            if got == 0 and sender.outstanding == 0:
+                return claimed, True
+            # Results can make more due (ordered endpoints, breaker probes) and
+            # free room; new deliveries can arrive any time.
+            sender.wait_change(seen, IDLE_POLL_SECONDS)
+    return claimed, False
+
+
+def claim_into(conn: psycopg.Connection, sender: Sender, limit: int) -> int:
+    batch = deliveries.claim(conn, limit, sender.claim_rules)
+    sender.submit(batch)
+    return len(batch)
+
+
+def send_dispatch() -> None:
+    from workers.celery_app import sender_app
+
+    sender_app().send_task(queues.TASK_DISPATCH, queue=queues.FANOUT)
+
+
+def _running(client) -> bool:
+    return client.zcount(RUNNING_KEY, time.time(), "+inf") > 0
+
+
+def kick_dispatch(force: bool = False) -> bool:
+    """Queue a dispatch unless one is queued already (or, unless ``force``, one
+    is running: it will find the new work itself). True when one was sent."""
+    client = runtime.get().redis
+    if not force and _running(client):
+        return False
+    if not client.set(KICK_KEY, b"1", nx=True, px=KICK_TTL_MS):
+        return False
+    try:
+        send_dispatch()
+    except Exception:
+        client.delete(KICK_KEY)  # let the next kick (or the tick) try again
+        raise
+    return True
+
+
+# PostgreSQL away: nothing to do but wait; the tick kicks a dispatch once it is back.
+_DB_DOWN = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
+
+
+@shared_task(name=queues.TASK_DISPATCH, ignore_result=True)
+def dispatch_task() -> int:
+    try:
+        return _dispatch_task()
+    except _DB_DOWN as exc:
+        log.warning("fan-out dispatch stopped, database unavailable: %s", exc,
+                    extra={"error": repr(exc)})
+        return 0
+
+
+def _dispatch_task() -> int:
+    rt = runtime.get()
+    client = rt.redis
+    client.delete(KICK_KEY)  # from now on, new work kicks a new dispatch
+    me = uuid.uuid4().hex
+    total = 0
+    started = time.monotonic()
+    while True:
+        now = time.time()
+        client.zremrangebyscore(RUNNING_KEY, "-inf", now)
+        client.zadd(RUNNING_KEY, {me: now + DISPATCH_BUDGET_SECONDS + 5})
+        try:
+            claimed, idle = dispatch(rt, on_saturated=lambda: kick_dispatch(force=True))
+        finally:
+            client.zrem(RUNNING_KEY, me)
+        total += claimed
+        if not idle or time.monotonic() - started > 2 * DISPATCH_BUDGET_SECONDS:
+            kick_dispatch(force=True)  # work remains: a fresh task carries on
+            return total
+        # A drain that saw us running did not kick; now that we are not, look
+        # once more so its deliveries do not wait for the next tick.
+        sender = sender_for(rt)
+        with rt.pool.connection() as conn:
+            if not claim_into(conn, sender, max(1, min(sender.room(), CLAIM_MAX))):
+                return total
+
+
+@shared_task(name=queues.TASK_FANOUT_TICK, ignore_result=True)
+def fanout_tick() -> None:
+    """Once a second: retries that fell due get a dispatch."""
+    rt = runtime.get()
+    try:
+        with rt.pool.connection() as conn:
+            due = deliveries.due_exists(conn)
+    except _DB_DOWN as exc:
+        log.warning("fan-out tick skipped, database unavailable: %s", exc,
+                    extra={"error": repr(exc)})
+        return
+    if due:
+        kick_dispatch()

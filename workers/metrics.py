@@ -1,0 +1,169 @@
+"""Prometheus metrics for workers, correct across the processes of a Celery prefork pool.
+
+`hookline worker` sets PROMETHEUS_MULTIPROC_DIR before anything imports
+prometheus_client: pool processes count into their own files and the worker's
+main process serves the sum on --metrics-port (see workers.hooks).
+
+Counters and histograms are written by the drain, once per batch. The queue
+and endpoint gauges are not written by anyone: they are read from Redis and
+PostgreSQL when /metrics is scraped, so every worker replica reports the same
+fresh value (a gauge refreshed by a periodic task would go stale on a replica
+that stops receiving that task, and max() over replicas would keep the stale
+reading alive).
+
+The metric objects are made on first use, so importing this module (ingest
+imports the drain task to send it) registers nothing.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import logging
+from collections import Counter as Tally
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from shared import config, queue
+from shared.runtime import redis_client
+
+log = logging.getLogger(__name__)
+
+APPLIED = "applied"
+DUPLICATE = "duplicate"
+DEAD_LETTER = "dead_letter"
+# A dead letter was never parsed into an event, so it has no event type.
+NO_TYPE = "unknown"
+
+BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+@dataclass(frozen=True)
+class WorkerMetrics:
+    events: Counter
+    dead_letters: Counter
+    batch_size: Histogram
+    ack_to_commit: Histogram
+
+
+@functools.cache
+def _metrics() -> WorkerMetrics:
+    return WorkerMetrics(
+        events=Counter(
+            "hookline_events_applied_total",
+            "Parsed events by source, type and outcome (applied, duplicate, dead_letter)",
+            ["source", "type", "outcome"],
+        ),
+        dead_letters=Counter(
+            "hookline_dead_letters_total", "Callbacks set aside as dead letters", ["source"]
+        ),
+        batch_size=Histogram(
+            "hookline_batch_size", "Envelopes per leased batch", buckets=BATCH_BUCKETS
+        ),
+        ack_to_commit=Histogram(
+            "hookline_ack_to_commit_seconds",
+            "From the 202 at ingest to the commit of the envelope's batch",
+            buckets=LATENCY_BUCKETS,
+        ),
+    )
+
+
+def observe_many(histogram: Histogram, values: Iterable[float]) -> None:
+    """Histogram.observe for a whole batch: one write per bucket, not one per value.
+
+    In multi-process mode every write goes to a memory-mapped file; a batch of
+    500 envelopes would otherwise cost 500 x (sum + bucket) writes. Uses the
+    histogram's internals, so it falls back to observe() if they change.
+    """
+    values = list(values)
+    if not values:
+        return
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for v in values:
+            histogram.observe(v)
+        return
+    counts = Tally(bisect.bisect_left(bounds, v) for v in values)
+    total.inc(sum(values))
+    for index, n in counts.items():
+        buckets[index].inc(n)
+
+
+def record_batch(size: int, tally: Tally, latencies: list[float]) -> None:
+    """Count one processed lease. ``tally`` maps (source, type, outcome) to events."""
+    m = _metrics()
+    m.batch_size.observe(size)
+    letters: Tally = Tally()
+    for (source, type_, outcome), n in tally.items():
+        m.events.labels(source, type_, outcome).inc(n)
+        if outcome == DEAD_LETTER:
+            letters[source] += n
+    for source, n in letters.items():
+        m.dead_letters.labels(source).inc(n)
+    observe_many(m.ack_to_commit, latencies)
+
+
+class StateCollector(Collector):
+    """Queue depths and endpoint health, read from Redis and PostgreSQL at scrape time."""
+
+    def __init__(self, settings: config.Settings) -> None:
+        self.settings = settings
+        self._redis = redis_client(settings.require_redis()) if settings.redis_url else None
+
+    def describe(self) -> list:
+        # Nothing to declare up front: registering must not read Redis or PostgreSQL.
+        return []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._queue()
+        yield from self._endpoints()
+
+    def _queue(self) -> Iterator[GaugeMetricFamily]:
+        if self._redis is None:
+            return
+        try:
+            d = queue.depths(self._redis, self.settings.lease_seconds)
+        except Exception as exc:
+            log.warning("metrics: cannot read the inbox: %s", exc)
+            return
+        yield _gauge("hookline_inbox_depth", "Callbacks queued, not yet leased", d.inbox)
+        yield _gauge("hookline_retry_depth", "Envelopes waiting to be retried one by one",
+                     d.retry)
+        yield _gauge("hookline_active_leases", "Batches leased by workers, not yet released",
+                     d.leases)
+        yield _gauge("hookline_oldest_lease_age_seconds", "Age of the oldest live lease",
+                     d.oldest_lease_age)
+
+    def _endpoints(self) -> Iterator[GaugeMetricFamily]:
+        if not self.settings.database_url:
+            return
+        from shared.db import stats
+
+        try:
+            failing = stats.endpoints_failing_now(self.settings.database_url)
+        except Exception as exc:
+            log.warning("metrics: cannot read endpoint health: %s", exc)
+            return
+        yield _gauge("hookline_endpoints_failing",
+                     "Enabled customer endpoints whose recent deliveries are failing", failing)
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def registry(settings: config.Settings) -> CollectorRegistry:
+    """What the worker's /metrics serves: the pool processes' files plus live state."""
+    from prometheus_client import multiprocess
+
+    reg = CollectorRegistry()
+    multiprocess.MultiProcessCollector(reg)
+    reg.register(StateCollector(settings))
+    return reg
