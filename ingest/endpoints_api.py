@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 
 from ingest import api, endpoints_openapi  # noqa: F401  (registers the route docs)
-from shared import netguard, signing
+from shared import netguard, secretbox, signing
 from shared.db import deliveries, endpoints
 from shared.model import EVENT_TYPES
 from shared.timeutil import parse_timestamp
@@ -140,7 +140,8 @@ def create_endpoint() -> tuple[Response, int]:
     c = _changes(doc)
     secret = signing.new_secret()
     with api.rt().pool.connection() as conn:
-        row = endpoints.create(conn, url=c["url"], event_types=c["event_types"], secret=secret,
+        row = endpoints.create(conn, url=c["url"], event_types=c["event_types"],
+                               secret=_box().seal(secret),
                                filters=c.get("filter"), description=c.get("description"),
                                ordered=c.get("ordered", False))
     log.info("endpoint %s created", row["id"], extra={"endpoint_id": row["id"]})
@@ -183,12 +184,16 @@ def delete_endpoint(endpoint_id: str) -> tuple[str, int]:
     return "", 204
 
 
+def _box() -> secretbox.SecretBox:
+    return secretbox.box(api.rt().settings.secret_key)
+
+
 @bp.post("/endpoints/<endpoint_id>/rotate-secret")
 def rotate_secret(endpoint_id: str) -> Response:
     """A new secret; the old one keeps signing beside it for 24 h."""
     secret = signing.new_secret()
     with api.rt().pool.connection() as conn:
-        row = _found(endpoints.rotate_secret(conn, endpoint_id, secret), "endpoint",
+        row = _found(endpoints.rotate_secret(conn, endpoint_id, _box().seal(secret)), "endpoint",
                      endpoint_id)
     log.info("endpoint %s secret rotated", endpoint_id, extra={"endpoint_id": endpoint_id})
     return jsonify({**endpoint_json(row), "secret": secret})

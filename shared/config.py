@@ -82,6 +82,13 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
     return raw.strip()
 
 
+def _secret_key(env: Mapping[str, str]) -> str | None:
+    raw = env.get("HOOKLINE_SECRET_KEY") or None
+    if raw is not None and len(raw) < 16:
+        raise ConfigError("HOOKLINE_SECRET_KEY must be at least 16 characters")
+    return raw
+
+
 def source_env_suffix(source: str) -> str:
     """'kaleyra-rcs' -> 'KALEYRA_RCS', as used by per-source variables."""
     return source.upper().replace("-", "_")
@@ -177,6 +184,8 @@ class Settings:
     redis_url: str | None = None
     broker_url: str | None = None
     api_token: str | None = None
+    # Encrypts endpoint signing secrets at rest (shared.secretbox).
+    secret_key: str | None = None
     callback_token: str | None = None
     # Per-source overrides, keyed by source_env_suffix(source).
     callback_tokens: dict[str, str] = field(default_factory=dict)
@@ -257,6 +266,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             env, "HOOKLINE_BROKER_URL", ("redis://", "rediss://", "redis+socket://", "amqp://")
         ),
         api_token=env.get("HOOKLINE_API_TOKEN") or None,
+        secret_key=_secret_key(env),
         callback_token=env.get("HOOKLINE_CALLBACK_TOKEN") or None,
         callback_tokens=_per_source(env, "HOOKLINE_CALLBACK_TOKEN_"),
         signatures=_signatures(env),

@@ -34,8 +34,9 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _api_token(data_dir: Path) -> str:
-    path = data_dir / "api-token"
+def _persistent_secret(data_dir: Path, name: str = "api-token") -> str:
+    """A random secret kept in the data dir, so restarts keep using it."""
+    path = data_dir / name
     if path.exists():
         return path.read_text().strip()
     token = secrets.token_urlsafe(24)
@@ -119,7 +120,9 @@ def run_dev(args: argparse.Namespace) -> int:
     runner.data_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.setdefault("HOOKLINE_LOG_FORMAT", "text")
-    env.setdefault("HOOKLINE_API_TOKEN", _api_token(runner.data_dir))
+    env.setdefault("HOOKLINE_API_TOKEN", _persistent_secret(runner.data_dir))
+    # Kept beside the data: endpoint secrets sealed with it must open next time.
+    env.setdefault("HOOKLINE_SECRET_KEY", _persistent_secret(runner.data_dir, "secret-key"))
 
     def on_signal(signum: int, _frame: object) -> None:
         runner.stop_requested = True

@@ -68,6 +68,7 @@ def base_env(database_url: str, redis_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
     env.update(
         DATABASE_URL=database_url, REDIS_URL=redis_url, HOOKLINE_API_TOKEN="test-api-token",
+        HOOKLINE_SECRET_KEY="test-secret-key-0123456789",
         HOOKLINE_LEASE_SECONDS="5", HOOKLINE_LOG_FORMAT="text",
     )
     return env

@@ -30,7 +30,7 @@ from celery import shared_task
 from prometheus_client import Counter, Histogram
 from psycopg_pool import PoolTimeout
 
-from shared import runtime
+from shared import runtime, secretbox
 from shared.db import deliveries
 from shared.db.deliveries import Claimed, ClaimRules, Result
 from shared.db.endpoints import HealthRules
@@ -270,6 +270,9 @@ def dispatch(rt: runtime.Runtime, budget: float = DISPATCH_BUDGET_SECONDS,
 
 def claim_into(conn: psycopg.Connection, sender: Sender, limit: int) -> int:
     batch = deliveries.claim(conn, limit, sender.claim_rules)
+    secrets = secretbox.box(runtime.get().settings.secret_key)
+    for c in batch:
+        c.secrets = [secrets.open(s) for s in c.secrets]
     sender.submit(batch)
     return len(batch)
 

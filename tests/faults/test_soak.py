@@ -1,6 +1,6 @@
 """Longer variants of the fault tests: minutes of load with faults repeated.
 
-Not part of CI (they take about eight minutes in all). Run them with:
+Not part of CI (they take about six minutes in all). Run them with:
 
     python -m pytest -m soak tests/faults -s
 
