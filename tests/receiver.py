@@ -41,6 +41,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
+        if len(body) < length:
+            # The sender died mid-request: like any real server, this is no request.
+            self.close_connection = True
+            return
         path = self.path
         received = Received(path, {k.lower(): v for k, v in self.headers.items()}, body,
                             time.monotonic())
