@@ -19,7 +19,17 @@ import sys
 from pathlib import Path
 
 import redis
-from common import ROOT, free_port, hookline, services, stop, wait_http
+from common import (
+    ROOT,
+    CpuMeter,
+    free_port,
+    hookline,
+    redis_server,
+    services,
+    stop,
+    tree,
+    wait_http,
+)
 
 HERE = Path(__file__).resolve().parent
 BODIES = sorted((ROOT / "tests" / "fixtures" / "kaleyra-rcs").glob("dr_*.json"))
@@ -38,6 +48,7 @@ def parse_wrk(out: str) -> dict[str, float]:
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: (.*)$", out, re.M)
     return {
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "p50_ms": _ms(pct["50"]),
         "p99_ms": _ms(pct["99"]),
@@ -83,8 +94,8 @@ def run(seconds: int = 10, rounds: int = 2, connections: int = 32) -> dict[str, 
                 wrk(url, 2, connections)  # warm-up: connections, imports, caches
             runs: dict[str, list[dict[str, float]]] = {"hookline": [], "bare": []}
             for _ in range(rounds):
-                for name, url in urls.items():
-                    runs[name].append(wrk(url, seconds, connections))
+                for (name, url), proc in zip(urls.items(), procs, strict=True):
+                    runs[name].append(_metered(url, seconds, connections, proc.pid, env))
                     r.flushdb()  # keep the shared Redis small between rounds
         finally:
             for p in procs:
@@ -95,8 +106,20 @@ def run(seconds: int = 10, rounds: int = 2, connections: int = 32) -> dict[str, 
     return result
 
 
+def _metered(url: str, seconds: int, connections: int, server: int,
+             env: dict[str, str]) -> dict[str, float]:
+    """One wrk run, with the server's and Redis's CPU per request."""
+    meters = {"server": CpuMeter(tree(server)), "redis": CpuMeter(redis_server(env["REDIS_URL"]))}
+    for m in meters.values():
+        m.start()
+    res = wrk(url, seconds, connections)
+    for name, m in meters.items():
+        res[f"{name}_cpu_us"] = m.stop() / max(1, res["requests"]) * 1e6
+    return res
+
+
 def _mean(rs: list[dict[str, float]]) -> dict[str, float]:
-    keys = ("rps", "p50_ms", "p99_ms")
+    keys = ("rps", "p50_ms", "p99_ms", "server_cpu_us", "redis_cpu_us")
     out = {k: statistics.fmean(r[k] for r in rs) for k in keys}
     out["non_2xx"] = sum(r["non_2xx"] for r in rs)
     out["rounds_rps"] = [round(r["rps"]) for r in rs]
@@ -107,9 +130,11 @@ def report(res: dict[str, dict]) -> list[str]:
     h, b = res["hookline"], res["bare"]
     return [
         f"ingest hookline: {h['rps']:.0f} req/s, p50 {h['p50_ms']:.2f} ms, "
-        f"p99 {h['p99_ms']:.2f} ms (rounds {h['rounds_rps']}, non-2xx {h['non_2xx']})",
+        f"p99 {h['p99_ms']:.2f} ms (rounds {h['rounds_rps']}, non-2xx {h['non_2xx']}); CPU "
+        f"per request: server {h['server_cpu_us']:.0f} us, Redis {h['redis_cpu_us']:.0f} us",
         f"ingest bare LPUSH app: {b['rps']:.0f} req/s, p50 {b['p50_ms']:.2f} ms, "
-        f"p99 {b['p99_ms']:.2f} ms (rounds {b['rounds_rps']}, non-2xx {b['non_2xx']})",
+        f"p99 {b['p99_ms']:.2f} ms (rounds {b['rounds_rps']}, non-2xx {b['non_2xx']}); CPU "
+        f"per request: server {b['server_cpu_us']:.0f} us, Redis {b['redis_cpu_us']:.0f} us",
         f"ingest ratio hookline/bare: {res['ratio']['rps']:.2f} (target >= 0.90); "
         f"hookline p99 {h['p99_ms']:.2f} ms (target < 20 ms)",
     ]

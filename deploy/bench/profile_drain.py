@@ -1,5 +1,7 @@
 """Profile the drain hot path in-process (no Celery): fill the inbox, then run
-drain rounds under pyinstrument and print where the time goes.
+drain rounds under pyinstrument and print where the time goes. The process is
+set up as a worker pool process is (garbage collector tuned), without the
+read-ahead thread, so the profile shows one thread doing all the work.
 
     python deploy/bench/profile_drain.py [--events 20000]
 """
@@ -27,6 +29,9 @@ def main() -> None:
         rt = Runtime(config.load(env))
         install(rt)
         fill_inbox(rt.redis, args.events)
+        from undo import set_variant
+
+        set_variant("no-ahead")
         profiler = None
         if not args.no_profile:
             from pyinstrument import Profiler

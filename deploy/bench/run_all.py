@@ -4,10 +4,10 @@
 
 Uses the machine's PostgreSQL and Redis when DATABASE_URL / REDIS_URL are set
 (a fresh database and a flushed Redis database per benchmark), embedded ones
-otherwise. Needs wrk (`apt-get install wrk`). ``--wait-quiet N`` first waits up
-to N minutes for the 1-minute load average to drop below 1.0 (checked every
-60 s) and says whether it did. ``--quick`` shrinks every benchmark to check the
-setup, not to measure.
+otherwise. Needs wrk (`apt-get install wrk`). ``--wait-quiet N`` waits, before
+each benchmark, for the 1-minute load average to drop below 1.0 (checked every
+60 s), up to N minutes in all, and says each time whether it did. ``--quick``
+shrinks every benchmark to check the setup, not to measure.
 """
 
 from __future__ import annotations
@@ -35,15 +35,17 @@ PACKAGES = ("flask", "werkzeug", "granian", "celery", "kombu", "redis", "hiredis
 QUIET_LOAD = 1.0
 
 
-def wait_quiet(minutes: float) -> str:
-    deadline = time.monotonic() + minutes * 60
+def wait_quiet(deadline: float) -> str:
+    """Wait until the load is low or ``deadline`` (time.monotonic()) has passed."""
+    started = time.monotonic()
     while True:
         load = os.getloadavg()[0]
         if load < QUIET_LOAD:
             return f"quiet: 1-minute load average {load:.2f} < {QUIET_LOAD}"
         if time.monotonic() >= deadline:
             return (f"NOT quiet: 1-minute load average still {load:.2f} after waiting "
-                    f"{minutes:.0f} min; figures below are from a busy machine")
+                    f"{(time.monotonic() - started) / 60:.0f} min; this benchmark ran on a "
+                    "busy machine")
         print(f"waiting for a quiet machine: load average {load:.2f}", flush=True)
         time.sleep(60)
 
@@ -77,18 +79,89 @@ def machine() -> list[str]:
     ]
 
 
-def _step(name: str, fn: Callable[[], list[str]], results: dict, lines: list[str]) -> None:
+def _step(name: str, fn: Callable[[], dict], report: Callable[[dict], list[str]],
+          results: dict, lines: list[str], quiet_until: float | None) -> None:
+    if quiet_until is not None:
+        lines.append(f"{name}: {wait_quiet(quiet_until)}")
+        print(lines[-1], flush=True)
     load = os.getloadavg()[0]
     print(f"--- {name} (load average {load:.2f})", flush=True)
     started = time.monotonic()
     try:
-        out = fn()
+        raw = fn()
+        out = report(raw)
     except Exception as exc:  # one benchmark failing must not hide the others' figures
-        out = [f"{name}: FAILED: {type(exc).__name__}: {exc}"]
-    results[name] = {"lines": out, "seconds": round(time.monotonic() - started, 1),
-                     "load_before": load}
+        raw, out = None, [f"{name}: FAILED: {type(exc).__name__}: {exc}"]
+    load_after = os.getloadavg()[0]
+    out.append(f"{name}: load average {load:.2f} before, {load_after:.2f} after")
+    results[name] = {"raw": raw, "lines": out, "load_before": load, "load_after": load_after,
+                     "seconds": round(time.monotonic() - started, 1)}
     print("\n".join(out), flush=True)
     lines += out
+
+
+def _row(figure: str, value: str, against: str, ratio: str, target: str, met: bool | None
+         ) -> str:
+    verdict = "n/a" if met is None else ("yes" if met else "NO")
+    return f"| {figure} | {value} | {against} | {ratio} | {target} | {verdict} |"
+
+
+def summary(results: dict) -> list[str]:
+    """One table row per figure, with its comparison, ratio and target."""
+    rows = ["| figure | hookline | compared with | ratio | target | met |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    raw = {k: v["raw"] for k, v in results.items() if v.get("raw")}
+    if "ingest" in raw:
+        h, b = raw["ingest"]["hookline"], raw["ingest"]["bare"]
+        ratio = h["rps"] / b["rps"]
+        rows += [
+            _row("ingest requests/s (wrk, 32 connections)", f"{h['rps']:.0f}",
+                 f"bare LPUSH app {b['rps']:.0f}", f"{ratio:.2f}", ">= 0.90", ratio >= 0.9),
+            _row("ingest p50", f"{h['p50_ms']:.2f} ms", f"bare {b['p50_ms']:.2f} ms",
+                 f"{h['p50_ms'] / b['p50_ms']:.2f}", "", None),
+            _row("ingest p99", f"{h['p99_ms']:.2f} ms", f"bare {b['p99_ms']:.2f} ms",
+                 f"{h['p99_ms'] / b['p99_ms']:.2f}", "< 20 ms", h["p99_ms"] < 20),
+        ]
+    if "processing" in raw:
+        noop = raw["processing"]["noop"]["tasks_per_s"]
+        runs = raw["processing"]["hookline"]
+        one = runs.get((1, "current"))
+        for (procs, variant), r in runs.items():
+            if variant != "current":
+                continue
+            per = r["callbacks_per_s"] / procs
+            rows.append(_row(f"processing, {procs} worker process(es): callbacks/s per process",
+                             f"{per:.0f}", f"Celery no-op task {noop:.0f}/s",
+                             f"{per / noop:.1f}", ">= 10,000", per >= 10_000))
+            if procs > 1 and one:
+                scale = r["callbacks_per_s"] / one["callbacks_per_s"]
+                rows.append(_row(f"processing scaling, {procs} processes",
+                                 f"{r['callbacks_per_s']:.0f}/s",
+                                 f"1 process {one['callbacks_per_s']:.0f}/s", f"{scale:.2f}",
+                                 f"{procs}.00 (linear)", scale >= procs * 0.9))
+            rows.append(_row(f"peak RSS of a worker process, processing ({procs})",
+                             f"{r['peak_rss_mb']:.0f} MB", "", "", "< 200 MB",
+                             r["peak_rss_mb"] < 200))
+    if "latency" in raw:
+        r = raw["latency"]
+        rows += [
+            _row(f"latency 202 -> committed p50 at {r['rate']:.0f}/s", f"{r['p50_ms']:.1f} ms",
+                 "", "", "< 50 ms", r["p50_ms"] < 50),
+            _row(f"latency 202 -> committed p99 at {r['rate']:.0f}/s", f"{r['p99_ms']:.1f} ms",
+                 "", "", "< 500 ms", r["p99_ms"] < 500),
+            _row("peak RSS of a worker process, latency run", f"{r['peak_rss_mb']:.0f} MB",
+                 "", "", "< 200 MB", r["peak_rss_mb"] < 200),
+        ]
+    if "fanout" in raw:
+        f, s = raw["fanout"]["fast"], raw["fanout"]["with_slow"]
+        ratio = raw["fanout"]["ratio"]["fast_rate"]
+        rows += [
+            _row("fan-out deliveries/s, 1 worker process, 3 endpoints", f"{f['fast_per_s']:.0f}",
+                 "", "", ">= 2,000", f["fast_per_s"] >= 2000),
+            _row("fan-out fast endpoints' rate with a slow endpoint", f"{s['fast_per_s']:.0f}",
+                 f"without it {f['fast_per_s']:.0f}", f"{ratio:.2f}", ">= 0.90", ratio >= 0.9),
+        ]
+    return rows
 
 
 def main() -> None:
@@ -102,9 +175,7 @@ def main() -> None:
 
     header = machine()
     print("\n".join(header), flush=True)
-    if args.wait_quiet:
-        header.append(wait_quiet(args.wait_quiet))
-        print(header[-1], flush=True)
+    quiet_until = time.monotonic() + args.wait_quiet * 60 if args.wait_quiet else None
     header.append(f"load average at start: {os.getloadavg()[0]:.2f}")
     q = args.quick
     results: dict = {}
@@ -114,22 +185,26 @@ def main() -> None:
     import latency
     import processing
 
-    steps: list[tuple[str, Callable[[], list[str]]]] = [
-        ("ingest", lambda: ingest_wrk.report(
-            ingest_wrk.run(seconds=3 if q else 10, rounds=1 if q else 2))),
-        ("processing", lambda: processing.report(processing.run(
-            events=10_000 if q else 100_000, noop_tasks=1_000 if q else 20_000))),
-        ("latency", lambda: latency.report(latency.run(seconds=5 if q else 30))),
-        ("fanout", lambda: fanout_bench.report(fanout_bench.run(quick=q))),
+    steps: list[tuple[str, Callable[[], dict], Callable[[dict], list[str]]]] = [
+        ("ingest", lambda: ingest_wrk.run(seconds=3 if q else 10, rounds=1 if q else 2),
+         ingest_wrk.report),
+        ("processing", lambda: processing.run(events=10_000 if q else 100_000,
+                                              noop_tasks=1_000 if q else 20_000),
+         processing.report),
+        ("latency", lambda: latency.run(seconds=5 if q else 30), latency.report),
+        ("fanout", lambda: fanout_bench.run(quick=q), fanout_bench.report),
     ]
-    for name, fn in steps:
+    for name, fn, report in steps:
         if name not in args.skip:
-            _step(name, fn, results, lines)
+            _step(name, fn, report, results, lines, quiet_until)
     footer = f"load average at end: {os.getloadavg()[0]:.2f}"
-    print("\n=== all figures\n" + "\n".join([*header, *lines, footer]))
+    table = summary(results)
+    print("\n=== all figures\n" + "\n".join([*header, *lines, footer, "", *table]))
     if args.json:
+        for v in results.values():
+            v.pop("raw", None)  # tuple keys; the lines and the table say it all
         Path(args.json).write_text(json.dumps({"header": header, "results": results,
-                                               "footer": footer}, indent=2))
+                                               "footer": footer, "table": table}, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Mixed callback workloads for the benchmarks, built from the seed fixtures.
 
-Every copy of a fixture gets fresh ids, so it is a distinct event; duplicates
-and invalid bodies are mixed in at the requested rates.
+Every copy of a fixture gets fresh ids and party numbers, so it is a distinct
+event from a distinct user; duplicates and invalid bodies are mixed in at the
+requested rates.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ import orjson
 from shared.envelope import Envelope, new_id
 
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
-ID_KEYS = frozenset({"eventId", "messageId", "id", "mid", "cid", "foreign_id"})
+# Ids, and the parties' numbers: real traffic has many recipients, so each copy
+# gets its own (with the fixtures' few numbers, every consent event of a run would
+# pile onto a handful of subscriptions, all with the same timestamp).
+ID_KEYS = frozenset({"eventId", "messageId", "id", "mid", "cid", "foreign_id", "from", "to",
+                     "receiver", "mobile", "msisdn", "phoneNumber", "recipient", "source",
+                     "sender"})
 BROKEN = [b'{"type": "SENT", "messageId": "x",}', b'{"type": "READ"', b"not json at all"]
 
 
