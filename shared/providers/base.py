@@ -72,6 +72,15 @@ def _no_validators(value: Any) -> None:
     return None
 
 
+def optional_text(value: Any) -> str | None:
+    """A non-empty id or number as a string; anything else (objects, huge ints) is None."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() <= 64:
+        return str(value)
+    return None
+
+
 class BaseSchema(Schema):
     class Meta:
         unknown = EXCLUDE

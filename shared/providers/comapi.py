@@ -40,6 +40,7 @@ from marshmallow import fields, validate
 
 from shared.model import STATUS_EVENT_TYPE, EventType, NormalisedEvent, dedupe_key
 from shared.providers.base import BaseSchema, Format, LooseString, ParseError, UTCDateTime, load
+from shared.providers.base import optional_text as _text
 from shared.timeutil import parse_timestamp
 
 SOURCE = "comapi"
@@ -140,15 +141,6 @@ def _dig(obj: Any, path: Iterable[str]) -> Any:
             return None
         obj = obj.get(key)
     return obj
-
-
-def _text(value: Any) -> str | None:
-    """A non-empty id or number as a string; anything else (objects, huge ints) is None."""
-    if isinstance(value, str):
-        return value or None
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() <= 64:
-        return str(value)
-    return None
 
 
 def _first_text(obj: Any, paths: Iterable[Path], channel: str) -> str | None:

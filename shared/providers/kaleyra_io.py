@@ -65,6 +65,9 @@ from shared.providers.base import (
     UTCDateTime,
     load,
 )
+from shared.providers.base import (
+    optional_text as _text,
+)
 from shared.timeutil import parse_timestamp, utcnow
 
 SOURCE = "kaleyra-io"
@@ -237,15 +240,6 @@ def _when(*candidates: datetime | None) -> tuple[datetime, dict[str, Any]]:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-def _text(value: Any) -> str | None:
-    """A non-empty id or number as a string; anything else (objects, huge ints) is None."""
-    if isinstance(value, str):
-        return value or None
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() <= 64:
-        return str(value)
-    return None
 
 
 def _first_text(doc: dict[str, Any], keys: Iterable[str]) -> str | None:
