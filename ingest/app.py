@@ -36,7 +36,7 @@ def create_app(
     app.extensions["hookline.send_drain"] = send_drain or _celery_send_drain
     metrics.install(app)
 
-    app.register_blueprint(callbacks.bp)
+    callbacks.install(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(consent_api.bp)  # subscriptions, inbound, events
     app.register_blueprint(endpoints_api.bp)  # fan-out: endpoints, deliveries, replay

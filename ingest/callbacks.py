@@ -11,22 +11,22 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import orjson
 import redis
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Flask, Request, Response, jsonify, request
 
 from ingest import signatures
 from ingest.auth import presented_token, token_ok
 from shared import queue
-from shared.config import Settings, source_env_suffix
+from shared.config import Settings, SignatureSpec, source_env_suffix
 from shared.envelope import KEPT_HEADERS, Envelope, new_id
 from shared.providers import SOURCES
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = "5"
-bp = Blueprint("callbacks", __name__)
 # Kept headers by their WSGI environ keys: read straight from the environ, a
 # tenth of what asking request.headers for each costs on the hot path.
 _KEPT_ENVIRON = tuple(
@@ -42,8 +42,27 @@ def _error(status: int, message: str, **headers: str) -> Response:
     return resp
 
 
-def _allowed(settings: Settings, source: str, addr: str | None) -> bool:
-    networks = settings.allowed_networks.get(source_env_suffix(source))
+@dataclass(frozen=True, slots=True)
+class SourcePolicy:
+    """What a source's callbacks must satisfy, resolved from the settings once."""
+
+    token: str | None
+    networks: tuple
+    signature: SignatureSpec | None
+
+
+def policies(settings: Settings) -> dict[str, SourcePolicy]:
+    return {
+        source: SourcePolicy(
+            token=settings.callback_token_for(source),
+            networks=tuple(settings.allowed_networks.get(source_env_suffix(source)) or ()),
+            signature=settings.signature_for(source),
+        )
+        for source in SOURCES
+    }
+
+
+def _allowed(networks: tuple, addr: str | None) -> bool:
     if not networks:
         return True
     try:
@@ -53,66 +72,86 @@ def _allowed(settings: Settings, source: str, addr: str | None) -> bool:
     return any(ip in net for net in networks)
 
 
-def _read_body(limit: int) -> bytes | None:
+def _read_body(req: Request, limit: int) -> bytes | None:
     """The body, or None when it is over the limit. Never reads more than limit + 1."""
-    length = request.content_length
+    length = req.content_length
     if length is not None and length > limit:
         return None
-    body = request.stream.read(limit + 1)
+    body = req.stream.read(limit + 1)
     return None if len(body) > limit else body
 
 
-@bp.post("/callbacks/<source>")
-@bp.post("/callbacks/<source>/<event>")
-def receive(source: str, event: str | None = None) -> Response:
-    started = time.perf_counter()
-    resp = _receive(source, event)
-    current_app.extensions["hookline.observe"](source, resp.status_code, started)
-    return resp
+class Callbacks:
+    """The callback view. Everything it needs is bound when the app is built, so
+    a request looks nothing up in the app's context: this is the hot path."""
+
+    def __init__(self, app: Flask) -> None:
+        settings: Settings = app.config["HOOKLINE_SETTINGS"]
+        self.policies = policies(settings)
+        self.max_body = settings.max_body_bytes
+        self.redis: Callable[[], redis.Redis] = app.extensions["hookline.redis"]
+        self.send_drain: Callable[[], object] = app.extensions["hookline.send_drain"]
+        self.observe = app.extensions["hookline.observe"]
+        self.enqueue_failed = app.extensions["hookline.enqueue_failed"]
+
+    def receive(self, source: str, event: str | None = None) -> Response:
+        started = time.perf_counter()
+        resp = self._receive(source, event)
+        self.observe(source, resp.status_code, started)
+        return resp
+
+    def _receive(self, source: str, event: str | None) -> Response:
+        policy = self.policies.get(source)
+        if policy is None:
+            return _error(404, f"unknown source {source!r}; known: {', '.join(sorted(SOURCES))}")
+        # The request object itself, not the proxy: each proxy access costs a
+        # lookup of the request context.
+        req: Request = request._get_current_object()  # type: ignore[attr-defined]
+        if not token_ok(policy.token, presented_token(req, allow_query=True)):
+            return _error(401, "missing or wrong callback token", **{"WWW-Authenticate": "Bearer"})
+        addr = req.remote_addr
+        if not _allowed(policy.networks, addr):
+            return _error(403, f"address {addr} is not allowed for {source}")
+        body = _read_body(req, self.max_body)
+        if body is None:
+            return _error(413, f"body larger than {self.max_body} bytes")
+        if not body:
+            return _error(400, "empty body")
+        spec = policy.signature
+        if spec is not None and not signatures.verify(spec, req.headers, body):
+            return _error(401, f"missing or wrong {spec.header} signature")
+        environ = req.environ
+        envelope = Envelope(
+            id=new_id(), source=source, event=event, received_at=time.time(), body=body,
+            headers={h: environ[k] for h, k in _KEPT_ENVIRON if k in environ},
+            remote_addr=addr,
+        )
+        return self._enqueue(envelope)
+
+    def _enqueue(self, envelope: Envelope) -> Response:
+        client = self.redis()
+        try:
+            claimed = queue.push(client, envelope.encode())
+        except redis.RedisError as exc:
+            self.enqueue_failed()
+            log.error("enqueue failed: %s", exc, extra={"source": envelope.source})
+            return _error(503, "queue unavailable, retry later",
+                          **{"Retry-After": RETRY_AFTER_SECONDS})
+        if claimed:
+            _kick(client, self.send_drain)
+        log.debug("queued %s", envelope.id, extra={"ingest_id": envelope.id,
+                                                     "source": envelope.source})
+        # What jsonify() answers, made directly: the provider's generic path is a
+        # measurable share of an ingest request (docs/benchmarks.md).
+        return Response(orjson.dumps({"id": envelope.id}), status=202,
+                        mimetype="application/json")
 
 
-def _receive(source: str, event: str | None) -> Response:
-    settings: Settings = current_app.config["HOOKLINE_SETTINGS"]
-    if source not in SOURCES:
-        return _error(404, f"unknown source {source!r}; known: {', '.join(sorted(SOURCES))}")
-    expected = settings.callback_token_for(source)
-    if not token_ok(expected, presented_token(request, allow_query=True)):
-        return _error(401, "missing or wrong callback token", **{"WWW-Authenticate": "Bearer"})
-    if not _allowed(settings, source, request.remote_addr):
-        return _error(403, f"address {request.remote_addr} is not allowed for {source}")
-    body = _read_body(settings.max_body_bytes)
-    if body is None:
-        return _error(413, f"body larger than {settings.max_body_bytes} bytes")
-    if not body:
-        return _error(400, "empty body")
-    spec = settings.signature_for(source)
-    if spec is not None and not signatures.verify(spec, request.headers, body):
-        return _error(401, f"missing or wrong {spec.header} signature")
-    environ = request.environ
-    envelope = Envelope(
-        id=new_id(), source=source, event=event, received_at=time.time(), body=body,
-        headers={h: environ[k] for h, k in _KEPT_ENVIRON if k in environ},
-        remote_addr=request.remote_addr,
-    )
-    return _enqueue(envelope)
-
-
-def _enqueue(envelope: Envelope) -> Response:
-    client: redis.Redis = current_app.extensions["hookline.redis"]()
-    try:
-        claimed = queue.push(client, envelope.encode())
-    except redis.RedisError as exc:
-        current_app.extensions["hookline.enqueue_failed"]()
-        log.error("enqueue failed: %s", exc, extra={"source": envelope.source})
-        return _error(503, "queue unavailable, retry later", **{"Retry-After": RETRY_AFTER_SECONDS})
-    if claimed:
-        _kick(client, current_app.extensions["hookline.send_drain"])
-    log.debug("queued %s", envelope.id, extra={"ingest_id": envelope.id,
-                                                 "source": envelope.source})
-    # What jsonify() answers, made directly: the provider's generic path is a
-    # measurable share of an ingest request (docs/benchmarks.md).
-    return Response(orjson.dumps({"id": envelope.id}), status=202,
-                    mimetype="application/json")
+def install(app: Flask) -> None:
+    """Route the callback URLs; call after metrics.install and the runtime's extensions."""
+    view = Callbacks(app).receive
+    app.add_url_rule("/callbacks/<source>", "callbacks.receive", view, methods=["POST"])
+    app.add_url_rule("/callbacks/<source>/<event>", "callbacks.receive", view, methods=["POST"])
 
 
 def _kick(client: redis.Redis, send: Callable[[], object]) -> None:

@@ -15,6 +15,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from shared.providers import SOURCES
+
 REQUESTS = Counter(
     "hookline_ingest_requests_total", "Callback requests by source and status code",
     ["source", "code"],
@@ -28,8 +30,19 @@ ENQUEUE_FAILURES = Counter(
 )
 
 
+# Children by (source, code): labels() builds and locks on every call. The key
+# space is bounded: an unknown source is counted as "unknown", so a caller
+# cannot grow the metrics (or this cache) by inventing URLs.
+_CHILDREN: dict[tuple[str, int], Counter] = {}
+
+
 def _observe(source: str, code: int, started: float) -> None:
-    REQUESTS.labels(source, str(code)).inc()
+    if source not in SOURCES:
+        source = "unknown"
+    child = _CHILDREN.get((source, code))
+    if child is None:
+        child = _CHILDREN[(source, code)] = REQUESTS.labels(source, str(code))
+    child.inc()
     ACK_SECONDS.observe(time.perf_counter() - started)
 
 

@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="0.0.0.0")
     s.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
     s.add_argument("--workers", type=int, default=2)
-    s.add_argument("--threads", type=int, default=8, help="blocking threads per worker")
+    s.add_argument("--threads", type=int, default=4, help="blocking threads per worker")
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("worker", help="run a Celery worker on every hookline queue")

@@ -30,8 +30,9 @@ BACKOFF = "hookline:drain:backoff"
 FAILURES = "hookline:drain:failures"
 MAX_BACKOFF_MS = 30000
 
-# While this flag exists a drain is queued and has not started yet, so a burst of
-# callbacks costs one send_task, not one per request.
+# While this flag exists a drain is queued and has not started yet, so an inbox
+# that keeps emptying and refilling costs one send_task per drain, not one per
+# request.
 KICK_TTL_MS = 2000
 
 _LEASE = """
@@ -89,14 +90,17 @@ class Lease:
 def push(client: redis.Redis, envelope: bytes) -> bool:
     """Queue one envelope; True when the caller should kick a drain.
 
-    One round trip: LPUSH, then claim the kick flag. The LPUSH comes first, so
-    any drain that clears the flag afterwards sees this envelope.
+    Only the push that finds the inbox empty tries to claim the kick flag. Any
+    other envelope has company that some drain will lease with it: a drain works
+    until it finds the inbox empty (its lease is atomic, so an envelope pushed
+    after that finds it empty too and kicks), and a running drain that sees more
+    than its batch kicks another process itself. Under load that makes a
+    callback one Redis command, as cheap as a bare LPUSH (docs/benchmarks.md);
+    the scheduler's tick remains the safety net for a drain message lost.
     """
-    pipe = client.pipeline(transaction=False)
-    pipe.lpush(INBOX, envelope)
-    pipe.set(KICK, b"1", nx=True, px=KICK_TTL_MS)
-    _, claimed = pipe.execute()
-    return bool(claimed)
+    if client.lpush(INBOX, envelope) != 1:
+        return False
+    return claim_kick(client)
 
 
 def claim_kick(client: redis.Redis) -> bool:

@@ -24,12 +24,12 @@ class Sent:
         self.count += 1
 
 
-def make_client(client: redis.Redis | None = None, **env: str):
+def make_client(client: redis.Redis | None = None, send_drain=None, **env: str):
     settings = config.load({"REDIS_URL": "redis://fake", **env})
     rt = Runtime(settings)
     rt._redis = client or fakeredis.FakeRedis()
     sent = Sent()
-    app = create_app(rt=rt, send_drain=sent)
+    app = create_app(rt=rt, send_drain=send_drain or sent)
     return app.test_client(), rt._redis, sent
 
 
@@ -157,20 +157,37 @@ def test_a_burst_kicks_one_drain(ingest):
     for _ in range(20):
         assert client.post("/callbacks/kaleyra-rcs", data=b"{}").status_code == 202
     assert sent.count == 1
-    queue.clear_kick(r)  # a drain started
+    queue.clear_kick(r)  # the drain started; it works until it finds the inbox empty
+    client.post("/callbacks/kaleyra-rcs", data=b"{}")
+    assert sent.count == 1  # so a callback with company in the inbox kicks nothing
+    r.delete(queue.INBOX)  # the drain leased everything
     client.post("/callbacks/kaleyra-rcs", data=b"{}")
     assert sent.count == 2
 
 
-def test_kick_failure_still_answers_202_and_frees_the_flag():
-    client, r, _ = make_client()
+def test_a_push_into_an_empty_inbox_leaves_a_queued_drain_alone(ingest):
+    client, r, sent = ingest
+    queue.claim_kick(r)  # a drain is queued and has not started
+    client.post("/callbacks/kaleyra-rcs", data=b"{}")
+    assert sent.count == 0 and r.llen(queue.INBOX) == 1
 
+
+def test_kick_failure_still_answers_202_and_frees_the_flag():
     def broken() -> None:
         raise ConnectionError("broker away")
 
-    client.application.extensions["hookline.send_drain"] = broken
+    client, r, _ = make_client(send_drain=broken)
     assert client.post("/callbacks/kaleyra-rcs", data=b"{}").status_code == 202
     assert not r.exists(queue.KICK)
+
+
+def test_invented_sources_are_counted_under_one_label(ingest):
+    client, _, _ = ingest
+    for i in range(3):
+        assert client.post(f"/callbacks/made-up-{i}", data=b"{}").status_code == 404
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "made-up" not in text
+    assert 'hookline_ingest_requests_total{code="404",source="unknown"}' in text
 
 
 def test_healthz_and_metrics(ingest):

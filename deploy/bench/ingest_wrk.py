@@ -66,10 +66,11 @@ def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
     return parse_wrk(out)
 
 
-def start_servers(env: dict[str, str]) -> tuple[dict[str, str], list[subprocess.Popen]]:
+def start_servers(env: dict[str, str], server_args: list[str] = ()
+                  ) -> tuple[dict[str, str], list[subprocess.Popen]]:
     """hookline ingest and the bare app, same command line; returns their URLs."""
     ports = {"hookline": free_port(), "bare": free_port()}
-    args = ["--host", "127.0.0.1"]
+    args = ["--host", "127.0.0.1", *server_args]
     env = {**env, "HOOKLINE_CALLBACK_TOKEN": TOKEN}
     procs = [
         hookline(["ingest", *args, "--port", str(ports["hookline"])], env,
@@ -85,10 +86,13 @@ def start_servers(env: dict[str, str]) -> tuple[dict[str, str], list[subprocess.
     return {k: f"http://127.0.0.1:{p}/callbacks/kaleyra-rcs" for k, p in ports.items()}, procs
 
 
-def run(seconds: int = 10, rounds: int = 2, connections: int = 32) -> dict[str, dict]:
+def run(seconds: int = 10, rounds: int = 2, connections: int = 32,
+        server_args: list[str] = ()) -> dict[str, dict]:
+    """``server_args``: extra `hookline ingest` options for both servers (e.g. --threads 4);
+    none measures the production defaults."""
     with services() as env:
         r = redis.Redis.from_url(env["REDIS_URL"])
-        urls, procs = start_servers(env)
+        urls, procs = start_servers(env, server_args)
         try:
             for url in urls.values():
                 wrk(url, 2, connections)  # warm-up: connections, imports, caches
@@ -145,8 +149,11 @@ def main() -> None:
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--threads", type=int, default=None,
+                   help="blocking threads per server process (default: hookline ingest's)")
     args = p.parse_args()
-    print("\n".join(report(run(args.seconds, args.rounds, args.connections))))
+    server_args = ["--threads", str(args.threads)] if args.threads else []
+    print("\n".join(report(run(args.seconds, args.rounds, args.connections, server_args))))
 
 
 if __name__ == "__main__":
