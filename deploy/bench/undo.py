@@ -4,8 +4,9 @@ real worker processes through variants/sitecustomize.py).
 
 * ``current``: hookline as it is;
 * ``no-ahead``: the drain does not read the next batch ahead (workers.ahead);
-* ``before``: also CPython's default garbage collector settings and marshmallow's
-  validator pass for every field (shared.providers.base).
+* ``before``: also CPython's default garbage collector settings, marshmallow's
+  validator pass for every field and marshmallow's own field loop
+  (shared.providers.base).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def set_variant(variant: str, worker_starting: bool = False) -> None:
     """Switch this process to ``variant``. ``worker_starting``: called from a pool
     process's worker_process_init, before hookline's own receivers tune the GC."""
     global _start
-    from shared.providers.base import _no_validators
+    from shared.providers.base import _no_validators, load_plan
     from workers import ahead, tasks
 
     if variant not in VARIANTS:
@@ -54,6 +55,7 @@ def set_variant(variant: str, worker_starting: bool = False) -> None:
     sys.setswitchinterval(
         ahead.SWITCH_INTERVAL_SECONDS if variant == "current" else DEFAULT_SWITCH_INTERVAL)
     for schema in provider_schemas():
+        schema._plan = None if variant == "before" else load_plan(schema)
         for f in schema.load_fields.values():
             if variant == "before":
                 f.__dict__.pop("_validate", None)
