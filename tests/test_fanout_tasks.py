@@ -120,3 +120,32 @@ def test_lanes_cap_each_endpoint_and_take_turns():
     lanes.done("slow")
     assert lanes.take(0.05) is None  # dropped: nothing left for slow
     assert lanes.close() == [] and lanes.take() is None
+
+
+def test_a_claim_that_overlapped_the_last_record_does_not_end_the_dispatch(
+        api, fast_rt, receiver, monkeypatch):
+    """A claim whose snapshot saw the endpoint at its cap finds nothing; if the
+    recorder commits the last batch meanwhile, nothing is outstanding by the time
+    the claim returns. That is not idle: the deliveries are still due."""
+    rt = fast_rt(HOOKLINE_ENDPOINT_CONCURRENCY="1", HOOKLINE_DELIVERY_THREADS="2")
+    endpoint = create_endpoint(api, receiver.url())
+    apply_receipts(rt, "SENT", "DELIVERED", "READ")
+    for i in range(12):  # more than one claim's worth (cap 1 x PREFETCH)
+        apply_receipts(rt, "SENT", message_id=f"m-{i}")
+    real = deliveries.claim
+    sender = fanout.sender_for(rt)
+    overlapped: list[int] = []
+
+    def claim_during_the_last_record(conn, limit, rules):
+        if sender.outstanding and not overlapped:
+            overlapped.append(sender.outstanding)
+            sender.flush(10)  # the recorder finishes while this claim "runs"...
+            return []         # ...whose snapshot still saw the cap reached
+        return real(conn, limit, rules)
+
+    monkeypatch.setattr(deliveries, "claim", claim_during_the_last_record)
+    _, idle = fanout.dispatch(rt, budget=10)
+    sender.flush(10)
+    assert overlapped and idle
+    statuses = [row[1] for row in delivery_rows(rt, endpoint["id"])]
+    assert statuses == ["succeeded"] * 15

@@ -180,7 +180,7 @@ def test_ingest_with_two_workers_counts_every_request_once(ingest_two_workers, r
         s = scrape(f"{base}/metrics")
         assert total(s, "hookline_ingest_requests_total", source="kaleyra-rcs",
                      code="202") - before == n
-        assert total(s, "hookline_ingest_requests_total", source="nope", code="404") == 1
+        assert total(s, "hookline_ingest_requests_total", source="unknown", code="404") == 1
         assert total(s, "hookline_ingest_ack_seconds_count") >= n + 1
     assert rt.redis.llen(queue.INBOX) == n
 

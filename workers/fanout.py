@@ -256,11 +256,16 @@ def dispatch(rt: runtime.Runtime, budget: float = DISPATCH_BUDGET_SECONDS,
                 sender.wait_change(seen, IDLE_POLL_SECONDS)
                 continue
             want = min(room, CLAIM_MAX)
+            # Read before claiming: an empty claim proves nothing is due only if
+            # everything this process held was recorded before the claim's snapshot.
+            # Read after, a batch recorded during the claim (which saw the endpoint
+            # still at its cap) made a busy outbox look idle.
+            settled = sender.outstanding == 0
             got = claim_into(conn, sender, want)
             claimed += got
             if got == want:
                 continue  # there may be more due right now
-            if got == 0 and sender.outstanding == 0:
+            if got == 0 and settled:
                 return claimed, True
             # Results can make more due (ordered endpoints, breaker probes) and
             # free room; new deliveries can arrive any time.

@@ -17,5 +17,6 @@ if __name__ == "__main__":
 
     from granian import Granian
 
+    threads = int(sys.argv[2]) if len(sys.argv) > 2 else 32
     Granian("fast_receiver:app", address="127.0.0.1", port=int(sys.argv[1]), interface="wsgi",
-            workers=1, blocking_threads=32, backlog=2048, log_access=False).serve()
+            workers=1, blocking_threads=threads, backlog=2048, log_access=False).serve()

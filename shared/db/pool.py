@@ -15,6 +15,10 @@ set_json_dumps(orjson.dumps)
 def _configure(conn: psycopg.Connection) -> None:
     # Every timestamp leaves PostgreSQL as UTC, whatever the server's TimeZone.
     conn.execute("SET TIME ZONE 'UTC'")
+    # JIT compiles a plan whose cost estimate is high, e.g. a claim over a grown
+    # outbox: 28 ms of compiling for a statement that runs in a few. hookline's
+    # statements are all short and batched; none gains from it (docs/benchmarks.md).
+    conn.execute("SET jit = off")
     conn.commit()
 
 
