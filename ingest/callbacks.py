@@ -109,7 +109,8 @@ class Callbacks:
         req: Request = request._get_current_object()  # type: ignore[attr-defined]
         if not token_ok(policy.token, presented_token(req, allow_query=True)):
             return _error(401, "missing or wrong callback token", **{"WWW-Authenticate": "Bearer"})
-        addr = req.remote_addr
+        environ = req.environ
+        addr = environ.get("REMOTE_ADDR")  # req.remote_addr, after any ProxyFix
         if not _allowed(policy.networks, addr):
             return _error(403, f"address {addr} is not allowed for {source}")
         body = _read_body(req, self.max_body)
@@ -120,7 +121,6 @@ class Callbacks:
         spec = policy.signature
         if spec is not None and not signatures.verify(spec, req.headers, body):
             return _error(401, f"missing or wrong {spec.header} signature")
-        environ = req.environ
         envelope = Envelope(
             id=new_id(), source=source, event=event, received_at=time.time(), body=body,
             headers={h: environ[k] for h, k in _KEPT_ENVIRON if k in environ},
@@ -144,7 +144,7 @@ class Callbacks:
         # What jsonify() answers, made directly: the provider's generic path is a
         # measurable share of an ingest request (docs/benchmarks.md).
         return Response(orjson.dumps({"id": envelope.id}), status=202,
-                        mimetype="application/json")
+                        content_type="application/json")
 
 
 def install(app: Flask) -> None:
