@@ -150,8 +150,10 @@ class Callbacks:
 def install(app: Flask) -> None:
     """Route the callback URLs; call after metrics.install and the runtime's extensions."""
     view = Callbacks(app).receive
-    app.add_url_rule("/callbacks/<source>", "callbacks.receive", view, methods=["POST"])
-    app.add_url_rule("/callbacks/<source>/<event>", "callbacks.receive", view, methods=["POST"])
+    # No dot in the endpoint name: Flask reads "a.b" as blueprint "a" and looks up its
+    # hooks on every request.
+    app.add_url_rule("/callbacks/<source>", "receive_callback", view, methods=["POST"])
+    app.add_url_rule("/callbacks/<source>/<event>", "receive_callback", view, methods=["POST"])
 
 
 def _kick(client: redis.Redis, send: Callable[[], object]) -> None:
