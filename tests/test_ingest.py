@@ -190,6 +190,18 @@ def test_invented_sources_are_counted_under_one_label(ingest):
     assert 'hookline_ingest_requests_total{code="404",source="unknown"}' in text
 
 
+class _KickFlagFails(fakeredis.FakeRedis):
+    def set(self, *args, **kwargs):
+        raise redis.ConnectionError("Redis went away after the LPUSH")
+
+
+def test_a_queued_callback_is_202_even_if_redis_fails_before_the_kick_flag():
+    client, r, sent = make_client(_KickFlagFails())
+    resp = client.post("/callbacks/kaleyra-rcs", data=b"{}")
+    assert resp.status_code == 202  # queued: a 503 would make the provider send it twice
+    assert r.llen(queue.INBOX) == 1 and sent.count == 0
+
+
 def test_healthz_and_metrics(ingest):
     client, _, _ = ingest
     assert client.get("/healthz").get_json() == {"status": "ok"}
