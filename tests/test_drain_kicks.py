@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from shared import queue
 from shared.envelope import Envelope, new_id
 from tests.helpers import receipt
-from workers import tasks
+from workers import fanout, tasks
 
 REAL_ROUND = tasks.drain_round
 
@@ -25,6 +25,7 @@ class Broker:
     def __init__(self, rt, monkeypatch) -> None:
         self.rt, self.queued, self.pushed, self.during = rt, 0, 0, []
         monkeypatch.setattr(tasks, "send_drain", self.send)
+        monkeypatch.setattr(fanout, "send_dispatch", lambda: None)  # not under test here
 
         def round_with_pushes(rt, ahead=None):
             outcome = REAL_ROUND(rt, ahead)
