@@ -130,8 +130,8 @@ def run_once(events: int, slow: bool, fast_port: int, rx_pid: int) -> dict[str, 
                 rx_cpu, pg_cpu = CpuMeter(tree(rx_pid)), CpuMeter(backends)
                 for meter in (rss, cpu, rx_cpu, pg_cpu):
                     meter.start()
-                # Unprepared, and not too often: the count scans the deliveries and
-                # must not take the CPU the worker is being measured on.
+                # Unprepared: a plan made on the first, near-empty look could scan the
+                # whole outbox on every later one, taking CPU from what is measured.
                 with psycopg.connect(env["DATABASE_URL"], autocommit=True,
                                      prepare_threshold=None) as conn:
                     total = conn.execute(_FAST_LEFT).fetchone()[0]
