@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import faulthandler
+import signal
+
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
 
@@ -107,6 +110,10 @@ def sender_app() -> Celery:
 def _fresh_runtime(**_: object) -> None:
     # Each forked pool process opens its own Redis and PostgreSQL connections.
     runtime.reset()
+    # `kill -USR2 <pool process>` writes every thread's stack to the worker's log: how
+    # to see what a pool process that will not finish is doing (Celery's own SIGUSR1
+    # dump covers the main process only).
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
 
 
 @worker_process_shutdown.connect

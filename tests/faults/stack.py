@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
 HOOKLINE = [sys.executable, "-m", "shared.cli"]
@@ -66,8 +67,12 @@ class Proc:
         try:
             return self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
-            # Celery logs every thread's stack on SIGUSR1: evidence for the failure.
+            # Evidence for the failure: Celery logs the main process's threads on
+            # SIGUSR1, hookline's pool processes theirs on SIGUSR2 (workers/celery_app.py).
             self.popen.send_signal(signal.SIGUSR1)
+            for child in psutil.Process(self.popen.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    child.send_signal(signal.SIGUSR2)
             time.sleep(1)
             raise
         finally:
