@@ -70,9 +70,11 @@ class Proc:
             # Evidence for the failure: Celery logs the main process's threads on
             # SIGUSR1, hookline's pool processes theirs on SIGUSR2 (workers/celery_app.py).
             self.popen.send_signal(signal.SIGUSR1)
-            for child in psutil.Process(self.popen.pid).children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    child.send_signal(signal.SIGUSR2)
+            with contextlib.suppress(psutil.Error):  # the main process may be gone
+                children = psutil.Process(self.popen.pid).children(recursive=True)
+                for child in children:
+                    with contextlib.suppress(psutil.Error):
+                        child.send_signal(signal.SIGUSR2)
             time.sleep(1)
             raise
         finally:
