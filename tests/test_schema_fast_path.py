@@ -5,8 +5,7 @@ keys with arbitrary JSON values."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +21,7 @@ from shared.providers.base import BaseSchema
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def _schemas() -> list[BaseSchema]:
-    found: list[BaseSchema] = []
-    for info in pkgutil.iter_modules(providers.__path__):
-        module = importlib.import_module(f"shared.providers.{info.name}")
-        found += [v for v in vars(module).values() if isinstance(v, BaseSchema)]
-    for schema in list(found):  # nested schemas load through the same loop
-        for f in schema.load_fields.values():
-            inner = getattr(getattr(f, "inner", f), "schema", None)
-            if isinstance(inner, BaseSchema) and inner not in found:
-                found.append(inner)
-    return found
-
-
-SCHEMAS = _schemas()
+SCHEMAS = providers.schemas()
 
 
 def _outcome(schema: Schema, doc: Any) -> tuple[str, Any, Any]:
@@ -63,6 +49,7 @@ def _objects(doc: Any) -> list[dict]:
     return []
 
 
+@functools.cache
 def _fixture_objects() -> list[dict]:
     out: list[dict] = []
     for path in sorted(FIXTURES.rglob("*.json")):

@@ -20,31 +20,11 @@ DEFAULT_SWITCH_INTERVAL = 0.005
 _start = None
 
 
-def provider_schemas() -> list:
-    """Every marshmallow schema instance the provider modules hold, nested ones too."""
-    import importlib
-    import pkgutil
-
-    from marshmallow import Schema
-
-    from shared import providers
-
-    found = []
-    for info in pkgutil.iter_modules(providers.__path__):
-        module = importlib.import_module(f"shared.providers.{info.name}")
-        found += [v for v in vars(module).values() if isinstance(v, Schema)]
-    for schema in list(found):
-        for f in schema.load_fields.values():
-            inner = getattr(f, "schema", None)
-            if isinstance(inner, Schema):
-                found.append(inner)
-    return found
-
-
 def set_variant(variant: str, worker_starting: bool = False) -> None:
     """Switch this process to ``variant``. ``worker_starting``: called from a pool
     process's worker_process_init, before hookline's own receivers tune the GC."""
     global _start
+    from shared import providers
     from shared.providers.base import _no_validators, load_plan
     from workers import ahead, tasks
 
@@ -54,7 +34,7 @@ def set_variant(variant: str, worker_starting: bool = False) -> None:
     ahead.ReadAhead.start = _start if variant == "current" else (lambda self: None)
     sys.setswitchinterval(
         ahead.SWITCH_INTERVAL_SECONDS if variant == "current" else DEFAULT_SWITCH_INTERVAL)
-    for schema in provider_schemas():
+    for schema in providers.schemas():
         schema._plan = None if variant == "before" else load_plan(schema)
         for f in schema.load_fields.values():
             if variant == "before":

@@ -121,8 +121,8 @@ _CLAIM = f"""
 WITH e AS (
     SELECT e.id, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at, e.ordered,
            -- A tripped breaker lets one probe through at a time.
-           -- In flight, counted up to the cap: more leaves nothing free either.
            (CASE WHEN e.consecutive_failures >= %(threshold)s THEN 1 ELSE %(cap)s END)
+           -- In flight, counted up to the cap: more leaves nothing free either.
            - (SELECT count(*) FROM (
                   SELECT FROM deliveries f
                   WHERE f.endpoint_id = e.id AND f.claim_token IS NOT NULL

@@ -7,18 +7,31 @@ import pkgutil
 from typing import Any
 
 from shared.model import NormalisedEvent
-from shared.providers.base import Format, ParseError, UnsupportedEvent
+from shared.providers.base import BaseSchema, Format, ParseError, UnsupportedEvent
 
-__all__ = ["FORMATS", "SOURCES", "Format", "ParseError", "UnsupportedEvent", "parse"]
+__all__ = ["FORMATS", "SOURCES", "Format", "ParseError", "UnsupportedEvent", "parse", "schemas"]
+
+
+def _modules() -> list[Any]:
+    return [importlib.import_module(f"{__name__}.{info.name}")
+            for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name)
+            if info.name != "base"]
 
 
 def _discover() -> list[Format]:
-    found: list[Format] = []
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name == "base":
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        found.extend(getattr(module, "FORMATS", ()))
+    return [fmt for module in _modules() for fmt in getattr(module, "FORMATS", ())]
+
+
+def schemas() -> list[BaseSchema]:
+    """Every schema instance the format modules hold, and those nested in their fields
+    (directly or in a list): for checks and benchmarks that must reach all of them."""
+    found = [v for module in _modules() for v in vars(module).values()
+             if isinstance(v, BaseSchema)]
+    for schema in found:  # grows while it runs: nested schemas' own nested ones too
+        for f in schema.load_fields.values():
+            inner = getattr(getattr(f, "inner", f), "schema", None)
+            if isinstance(inner, BaseSchema) and inner not in found:
+                found.append(inner)
     return found
 
 
