@@ -9,9 +9,10 @@ from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
 
 from shared import config, runtime
-from workers import hooks, kombu_fix, queues  # noqa: F401  (hooks connects signal handlers)
+from workers import hooks, kombu_fix, prefork_fix, queues  # noqa: F401  (hooks connects signals)
 
 kombu_fix.install()
+prefork_fix.install()
 
 # The broker redelivers a task not acknowledged within this time. Every time
 # limit, countdown and ETA in hookline stays well below it (a test checks), so
