@@ -12,9 +12,15 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
+import time
+from concurrent.futures import Future
 from urllib.parse import SplitResult, urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# How long saving an endpoint waits for its host to resolve (the API request waits).
+CHECK_RESOLVE_SECONDS = 5.0
 
 
 class UnsafeURL(ValueError):
@@ -77,9 +83,32 @@ def parse(url: str) -> SplitResult:
     return parts
 
 
-def resolve(host: str, port: int) -> list[tuple[IPAddress, tuple]]:
+def _getaddrinfo(host: str, port: int, timeout: float | None) -> list:
+    """socket.getaddrinfo within ``timeout``. The C resolver takes no deadline
+    (glibc waits 5 s per name server and try), and a send must end within the
+    delivery timeout or it outlives its claim, so the lookup runs in a daemon
+    thread that the caller stops waiting for; a lookup left behind ends when the
+    resolver gives up."""
+    if timeout is None:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    answer: Future[list] = Future()
+
+    def lookup() -> None:
+        try:
+            answer.set_result(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except BaseException as exc:  # handed to the caller
+            answer.set_exception(exc)
+
+    threading.Thread(target=lookup, name="hookline-resolve", daemon=True).start()
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return answer.result(timeout)
+    except TimeoutError:  # concurrent.futures' timeout is the builtin one
+        raise TimeoutError(f"host {host!r} did not resolve within {timeout:g}s") from None
+
+
+def resolve(host: str, port: int, timeout: float | None = None) -> list[tuple[IPAddress, tuple]]:
+    try:
+        infos = _getaddrinfo(host, port, timeout)
     except socket.gaierror as exc:
         raise UnsafeURL(f"host {host!r} does not resolve: {exc.strerror}") from None
     out = []
@@ -90,9 +119,11 @@ def resolve(host: str, port: int) -> list[tuple[IPAddress, tuple]]:
     return out
 
 
-def allowed_addresses(host: str, port: int, allow_private: bool) -> list[tuple]:
-    """Sockaddrs of ``host`` that may be connected to; raises UnsafeURL if none."""
-    resolved = resolve(host, port)
+def allowed_addresses(host: str, port: int, allow_private: bool,
+                      timeout: float | None = None) -> list[tuple]:
+    """Sockaddrs of ``host`` that may be connected to; raises UnsafeURL if none,
+    TimeoutError if the name does not resolve within ``timeout``."""
+    resolved = resolve(host, port, timeout)
     if not resolved:
         raise UnsafeURL(f"host {host!r} has no IPv4 or IPv6 address")
     if allow_private:
@@ -115,7 +146,11 @@ def default_port(parts: SplitResult) -> int:
 def check_url(url: str, allow_private: bool) -> str:
     """Validate a URL for an endpoint; returns it stripped, raises UnsafeURL."""
     parts = parse(url)
-    allowed_addresses(parts.hostname or "", default_port(parts), allow_private)
+    try:
+        allowed_addresses(parts.hostname or "", default_port(parts), allow_private,
+                          CHECK_RESOLVE_SECONDS)
+    except TimeoutError as exc:
+        raise UnsafeURL(str(exc)) from None
     return url.strip()
 
 
@@ -123,17 +158,24 @@ def create_connection(
     address: tuple[str, int], timeout: float | None, allow_private: bool,
     source_address: tuple[str, int] | None = None,
 ) -> socket.socket:
-    """socket.create_connection that connects only to vetted addresses."""
+    """socket.create_connection that connects only to vetted addresses. With a
+    timeout, resolving and connecting together take at most that long, however
+    many addresses the host has; the socket keeps ``timeout`` for each read."""
     host, port = address
+    deadline = None if timeout is None else time.monotonic() + timeout
     error: OSError | None = None
-    for sockaddr in allowed_addresses(host, port, allow_private):
+    for sockaddr in allowed_addresses(host, port, allow_private, timeout):
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise TimeoutError(f"no connection to {host!r} within {timeout:g}s")
         family = socket.AF_INET6 if len(sockaddr) == 4 else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            sock.settimeout(timeout)
+            sock.settimeout(left)
             if source_address:
                 sock.bind(source_address)
             sock.connect(sockaddr)
+            sock.settimeout(timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return sock
         except OSError as exc:

@@ -3,9 +3,11 @@ Retry-After, settings."""
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import socket
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -17,6 +19,8 @@ from shared.db import deliveries
 from shared.db.apply import Notification
 from shared.model import NormalisedEvent
 from workers import sender
+
+pytest_plugins = ("tests.fanout_fixtures",)  # receiver
 
 
 def sample_event() -> NormalisedEvent:
@@ -119,6 +123,91 @@ def _accept(server: socket.socket):
         return "connected"
     except TimeoutError:
         return None
+
+
+def _slow_resolver(monkeypatch, seconds: float) -> None:
+    """A name server that answers after ``seconds`` (with a loopback address)."""
+    real = socket.getaddrinfo
+
+    def slow(host, port, *args, **kwargs):
+        time.sleep(seconds)
+        return real("127.0.0.1", port, *args, **kwargs)
+
+    monkeypatch.setattr(netguard.socket, "getaddrinfo", slow)
+
+
+def test_a_slow_resolver_cannot_hold_a_send_past_the_delivery_timeout(monkeypatch):
+    # Past its timeout a send can outlive its claim, and the delivery goes twice.
+    _slow_resolver(monkeypatch, 3)
+    pools = sender.Pools(timeout=0.3, allow_private=True, keep=2)
+    claimed = deliveries.Claimed("msg_1", "ep_1", "http://hooks.example/", b"{}",
+                                 [signing.new_secret()], token=None)
+    started = time.monotonic()
+    result = sender.attempt(claimed, pools, 60)
+    assert time.monotonic() - started < 1.5
+    assert not result.ok and result.error == "timed out after 0.3s"
+
+
+def test_saving_an_endpoint_waits_for_its_name_a_bounded_time(monkeypatch):
+    _slow_resolver(monkeypatch, 3)
+    monkeypatch.setattr(netguard, "CHECK_RESOLVE_SECONDS", 0.2)
+    with pytest.raises(netguard.UnsafeURL, match=r"did not resolve within 0\.2s"):
+        netguard.check_url("http://hooks.example/", allow_private=True)
+
+
+def test_connecting_to_every_address_of_a_host_fits_in_one_timeout(monkeypatch):
+    # A listener whose accept queue is full: connecting to it hangs, as to a
+    # host that drops packets.
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    queued = socket.create_connection(("127.0.0.1", port))
+    addresses = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))] * 4
+    monkeypatch.setattr(netguard.socket, "getaddrinfo", lambda *a, **k: addresses)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        netguard.create_connection(("four.example", port), 0.4, allow_private=True)
+    took = time.monotonic() - started
+    queued.close()
+    server.close()
+    assert took < 0.9  # not 4 x 0.4 s
+
+
+def test_a_connected_socket_keeps_the_whole_timeout_for_each_read():
+    server = _listener()
+    port = server.getsockname()[1]
+    sock = netguard.create_connection(("127.0.0.1", port), 2.5, allow_private=True)
+    assert sock.gettimeout() == 2.5
+    sock.close()
+    server.close()
+
+
+def test_the_watchdog_shuts_an_attempt_that_was_still_connecting_at_its_deadline():
+    watchdog = sender.Watchdog(interval=0.02)
+    conn = http.client.HTTPConnection("127.0.0.1", 9)  # no socket yet: connecting
+    ticket = watchdog.watch(conn, time.monotonic())
+    time.sleep(0.1)  # the deadline has passed while there was nothing to shut
+    ours, theirs = socket.socketpair()
+    conn.sock = ours
+    time.sleep(0.1)
+    theirs.settimeout(1)
+    assert theirs.recv(1) == b""  # shut down: the attempt cannot go on past its deadline
+    assert watchdog.unwatch(ticket)
+    watchdog.stop()
+    ours.close()
+    theirs.close()
+
+
+def test_a_kept_connection_gets_the_whole_timeout_back(receiver):
+    pools = sender.Pools(timeout=2.5, allow_private=True, keep=2)
+    claimed = deliveries.Claimed("msg_1", "ep_1", receiver.url("/a"), b"{}",
+                                 [signing.new_secret()], token=None)
+    assert sender.attempt(claimed, pools, 60).ok
+    [(conn, _)] = pools.get("ep_1", "http", "127.0.0.1", receiver.port)._idle
+    # It was opened with what was left of the attempt's 2.5 s.
+    assert conn.timeout == 2.5 and conn.sock.gettimeout() == 2.5
+    pools.close()
 
 
 @pytest.mark.parametrize("value,expected", [

@@ -32,6 +32,7 @@ KEEP_BODY = 4096          # bytes of the answer recorded with the attempt
 DRAIN_LIMIT = 64 * 1024   # read this much more of a long answer to keep the connection
 IDLE_SECONDS = 30.0       # drop connections idle longer than this (servers close them)
 ERROR_CHARS = 1000
+MIN_CONNECT_SECONDS = 0.05  # a retry on a fresh connection at the very end of an attempt
 
 # The errors a connection the server already closed gives on reuse.
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
@@ -87,6 +88,11 @@ class EndpointPool:
         return self._new(), False
 
     def _checkin(self, conn: http.client.HTTPConnection) -> None:
+        # Made with what was left of an attempt: kept for the next one, each read
+        # gets the whole timeout again.
+        conn.timeout = self.timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(self.timeout)
         with self._lock:
             if len(self._idle) < self.keep:
                 self._idle.append((conn, time.monotonic()))
@@ -120,6 +126,10 @@ class EndpointPool:
 
     def _watched(self, conn: http.client.HTTPConnection, deadline: float, target: str,
                  body: bytes, headers: dict[str, str]) -> tuple[Answer, bool]:
+        if conn.sock is None:
+            # A new connection resolves and connects within what is left of the
+            # attempt (netguard.create_connection), not within a fresh timeout.
+            conn.timeout = max(deadline - time.monotonic(), MIN_CONNECT_SECONDS)
         ticket = self.watchdog.watch(conn, deadline)
         try:
             return _exchange(conn, target, body, headers)
@@ -175,8 +185,10 @@ class Watchdog:
             now = time.monotonic()
             with self._lock:
                 late = [t for t, (deadline, _) in self._live.items() if deadline <= now]
-                conns = [self._live.pop(t)[1] for t in late]
                 self._expired.update(late)
+                # One still connecting has no socket to shut yet: it stays watched
+                # and is shut the moment it has one.
+                conns = [self._live.pop(t)[1] for t in late if self._live[t][1].sock is not None]
             for conn in conns:
                 sock = conn.sock
                 if sock is not None:
