@@ -11,6 +11,7 @@ HOOKLINE_ALLOW_PRIVATE_ENDPOINTS lifts the address rule (development, tests).
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import threading
 import time
@@ -21,6 +22,18 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # How long saving an endpoint waits for its host to resolve (the API request waits).
 CHECK_RESOLVE_SECONDS = 5.0
+# Lookups running at once per process. One the caller stopped waiting for runs on
+# until the resolver gives up; during a DNS outage this bounds how many pile up.
+MAX_LOOKUPS = 32
+_lookups = threading.BoundedSemaphore(MAX_LOOKUPS)
+
+
+def _fresh_lookups() -> None:
+    global _lookups
+    _lookups = threading.BoundedSemaphore(MAX_LOOKUPS)  # the parent's lookups stay there
+
+
+os.register_at_fork(after_in_child=_fresh_lookups)
 
 
 class UnsafeURL(ValueError):
@@ -91,6 +104,10 @@ def _getaddrinfo(host: str, port: int, timeout: float | None) -> list:
     resolver gives up."""
     if timeout is None:
         return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    deadline = time.monotonic() + timeout
+    slots = _lookups
+    if not slots.acquire(timeout=timeout):
+        raise TimeoutError(f"host {host!r} not resolved: {MAX_LOOKUPS} lookups are still running")
     answer: Future[list] = Future()
 
     def lookup() -> None:
@@ -98,10 +115,16 @@ def _getaddrinfo(host: str, port: int, timeout: float | None) -> list:
             answer.set_result(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
         except BaseException as exc:  # handed to the caller
             answer.set_exception(exc)
+        finally:
+            slots.release()
 
-    threading.Thread(target=lookup, name="hookline-resolve", daemon=True).start()
     try:
-        return answer.result(timeout)
+        threading.Thread(target=lookup, name="hookline-resolve", daemon=True).start()
+    except RuntimeError as exc:  # no thread to be had
+        slots.release()
+        raise OSError(f"host {host!r} not resolved: {exc}") from None
+    try:
+        return answer.result(max(0.0, deadline - time.monotonic()))
     except TimeoutError:  # concurrent.futures' timeout is the builtin one
         raise TimeoutError(f"host {host!r} did not resolve within {timeout:g}s") from None
 
@@ -160,14 +183,20 @@ def create_connection(
 ) -> socket.socket:
     """socket.create_connection that connects only to vetted addresses. With a
     timeout, resolving and connecting together take at most that long, however
-    many addresses the host has; the socket keeps ``timeout`` for each read."""
+    many addresses the host has (each gets an even share of what is left); the
+    socket keeps ``timeout`` for each read."""
     host, port = address
     deadline = None if timeout is None else time.monotonic() + timeout
     error: OSError | None = None
-    for sockaddr in allowed_addresses(host, port, allow_private, timeout):
+    addresses = allowed_addresses(host, port, allow_private, timeout)
+    for n, sockaddr in enumerate(addresses):
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
             raise TimeoutError(f"no connection to {host!r} within {timeout:g}s")
+        if left is not None:
+            # An even share of what is left: an address that drops packets (a
+            # broken IPv6 route) must leave time to try the next.
+            left /= len(addresses) - n
         family = socket.AF_INET6 if len(sockaddr) == 4 else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:

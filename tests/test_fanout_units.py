@@ -6,10 +6,12 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import socket
+import ssl
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -148,6 +150,16 @@ def test_a_slow_resolver_cannot_hold_a_send_past_the_delivery_timeout(monkeypatc
     assert not result.ok and result.error == "timed out after 0.3s"
 
 
+def test_lookups_left_behind_are_bounded(monkeypatch):
+    _slow_resolver(monkeypatch, 1)
+    monkeypatch.setattr(netguard, "_lookups", threading.BoundedSemaphore(1))
+    with pytest.raises(TimeoutError, match="did not resolve"):
+        netguard.resolve("hooks.example", 80, 0.1)
+    # The first lookup still holds the only slot: no second thread is started.
+    with pytest.raises(TimeoutError, match="lookups are still running"):
+        netguard.resolve("hooks.example", 80, 0.1)
+
+
 def test_saving_an_endpoint_waits_for_its_name_a_bounded_time(monkeypatch):
     _slow_resolver(monkeypatch, 3)
     monkeypatch.setattr(netguard, "CHECK_RESOLVE_SECONDS", 0.2)
@@ -174,6 +186,23 @@ def test_connecting_to_every_address_of_a_host_fits_in_one_timeout(monkeypatch):
     assert took < 0.9  # not 4 x 0.4 s
 
 
+def test_an_address_that_drops_packets_leaves_time_for_the_next(monkeypatch):
+    stalled = socket.socket()  # accept queue full: connecting to it hangs
+    stalled.bind(("127.0.0.1", 0))
+    stalled.listen(0)
+    queued = socket.create_connection(stalled.getsockname())
+    server = _listener()
+    addresses = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", a)
+                 for a in (stalled.getsockname(), server.getsockname())]
+    monkeypatch.setattr(netguard.socket, "getaddrinfo", lambda *a, **k: addresses)
+    started = time.monotonic()
+    sock = netguard.create_connection(("two.example", 0), 1.0, allow_private=True)
+    assert sock.getpeername() == server.getsockname()
+    assert time.monotonic() - started < 1.0
+    for s in (sock, queued, stalled, server):
+        s.close()
+
+
 def test_a_connected_socket_keeps_the_whole_timeout_for_each_read():
     server = _listener()
     port = server.getsockname()[1]
@@ -197,6 +226,82 @@ def test_the_watchdog_shuts_an_attempt_that_was_still_connecting_at_its_deadline
     watchdog.stop()
     ours.close()
     theirs.close()
+
+
+def test_the_watchdog_waits_for_the_tls_socket_rather_than_the_one_tls_took_over():
+    watchdog = sender.Watchdog(interval=0.02)
+    conn = http.client.HTTPConnection("127.0.0.1", 9)
+    handed_over = socket.socket()
+    handed_over.detach()  # what http.client's sock is while TLS shakes hands
+    conn.sock = handed_over
+    ticket = watchdog.watch(conn, time.monotonic())
+    time.sleep(0.1)
+    ours, theirs = socket.socketpair()
+    conn.sock = ours
+    time.sleep(0.1)
+    theirs.settimeout(1)
+    assert theirs.recv(1) == b""
+    assert watchdog.unwatch(ticket)
+    watchdog.stop()
+    ours.close()
+    theirs.close()
+
+
+def _self_signed(tmp_path) -> tuple[str, str]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hookline test")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
+
+
+def test_https_deliveries_shake_hands_and_verify_the_certificate(tmp_path, monkeypatch):
+    cert, key = _self_signed(tmp_path)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    url = f"https://127.0.0.1:{server.server_address[1]}/hook"
+    claimed = deliveries.Claimed("msg_1", "ep_1", url, b"{}", [signing.new_secret()], token=None)
+    try:
+        # Not trusted yet: the default context refuses the self-signed certificate.
+        refused = sender.attempt(claimed, sender.Pools(timeout=2, allow_private=True, keep=2), 60)
+        assert not refused.ok and "CERTIFICATE_VERIFY_FAILED" in refused.error
+        trusting = ssl.create_default_context(cafile=cert)
+        monkeypatch.setattr(sender, "_ssl_context", trusting)
+        assert sender.attempt(claimed, sender.Pools(timeout=2, allow_private=True, keep=2),
+                              60).ok
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _Ok(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
 
 
 def test_a_kept_connection_gets_the_whole_timeout_back(receiver):

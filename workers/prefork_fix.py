@@ -14,9 +14,12 @@ shutdowns measured (``tests/faults/test_workers.py``,
 
 The fix keeps reading the pool processes' results until they have all exited.
 Each has been sent its stop sentinel by then, so the wait is bounded by the
-tasks they are finishing. The forgotten task's message was not acknowledged,
-so it is delivered again; hookline's tasks are idempotent (leases and ids in
-Redis and PostgreSQL), so the second run finds nothing to do.
+tasks they are finishing. (The forgotten task runs without Celery's time
+limits, which are armed by the acknowledgement the pool no longer matches to
+it; hookline's drain and dispatch end within their own time budgets.) Its
+message was not acknowledged, so it is delivered again; hookline's tasks are
+idempotent (leases and ids in Redis and PostgreSQL), so the second run finds
+nothing to do.
 """
 
 from __future__ import annotations
@@ -30,19 +33,20 @@ _MARK = "_hookline_reads_until_exit"
 
 
 def _read_until_exited(handler: Any) -> None:
-    """Read results from the pool processes until every one has exited (or the
-    pool is terminated); Celery's own loop has stopped at an empty task cache."""
+    """Celery's own loop, without its stop at an empty task cache: read each pool
+    process's results, and after each, join those that have exited, until all
+    have (or the pool is terminated)."""
     outqueues = set(handler.fileno_to_outq)
     while outqueues and handler._state != TERMINATE:
-        try:
-            handler.join_exited_workers(shutdown=True)
-        except WorkersJoined:
-            return
         closed: set[int] = set()
         for fd in outqueues:
             asynpool.iterate_file_descriptors_safely(
                 [fd], handler.fileno_to_outq, handler._flush_outqueue,
                 closed.add, handler.fileno_to_outq, handler.on_state_change)
+            try:
+                handler.join_exited_workers(shutdown=True)
+            except WorkersJoined:
+                return
         outqueues -= closed
 
 

@@ -46,6 +46,18 @@ def _tls() -> ssl.SSLContext:
     return _ssl_context
 
 
+class _HTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS whose handshake the watchdog can cut. http.client wraps the socket
+    and shakes hands in one call, with ``sock`` a socket already handed over to
+    TLS meanwhile; here ``sock`` is the TLS socket before the handshake starts."""
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._context.wrap_socket(  # type: ignore[attr-defined]
+            self.sock, server_hostname=self.host, do_handshake_on_connect=False)
+        self.sock.do_handshake()
+
+
 @dataclass(slots=True)
 class Answer:
     status: int
@@ -67,7 +79,7 @@ class EndpointPool:
 
     def _new(self) -> http.client.HTTPConnection:
         if self.scheme == "https":
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            conn: http.client.HTTPConnection = _HTTPSConnection(
                 self.host, self.port, timeout=self.timeout, context=_tls())
         else:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
@@ -188,7 +200,7 @@ class Watchdog:
                 self._expired.update(late)
                 # One still connecting has no socket to shut yet: it stays watched
                 # and is shut the moment it has one.
-                conns = [self._live.pop(t)[1] for t in late if self._live[t][1].sock is not None]
+                conns = [self._live.pop(t)[1] for t in late if _has_socket(self._live[t][1])]
             for conn in conns:
                 sock = conn.sock
                 if sock is not None:
@@ -197,6 +209,11 @@ class Watchdog:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def _has_socket(conn: http.client.HTTPConnection) -> bool:
+    # A socket handed over to TLS has no descriptor left (fileno -1).
+    return conn.sock is not None and conn.sock.fileno() != -1
 
 
 def _guarded_connect(address: tuple[str, int], timeout: float | None = None,
