@@ -7,12 +7,15 @@ import io
 import fakeredis
 import pytest
 import redis
+from prometheus_client import REGISTRY
 from werkzeug.test import create_environ
 
+from ingest import metrics as ingest_metrics
 from ingest.app import create_app
 from shared import config, queue
 from shared.envelope import decode
 from shared.runtime import Runtime
+from tests.conftest import wait_for
 from tests.helpers import receipt
 
 
@@ -228,3 +231,22 @@ def test_forwarded_for_is_trusted_only_for_configured_hops():
     client2, r2, _ = make_client()
     client2.post("/callbacks/kaleyra-rcs", data=b"{}", headers={"X-Forwarded-For": "1.1.1.1"})
     assert decode(inbox(r2)[0]).remote_addr == "127.0.0.1"
+
+
+def test_requests_reach_the_metrics_within_a_second_without_a_scrape(ingest):
+    # Noted on the request path, added to the metrics by the process's thread
+    # (ingest/metrics.py); /metrics is not asked, so only the thread can do it.
+    client, _, _ = ingest
+    labels = {"source": "comapi", "code": "202"}
+
+    def counted() -> float:
+        return REGISTRY.get_sample_value("hookline_ingest_requests_total", labels) or 0.0
+
+    def observed() -> float:
+        return REGISTRY.get_sample_value("hookline_ingest_ack_seconds_count") or 0.0
+
+    before, seen = counted(), observed()
+    for _ in range(3):
+        assert client.post("/callbacks/comapi", data=b"{}").status_code == 202
+    wait_for(lambda: counted() == before + 3, timeout=ingest_metrics.FLUSH_SECONDS + 5)
+    assert observed() == seen + 3

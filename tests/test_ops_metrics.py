@@ -15,7 +15,9 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
+from ingest import metrics as ingest_metrics
 from shared import queue
+from shared.prom import observe_many
 from tests.conftest import wait_for
 from tests.helpers import drain_all, enqueue, receipt
 from tests.test_end_to_end import HOOKLINE, ROOT, free_port, stop, wait_http
@@ -58,7 +60,7 @@ def test_observe_many_matches_observe():
     values = [0.05, 0.1, 0.1000001, 0.9, 1.0, 5.0, 10.0, 11.0, 1e9]
     for v in values:
         h1.observe(v)
-    metrics.observe_many(h2, values)
+    observe_many(h2, values)
     for bound in ("0.1", "1.0", "10.0", "+Inf"):
         assert (one.get_sample_value("lat_bucket", {"le": bound})
                 == many.get_sample_value("lat_bucket", {"le": bound})), bound
@@ -176,12 +178,20 @@ def test_ingest_with_two_workers_counts_every_request_once(ingest_two_workers, r
                        headers={"Connection": "close"})
         assert r.status_code == 202
     assert httpx.post(f"{base}/callbacks/nope", content=b"{}").status_code == 404
+    # Each process adds its requests to the metrics within a second (ingest/metrics.py),
+    # and never counts one twice: once all have, every scrape agrees and stays so.
+    def counted(s: dict) -> tuple:
+        return (total(s, "hookline_ingest_requests_total", source="kaleyra-rcs", code="202")
+                - before,
+                total(s, "hookline_ingest_requests_total", source="unknown", code="404"),
+                total(s, "hookline_ingest_ack_seconds_count"))
+
+    want = (n, 1, n + 1 + before)
+    wait_for(lambda: counted(scrape(f"{base}/metrics")) == want,
+             timeout=ingest_metrics.FLUSH_SECONDS + 10)
+    time.sleep(ingest_metrics.FLUSH_SECONDS + 0.5)
     for _ in range(6):  # each scrape may land on either process: all must agree
-        s = scrape(f"{base}/metrics")
-        assert total(s, "hookline_ingest_requests_total", source="kaleyra-rcs",
-                     code="202") - before == n
-        assert total(s, "hookline_ingest_requests_total", source="unknown", code="404") == 1
-        assert total(s, "hookline_ingest_ack_seconds_count") >= n + 1
+        assert counted(scrape(f"{base}/metrics")) == want
     assert rt.redis.llen(queue.INBOX) == n
 
 

@@ -17,11 +17,10 @@ imports the drain task to send it) registers nothing.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import logging
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -29,6 +28,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from shared import config, queue
+from shared.prom import observe_many
 from shared.runtime import redis_client
 
 log = logging.getLogger(__name__)
@@ -71,29 +71,6 @@ def _metrics() -> WorkerMetrics:
             buckets=LATENCY_BUCKETS,
         ),
     )
-
-
-def observe_many(histogram: Histogram, values: Iterable[float]) -> None:
-    """Histogram.observe for a whole batch: one write per bucket, not one per value.
-
-    In multi-process mode every write goes to a memory-mapped file; a batch of
-    500 envelopes would otherwise cost 500 x (sum + bucket) writes. Uses the
-    histogram's internals, so it falls back to observe() if they change.
-    """
-    values = list(values)
-    if not values:
-        return
-    bounds = getattr(histogram, "_upper_bounds", None)
-    buckets = getattr(histogram, "_buckets", None)
-    total = getattr(histogram, "_sum", None)
-    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
-        for v in values:
-            histogram.observe(v)
-        return
-    counts = Tally(bisect.bisect_left(bounds, v) for v in values)
-    total.inc(sum(values))
-    for index, n in counts.items():
-        buckets[index].inc(n)
 
 
 def record_batch(size: int, tally: Tally, latencies: list[float]) -> None:
