@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import orjson
 import redis
 from flask import Flask, Request, Response, jsonify, request
+from werkzeug.exceptions import ClientDisconnected
 
 from ingest import signatures
 from ingest.auth import presented_token, token_ok
@@ -74,6 +75,20 @@ def _allowed(networks: tuple, addr: str | None) -> bool:
 
 def _read_body(req: Request, limit: int) -> bytes | None:
     """The body, or None when it is over the limit. Never reads more than limit + 1."""
+    environ = req.environ
+    declared = environ.get("CONTENT_LENGTH")
+    if declared and declared.isascii() and declared.isdigit() \
+            and "HTTP_TRANSFER_ENCODING" not in environ:
+        # A plain declared length (the usual callback): read exactly that from the
+        # server's stream, without werkzeug's parsing and stream wrappers (about
+        # 1 % of a request's instructions, docs/benchmarks.md).
+        length = int(declared)
+        if length > limit:
+            return None
+        body = environ["wsgi.input"].read(length)
+        if len(body) < length:
+            raise ClientDisconnected()  # what werkzeug's stream raises: 400
+        return body
     length = req.content_length
     if length is not None and length > limit:
         return None

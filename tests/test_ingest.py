@@ -245,8 +245,32 @@ def test_requests_reach_the_metrics_within_a_second_without_a_scrape(ingest):
     def observed() -> float:
         return REGISTRY.get_sample_value("hookline_ingest_ack_seconds_count") or 0.0
 
+    client.get("/metrics")  # what earlier tests noted is counted now, not during this one
     before, seen = counted(), observed()
     for _ in range(3):
         assert client.post("/callbacks/comapi", data=b"{}").status_code == 202
     wait_for(lambda: counted() == before + 3, timeout=ingest_metrics.FLUSH_SECONDS + 5)
     assert observed() == seen + 3
+
+
+def test_a_body_shorter_than_its_declared_length_is_400_and_not_queued(ingest):
+    # The client went away mid-body: a truncated callback must not be queued as if whole.
+    client, r, _ = ingest
+    environ = create_environ("/callbacks/kaleyra-rcs", method="POST")
+    environ.update({"CONTENT_LENGTH": "100", "wsgi.input": io.BytesIO(b'{"type": "DELI')})
+    status = []
+    client.application.wsgi_app(environ, lambda s, h, *a: status.append(s))
+    assert status == ["400 BAD REQUEST"]
+    assert inbox(r) == []
+
+
+def test_a_declared_length_is_read_exactly(ingest):
+    client, r, _ = ingest
+    environ = create_environ("/callbacks/kaleyra-rcs", method="POST")
+    stream = io.BytesIO(b'{"a": 1}' + b"NEXT REQUEST")
+    environ.update({"CONTENT_LENGTH": "8", "wsgi.input": stream})
+    status = []
+    client.application.wsgi_app(environ, lambda s, h, *a: status.append(s))
+    assert status == ["202 ACCEPTED"]
+    assert [decode(raw).body for raw in r.lrange(queue.INBOX, 0, -1)] == [b'{"a": 1}']
+    assert stream.read() == b"NEXT REQUEST"  # not a byte past the body
