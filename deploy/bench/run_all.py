@@ -4,7 +4,7 @@
 
 Uses the machine's PostgreSQL and Redis when DATABASE_URL / REDIS_URL are set
 (a fresh database and a flushed Redis database per benchmark), embedded ones
-otherwise. Needs wrk (`apt-get install wrk`). ``--wait-quiet N`` waits, before
+otherwise. Needs wrk and valgrind (`apt-get install wrk valgrind`). ``--wait-quiet N`` waits, before
 each benchmark, for the 1-minute load average to drop below 1.0 (checked every
 60 s), up to N minutes in all, and says each time whether it did. ``--quick``
 shrinks every benchmark to check the setup, not to measure.
@@ -122,6 +122,10 @@ def summary(results: dict) -> list[str]:
             _row("ingest p99", f"{h['p99_ms']:.2f} ms", f"bare {b['p99_ms']:.2f} ms",
                  f"{h['p99_ms'] / b['p99_ms']:.2f}", "< 20 ms", h["p99_ms"] < 20),
         ]
+    if "ingest_instructions" in raw:
+        h, b = (raw["ingest_instructions"][k]["per_request"] for k in ("hookline", "bare"))
+        rows.append(_row("ingest instructions per request (callgrind)", f"{h:,.0f}",
+                         f"bare LPUSH app {b:,.0f}", f"{h / b:.2f}", "", None))
     if "processing" in raw:
         noop = raw["processing"]["noop"]["tasks_per_s"]
         runs = raw["processing"]["hookline"]
@@ -178,7 +182,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument("--skip", nargs="*", default=[],
-                   choices=["ingest", "processing", "latency", "fanout"])
+                   choices=["ingest", "ingest_instructions", "processing", "latency",
+                            "fanout"])
     args = p.parse_args()
 
     header = machine()
@@ -189,6 +194,7 @@ def main() -> None:
     results: dict = {}
     lines: list[str] = []
     import fanout_bench
+    import ingest_instructions
     import ingest_wrk
     import latency
     import processing
@@ -198,6 +204,9 @@ def main() -> None:
         # VM differed by up to a fifth for the same code.
         ("ingest", lambda: ingest_wrk.run(seconds=3 if q else 10, rounds=1 if q else 3),
          ingest_wrk.report),
+        # The same comparison without the machine's noise (needs valgrind).
+        ("ingest_instructions", lambda: ingest_instructions.run(requests=200 if q else 1000),
+         ingest_instructions.report),
         ("processing", lambda: processing.run(events=10_000 if q else 100_000,
                                               noop_tasks=1_000 if q else 20_000,
                                               rounds=1 if q else 2),
