@@ -61,7 +61,10 @@ class _Pending:
     def note(self, source: str, code: int, started: float) -> None:
         self.noted.append((source, code, time.perf_counter() - started))
         if not self.thread_started:
-            self._start()
+            try:
+                self._start()
+            except RuntimeError as exc:  # no thread now: the next request tries again
+                log.warning("could not start the metrics thread: %s", exc)
 
     def flush(self) -> None:
         with self.flushing:
@@ -82,7 +85,11 @@ class _Pending:
             if self.thread_started:
                 return
             self.thread_started = True
-        threading.Thread(target=self._run, name="hookline-metrics", daemon=True).start()
+        try:
+            threading.Thread(target=self._run, name="hookline-metrics", daemon=True).start()
+        except RuntimeError:
+            self.thread_started = False
+            raise
 
     def _run(self) -> None:
         while True:

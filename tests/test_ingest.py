@@ -249,8 +249,9 @@ def test_requests_reach_the_metrics_within_a_second_without_a_scrape(ingest):
     before, seen = counted(), observed()
     for _ in range(3):
         assert client.post("/callbacks/comapi", data=b"{}").status_code == 202
-    wait_for(lambda: counted() == before + 3, timeout=ingest_metrics.FLUSH_SECONDS + 5)
-    assert observed() == seen + 3
+    # The counter is written before the histogram: wait for both.
+    wait_for(lambda: (counted(), observed()) == (before + 3, seen + 3),
+             timeout=ingest_metrics.FLUSH_SECONDS + 5)
 
 
 def test_a_body_shorter_than_its_declared_length_is_400_and_not_queued(ingest):
@@ -262,6 +263,22 @@ def test_a_body_shorter_than_its_declared_length_is_400_and_not_queued(ingest):
     client.application.wsgi_app(environ, lambda s, h, *a: status.append(s))
     assert status == ["400 BAD REQUEST"]
     assert inbox(r) == []
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'hookline_ingest_requests_total{code="400",source="kaleyra-rcs"}' in text
+
+
+@pytest.mark.parametrize("declared,status", [
+    ("1" + "0" * 5000, "413 REQUEST ENTITY TOO LARGE"),  # int() would refuse it: not a 500
+    ("9" * 19, "413 REQUEST ENTITY TOO LARGE"),
+    ("0" * 30 + "8", "202 ACCEPTED"),  # leading zeros: still 8
+])
+def test_odd_declared_lengths(ingest, declared, status):
+    client, _, _ = ingest
+    environ = create_environ("/callbacks/kaleyra-rcs", method="POST")
+    environ.update({"CONTENT_LENGTH": declared, "wsgi.input": io.BytesIO(b'{"a": 1}')})
+    got = []
+    client.application.wsgi_app(environ, lambda s, h, *a: got.append(s))
+    assert got == [status]
 
 
 def test_a_declared_length_is_read_exactly(ingest):
