@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import collections
 import logging
+import multiprocessing.util
 import os
 import threading
 import time
@@ -90,6 +91,10 @@ class _Pending:
         except RuntimeError:
             self.thread_started = False
             raise
+        # A granian worker is a multiprocessing child: it ends in os._exit, where
+        # atexit does not run and multiprocessing's finalizers do. Registered
+        # here, after the child has started, as a child's start clears them.
+        multiprocessing.util.Finalize(self, self.flush, exitpriority=10)
 
     def _run(self) -> None:
         while True:

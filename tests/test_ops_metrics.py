@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from prometheus_client import REGISTRY, CollectorRegistry, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
 from ingest import metrics as ingest_metrics
@@ -224,3 +224,31 @@ def test_ingest_logs_each_accepted_callback_with_its_ingest_id_at_debug(rt, capl
         ingest_id = client.post("/callbacks/kaleyra-rcs", data=receipt("READ")).get_json()["id"]
     [record] = [r for r in caplog.records if r.name == "ingest.callbacks"]
     assert record.ingest_id == ingest_id and record.source == "kaleyra-rcs"
+
+
+def test_an_ingest_process_that_stops_keeps_the_counts_it_noted(base_env, tmp_path):
+    # Requests are written to the metrics once a second; a server process told to
+    # stop within that second must write them on its way out, or they are lost.
+    prom = tmp_path / "prom"
+    port = free_port()
+    with (tmp_path / "ingest.log").open("w") as log:
+        proc = subprocess.Popen(
+            [*HOOKLINE, "ingest", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            env={**base_env, "PROMETHEUS_MULTIPROC_DIR": str(prom)}, stdout=log,
+            stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        n = 20
+        with httpx.Client() as client:
+            for i in range(n):
+                r = client.post(f"http://127.0.0.1:{port}/callbacks/kaleyra-rcs",
+                                content=receipt("SENT", f"stop-{i}"))
+                assert r.status_code == 202
+        stop(proc)  # well within the second
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(prom))
+    assert registry.get_sample_value("hookline_ingest_requests_total",
+                                     {"source": "kaleyra-rcs", "code": "202"}) == n
