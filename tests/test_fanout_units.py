@@ -167,14 +167,18 @@ def test_saving_an_endpoint_waits_for_its_name_a_bounded_time(monkeypatch):
         netguard.check_url("http://hooks.example/", allow_private=True)
 
 
-def test_connecting_to_every_address_of_a_host_fits_in_one_timeout(monkeypatch):
-    # A listener whose accept queue is full: connecting to it hangs, as to a
-    # host that drops packets.
+def _stalled_listener() -> tuple[socket.socket, socket.socket]:
+    """A listener whose accept queue is full, and the connection filling it:
+    connecting to it hangs, as to a host that drops packets."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(0)
+    return server, socket.create_connection(server.getsockname())
+
+
+def test_connecting_to_every_address_of_a_host_fits_in_one_timeout(monkeypatch):
+    server, queued = _stalled_listener()
     port = server.getsockname()[1]
-    queued = socket.create_connection(("127.0.0.1", port))
     addresses = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))] * 4
     monkeypatch.setattr(netguard.socket, "getaddrinfo", lambda *a, **k: addresses)
     started = time.monotonic()
@@ -187,10 +191,7 @@ def test_connecting_to_every_address_of_a_host_fits_in_one_timeout(monkeypatch):
 
 
 def test_an_address_that_drops_packets_leaves_time_for_the_next(monkeypatch):
-    stalled = socket.socket()  # accept queue full: connecting to it hangs
-    stalled.bind(("127.0.0.1", 0))
-    stalled.listen(0)
-    queued = socket.create_connection(stalled.getsockname())
+    stalled, queued = _stalled_listener()
     server = _listener()
     addresses = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", a)
                  for a in (stalled.getsockname(), server.getsockname())]
@@ -212,9 +213,18 @@ def test_a_connected_socket_keeps_the_whole_timeout_for_each_read():
     server.close()
 
 
-def test_the_watchdog_shuts_an_attempt_that_was_still_connecting_at_its_deadline():
+def _handed_over_to_tls() -> socket.socket:
+    sock = socket.socket()
+    sock.detach()  # what http.client's sock is while TLS shakes hands: no descriptor
+    return sock
+
+
+@pytest.mark.parametrize("connecting", [lambda: None, _handed_over_to_tls],
+                         ids=["no socket yet", "socket taken over by TLS"])
+def test_the_watchdog_shuts_an_attempt_that_was_still_connecting_at_its_deadline(connecting):
     watchdog = sender.Watchdog(interval=0.02)
-    conn = http.client.HTTPConnection("127.0.0.1", 9)  # no socket yet: connecting
+    conn = http.client.HTTPConnection("127.0.0.1", 9)
+    conn.sock = connecting()
     ticket = watchdog.watch(conn, time.monotonic())
     time.sleep(0.1)  # the deadline has passed while there was nothing to shut
     ours, theirs = socket.socketpair()
@@ -222,25 +232,6 @@ def test_the_watchdog_shuts_an_attempt_that_was_still_connecting_at_its_deadline
     time.sleep(0.1)
     theirs.settimeout(1)
     assert theirs.recv(1) == b""  # shut down: the attempt cannot go on past its deadline
-    assert watchdog.unwatch(ticket)
-    watchdog.stop()
-    ours.close()
-    theirs.close()
-
-
-def test_the_watchdog_waits_for_the_tls_socket_rather_than_the_one_tls_took_over():
-    watchdog = sender.Watchdog(interval=0.02)
-    conn = http.client.HTTPConnection("127.0.0.1", 9)
-    handed_over = socket.socket()
-    handed_over.detach()  # what http.client's sock is while TLS shakes hands
-    conn.sock = handed_over
-    ticket = watchdog.watch(conn, time.monotonic())
-    time.sleep(0.1)
-    ours, theirs = socket.socketpair()
-    conn.sock = ours
-    time.sleep(0.1)
-    theirs.settimeout(1)
-    assert theirs.recv(1) == b""
     assert watchdog.unwatch(ticket)
     watchdog.stop()
     ours.close()

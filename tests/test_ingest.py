@@ -45,6 +45,14 @@ def inbox(r: redis.Redis) -> list[bytes]:
     return r.lrange(queue.INBOX, 0, -1)
 
 
+def _status(client, environ: dict) -> str:
+    """The one status line the app answers a hand-built WSGI environ with."""
+    status: list[str] = []
+    client.application.wsgi_app(environ, lambda s, h, *a: status.append(s))
+    [line] = status
+    return line
+
+
 def test_202_pushes_the_raw_body_in_an_envelope(ingest):
     client, r, _ = ingest
     body = receipt("SENT")
@@ -112,9 +120,7 @@ def test_chunked_body_over_the_limit_is_413_without_reading_it_all():
     environ.pop("CONTENT_LENGTH", None)
     environ.update({"wsgi.input": stream, "wsgi.input_terminated": True,
                     "HTTP_TRANSFER_ENCODING": "chunked"})
-    status = []
-    client.application.wsgi_app(environ, lambda s, h, *a: status.append(s))
-    assert status == ["413 REQUEST ENTITY TOO LARGE"]
+    assert _status(client, environ) == "413 REQUEST ENTITY TOO LARGE"
     assert inbox(r) == []
     assert stream.given <= 101
 
@@ -259,9 +265,7 @@ def test_a_body_shorter_than_its_declared_length_is_400_and_not_queued(ingest):
     client, r, _ = ingest
     environ = create_environ("/callbacks/kaleyra-rcs", method="POST")
     environ.update({"CONTENT_LENGTH": "100", "wsgi.input": io.BytesIO(b'{"type": "DELI')})
-    status = []
-    client.application.wsgi_app(environ, lambda s, h, *a: status.append(s))
-    assert status == ["400 BAD REQUEST"]
+    assert _status(client, environ) == "400 BAD REQUEST"
     assert inbox(r) == []
     text = client.get("/metrics").get_data(as_text=True)
     assert 'hookline_ingest_requests_total{code="400",source="kaleyra-rcs"}' in text
@@ -276,9 +280,7 @@ def test_odd_declared_lengths(ingest, declared, status):
     client, _, _ = ingest
     environ = create_environ("/callbacks/kaleyra-rcs", method="POST")
     environ.update({"CONTENT_LENGTH": declared, "wsgi.input": io.BytesIO(b'{"a": 1}')})
-    got = []
-    client.application.wsgi_app(environ, lambda s, h, *a: got.append(s))
-    assert got == [status]
+    assert _status(client, environ) == status
 
 
 def test_a_declared_length_is_read_exactly(ingest):
@@ -286,8 +288,6 @@ def test_a_declared_length_is_read_exactly(ingest):
     environ = create_environ("/callbacks/kaleyra-rcs", method="POST")
     stream = io.BytesIO(b'{"a": 1}' + b"NEXT REQUEST")
     environ.update({"CONTENT_LENGTH": "8", "wsgi.input": stream})
-    status = []
-    client.application.wsgi_app(environ, lambda s, h, *a: status.append(s))
-    assert status == ["202 ACCEPTED"]
+    assert _status(client, environ) == "202 ACCEPTED"
     assert [decode(raw).body for raw in r.lrange(queue.INBOX, 0, -1)] == [b'{"a": 1}']
     assert stream.read() == b"NEXT REQUEST"  # not a byte past the body
