@@ -8,8 +8,10 @@ are listed but do not decide it, since a message's category is not known here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import psycopg
 from flask import Blueprint, Response, abort, jsonify, request
 
 from ingest import api
@@ -21,7 +23,19 @@ bp = Blueprint("consent_api", __name__, url_prefix="/v1")
 bp.before_request(api._authenticate)
 
 
-def _page(items: list[dict[str, Any]], id_key: str, limit: int) -> Response:
+# One page of a list: (connection, limit, ?before=) -> rows, newest first.
+PageQuery = Callable[[psycopg.Connection, int, int | None], list[dict[str, Any]]]
+
+
+def _newest_first(id_key: str, query: PageQuery) -> Response:
+    """A page of rows and ``next_before`` (the last row's ``id_key``) when it is full.
+
+    ``query`` reads its own filters from the request, after ?limit= and ?before=: with
+    several bad parameters, the 400 names the first in that order.
+    """
+    limit = api.page_limit()
+    with api.rt().pool.connection() as conn:
+        items = query(conn, limit, api.arg_int("before"))
     nxt = items[-1][id_key] if len(items) == limit else None
     return jsonify(items=items, next_before=nxt)
 
@@ -56,36 +70,27 @@ def get_subscription(channel: str, sender: str, msisdn: str) -> Response:
 @bp.get("/subscriptions")
 def list_subscriptions() -> Response:
     """Subscriptions, newest first; with ?status=opted_out the suppression list."""
-    limit = api.page_limit()
-    with api.rt().pool.connection() as conn:
-        items = subscriptions.list_page(
-            conn, limit, before_id=api.arg_int("before"), channel=request.args.get("channel"),
-            sender=request.args.get("sender"), msisdn=request.args.get("msisdn"),
-            status=_choice("status", (OPTED_IN, OPTED_OUT)),
-        )
-    return _page(items, "id", limit)
+    return _newest_first("id", lambda conn, limit, before: subscriptions.list_page(
+        conn, limit, before_id=before, channel=request.args.get("channel"),
+        sender=request.args.get("sender"), msisdn=request.args.get("msisdn"),
+        status=_choice("status", (OPTED_IN, OPTED_OUT)),
+    ))
 
 
 @bp.get("/inbound")
 def list_inbound() -> Response:
     """Inbound messages (text, response, location, media), newest first."""
-    limit = api.page_limit()
-    with api.rt().pool.connection() as conn:
-        items = inbound.list_page(
-            conn, limit, before_id=api.arg_int("before"), channel=request.args.get("channel"),
-            sender=request.args.get("sender"), msisdn=request.args.get("msisdn"),
-            source=request.args.get("source"),
-        )
-    return _page(items, "event_id", limit)
+    return _newest_first("event_id", lambda conn, limit, before: inbound.list_page(
+        conn, limit, before_id=before, channel=request.args.get("channel"),
+        sender=request.args.get("sender"), msisdn=request.args.get("msisdn"),
+        source=request.args.get("source"),
+    ))
 
 
 @bp.get("/events")
 def list_events() -> Response:
     """Normalised events, newest first; ?since= bounds the receipt time."""
-    limit = api.page_limit()
-    with api.rt().pool.connection() as conn:
-        items = event_feed.list_page(
-            conn, limit, before_id=api.arg_int("before"), type_=_choice("type", EVENT_TYPES),
-            source=request.args.get("source"), since=api.arg_time("since"),
-        )
-    return _page(items, "id", limit)
+    return _newest_first("id", lambda conn, limit, before: event_feed.list_page(
+        conn, limit, before_id=before, type_=_choice("type", EVENT_TYPES),
+        source=request.args.get("source"), since=api.arg_time("since"),
+    ))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -22,6 +21,7 @@ from shared import config, runtime
 from shared.db.migrate import migrate
 from shared.embedded import EmbeddedPostgres, EmbeddedRedis
 from shared.runtime import Runtime
+from tests.procs import wait_for as wait_for  # re-exported: tests import it from here
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -107,13 +107,3 @@ def make_rt(base_env: dict[str, str]) -> Iterator:
 def rt(make_rt) -> Runtime:
     return make_rt()
 
-
-def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
-    """Poll until predicate() is truthy; returns its value or fails the test."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"condition not met within {timeout}s")

@@ -5,38 +5,15 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
-from tests.conftest import wait_for
 from tests.helpers import receipt
-
-HOOKLINE = [sys.executable, "-m", "shared.cli"]
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 30.0) -> None:
-    def up() -> bool:
-        try:
-            return httpx.get(url, timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(up, timeout=timeout, interval=0.2)
+from tests.procs import HOOKLINE, free_port, running_stack, stop, wait_for, wait_http
 
 
 def post_reverse_with_duplicates(base: str, message_id: str, token: str) -> float:
@@ -57,12 +34,6 @@ def post_reverse_with_duplicates(base: str, message_id: str, token: str) -> floa
     assert doc["status"] == "read"
     assert doc["sent_at"] and doc["delivered_at"] and doc["read_at"] and doc["failed_at"]
     return elapsed
-
-
-def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout)
 
 
 def test_hookline_dev_on_the_embedded_default(tmp_path):
@@ -96,22 +67,8 @@ def test_hookline_dev_on_the_embedded_default(tmp_path):
 @pytest.fixture(scope="module")
 def stack(base_env, tmp_path_factory):
     """ingest + worker + scheduler as in production, on the test services."""
-    port = free_port()
-    logdir = tmp_path_factory.mktemp("stack")
-    procs = []
-    for name, argv in (
-        ("ingest", ["ingest", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]),
-        ("worker", ["worker", "--concurrency", "2"]),
-        ("scheduler", ["scheduler", "--schedule", str(logdir / "beat")]),
-    ):
-        out = (logdir / f"{name}.log").open("w")
-        procs.append(subprocess.Popen([*HOOKLINE, *argv], env=base_env, stdout=out,
-                                      stderr=subprocess.STDOUT, cwd=ROOT))
-    base = f"http://127.0.0.1:{port}"
-    wait_http(f"{base}/readyz")
-    yield base
-    for p in procs:
-        stop(p)
+    with running_stack(base_env, tmp_path_factory.mktemp("stack")) as base:
+        yield base
 
 
 def test_production_processes_apply_callbacks_promptly(stack):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import httpx
@@ -10,8 +9,8 @@ import psycopg
 import pytest
 
 from tests.helpers import receipt
+from tests.procs import running_stack
 from tests.receiver import Receiver, Reply
-from tests.test_end_to_end import HOOKLINE, ROOT, free_port, stop, wait_http
 
 AUTH = {"Authorization": "Bearer test-api-token"}
 
@@ -29,22 +28,9 @@ def fanout_stack(base_env, database_url, tmp_path_factory):
         conn.execute("TRUNCATE endpoints CASCADE")  # nothing left over from other tests
     env = {**base_env, "HOOKLINE_ALLOW_PRIVATE_ENDPOINTS": "true",
            "HOOKLINE_RETRY_SCHEDULE": "0.3,0.3"}
-    port = free_port()
     logdir = tmp_path_factory.mktemp("fanout-stack")
-    procs = []
-    for name, argv in (
-        ("ingest", ["ingest", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]),
-        ("worker", ["worker", "--concurrency", "2", "--metrics-port", "0"]),
-        ("scheduler", ["scheduler", "--schedule", str(logdir / "beat")]),
-    ):
-        out = (logdir / f"{name}.log").open("w")
-        procs.append(subprocess.Popen([*HOOKLINE, *argv], env=env, stdout=out,
-                                      stderr=subprocess.STDOUT, cwd=ROOT))
-    base = f"http://127.0.0.1:{port}"
-    wait_http(f"{base}/readyz")
-    yield base
-    for p in procs:
-        stop(p)
+    with running_stack(env, logdir, worker_args=["--metrics-port", "0"]) as base:
+        yield base
 
 
 def _post(base: str, kind: str, message_id: str) -> float:

@@ -14,7 +14,7 @@ from shared import queue, status
 from shared.config import ConfigError
 from shared.db import endpoints
 from tests.helpers import drain_all, enqueue, receipt
-from tests.test_end_to_end import HOOKLINE, ROOT
+from tests.procs import HOOKLINE, ROOT
 
 
 def hookline(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -20,7 +20,7 @@ from shared import queue
 from shared.prom import observe_many
 from tests.conftest import wait_for
 from tests.helpers import drain_all, enqueue, receipt
-from tests.test_end_to_end import HOOKLINE, ROOT, free_port, stop, wait_http
+from tests.procs import HOOKLINE, ROOT, free_port, stop, wait_http
 from workers import metrics, queues
 from workers.celery_app import make_app
 

@@ -13,7 +13,7 @@ from shared import queue
 from shared.envelope import Envelope, new_id
 from tests.conftest import wait_for
 from tests.helpers import drain_all, receipt
-from tests.test_end_to_end import HOOKLINE, ROOT, free_port, wait_http
+from tests.procs import HOOKLINE, ROOT, free_port, wait_http
 from tests.test_ops_metrics import send_drains
 
 CALLBACKS = 3000

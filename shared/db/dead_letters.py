@@ -10,6 +10,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from shared.db.paging import equals, fetch_page, newest_first
+
 
 @dataclass(slots=True)
 class DeadLetter:
@@ -48,6 +50,14 @@ def insert(cur: psycopg.Cursor, letters: list[DeadLetter]) -> None:
 
 _COLUMNS = "id, ingest_id, source, event, reason, body, headers, remote_addr, attempts, " \
     "received_at, created_at, replayed_at, replay_ingest_id"
+# The list's filters and `hookline replay`'s: a replay selects what the list shows.
+_FILTERS = (
+    equals("source"),
+    "(%(reason)s::text IS NULL OR reason ILIKE '%%' || %(reason)s || '%%')",
+    "(%(since)s::timestamptz IS NULL OR received_at >= %(since)s)",
+    "(%(until)s::timestamptz IS NULL OR received_at < %(until)s)",
+)
+_RECENT = newest_first("dead_letters", _COLUMNS, "id", *_FILTERS)
 
 
 def list_recent(
@@ -60,18 +70,8 @@ def list_recent(
     until: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Newest first; ``before_id`` pages (keyset, stable under inserts)."""
-    sql = f"""
-    SELECT {_COLUMNS} FROM dead_letters
-    WHERE (%(before)s::bigint IS NULL OR id < %(before)s)
-      AND (%(source)s::text IS NULL OR source = %(source)s)
-      AND (%(reason)s::text IS NULL OR reason ILIKE '%%' || %(reason)s || '%%')
-      AND (%(since)s::timestamptz IS NULL OR received_at >= %(since)s)
-      AND (%(until)s::timestamptz IS NULL OR received_at < %(until)s)
-    ORDER BY id DESC LIMIT %(limit)s
-    """
-    params = dict(before=before_id, source=source, reason=reason, since=since, until=until,
-                  limit=limit)
-    return conn.cursor(row_factory=dict_row).execute(sql, params).fetchall()
+    return fetch_page(conn, _RECENT, limit, before_id, source=source, reason=reason,
+                      since=since, until=until)
 
 
 def get(conn: psycopg.Connection, letter_id: int) -> dict[str, Any] | None:
@@ -92,13 +92,7 @@ def count(conn: psycopg.Connection) -> int:
 
 
 # `hookline replay`: unreplayed letters matching the filters, oldest first, keyset-paged.
-_UNREPLAYED = """
-    replayed_at IS NULL
-      AND (%(source)s::text IS NULL OR source = %(source)s)
-      AND (%(reason)s::text IS NULL OR reason ILIKE '%%' || %(reason)s || '%%')
-      AND (%(since)s::timestamptz IS NULL OR received_at >= %(since)s)
-      AND (%(until)s::timestamptz IS NULL OR received_at < %(until)s)
-"""
+_UNREPLAYED = " AND ".join(("replayed_at IS NULL", *_FILTERS))
 
 
 def count_unreplayed(

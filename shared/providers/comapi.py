@@ -176,6 +176,14 @@ def _envelope_data(ev: dict[str, Any]) -> dict[str, Any]:
     return {k: ev[k] for k in keys if ev[k] is not None}
 
 
+def _event(ev: dict[str, Any], type_: EventType, **fields: Any) -> list[NormalisedEvent]:
+    """The one event of envelope ``ev``; ``fields`` are the rest of its NormalisedEvent
+    fields. Whatever its kind, the envelope's ``name`` is the provider status and its
+    ``eventId`` the provider event id."""
+    return [NormalisedEvent(type=type_.value, source=SOURCE, provider_status=ev["name"],
+                            provider_event_id=ev["event_id"], **fields)]
+
+
 # --- receipts ----------------------------------------------------------------------------
 
 
@@ -237,22 +245,14 @@ def _parse_receipt(ev: dict[str, Any], doc: Any) -> list[NormalisedEvent]:
     phone = channel in PHONE_CHANNELS
     status = RECEIPT_STATUS[ev["name"]]
     occurred = _first(p["updated_on"], _status_time(entry), ev["timestamp"])
-    return [
-        NormalisedEvent(
-            type=STATUS_EVENT_TYPE[status].value,
-            source=SOURCE,
-            channel=channel,
-            occurred_at=_require_time(occurred, ev["name"]),
-            dedupe_key=dedupe_key(ev["event_id"], p["id"], ev["name"], doc),
-            message_id=p["id"],
-            sender=_first_text(raw, SENDER_PATHS, channel) if phone else None,
-            msisdn=_first_text(raw, MSISDN_PATHS, channel) if phone else None,
-            status=status,
-            provider_status=ev["name"],
-            provider_event_id=ev["event_id"],
-            data=_receipt_data(ev, p, details, entry),
-        )
-    ]
+    return _event(
+        ev, STATUS_EVENT_TYPE[status], channel=channel,
+        occurred_at=_require_time(occurred, ev["name"]),
+        dedupe_key=dedupe_key(ev["event_id"], p["id"], ev["name"], doc), message_id=p["id"],
+        sender=_first_text(raw, SENDER_PATHS, channel) if phone else None,
+        msisdn=_first_text(raw, MSISDN_PATHS, channel) if phone else None,
+        status=status, data=_receipt_data(ev, p, details, entry),
+    )
 
 
 # --- inbound -----------------------------------------------------------------------------
@@ -342,21 +342,14 @@ def _parse_inbound(ev: dict[str, Any], doc: Any) -> list[NormalisedEvent]:
     received = _time(_dig(p["channel_data"], ("receivedOn",)))
     occurred = _first(p["received_on"], received, ev["timestamp"])
     phone = channel in PHONE_CHANNELS
-    return [
-        NormalisedEvent(
-            type=EventType.MESSAGE_INBOUND.value,
-            source=SOURCE,
-            channel=channel,
-            occurred_at=_require_time(occurred, INBOUND),
-            dedupe_key=dedupe_key(ev["event_id"], p["id"], INBOUND, doc),
-            message_id=p["id"],
-            sender=_inbound_sender(p) if phone else None,
-            msisdn=_text(_dig(p["from_"], ("phoneNumber",))) if phone else None,
-            provider_status=INBOUND,
-            provider_event_id=ev["event_id"],
-            data=_inbound_data(ev, p),
-        )
-    ]
+    return _event(
+        ev, EventType.MESSAGE_INBOUND, channel=channel,
+        occurred_at=_require_time(occurred, INBOUND),
+        dedupe_key=dedupe_key(ev["event_id"], p["id"], INBOUND, doc), message_id=p["id"],
+        sender=_inbound_sender(p) if phone else None,
+        msisdn=_text(_dig(p["from_"], ("phoneNumber",))) if phone else None,
+        data=_inbound_data(ev, p),
+    )
 
 
 # --- interaction.click -------------------------------------------------------------------
@@ -371,22 +364,15 @@ def _parse_click(ev: dict[str, Any], doc: Any) -> list[NormalisedEvent]:
     phone = channel in PHONE_CHANNELS
     data = _envelope_data(ev)
     data.update(url=p["url"], payload=raw)
-    return [
-        NormalisedEvent(
-            type=EventType.INTERACTION_CLICK.value,
-            source=SOURCE,
-            channel=channel,
-            occurred_at=_require_time(occurred, CLICK),
-            # One message can be clicked many times: never dedupe clicks on the message id.
-            dedupe_key=dedupe_key(ev["event_id"], None, CLICK, doc),
-            message_id=message_id,
-            sender=_first_text(raw, SENDER_PATHS, channel) if phone else None,
-            msisdn=_first_text(raw, MSISDN_PATHS, channel) if phone else None,
-            provider_status=CLICK,
-            provider_event_id=ev["event_id"],
-            data=data,
-        )
-    ]
+    return _event(
+        ev, EventType.INTERACTION_CLICK, channel=channel,
+        occurred_at=_require_time(occurred, CLICK),
+        # One message can be clicked many times: never dedupe clicks on the message id.
+        dedupe_key=dedupe_key(ev["event_id"], None, CLICK, doc), message_id=message_id,
+        sender=_first_text(raw, SENDER_PATHS, channel) if phone else None,
+        msisdn=_first_text(raw, MSISDN_PATHS, channel) if phone else None,
+        data=data,
+    )
 
 
 def matches(doc: Any, event: str | None) -> bool:

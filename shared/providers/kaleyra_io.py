@@ -102,18 +102,28 @@ VMN_TIME_KEYS = ("timestamp", "received_at", "created_at")
 # --- schemas -----------------------------------------------------------------------------
 
 
+def _required_text() -> LooseString:
+    """An id or number that must be present and non-empty."""
+    return LooseString(required=True, validate=validate.Length(min=1))
+
+
+def _optional(field: type[fields.Field], count: int) -> tuple[fields.Field, ...]:
+    """``count`` optional fields (None when absent), unpacked into that many names.
+
+    One fresh instance each: marshmallow binds a field to the one name it is declared
+    under. Unpacking keeps declaration order, which is the order of the loaded dict.
+    """
+    return tuple(field(load_default=None) for _ in range(count))
+
+
 class StatusSchema(BaseSchema):
-    id = LooseString(required=True, validate=validate.Length(min=1))
+    id = _required_text()
     channel = fields.String(load_default=None)
     from_ = LooseString(data_key="from", load_default=None)
     to = LooseString(load_default=None)
-    status = LooseString(required=True, validate=validate.Length(min=1))
-    delivered_at = UTCDateTime(load_default=None)
-    read_at = UTCDateTime(load_default=None)
-    processed_at = UTCDateTime(load_default=None)
-    timestamp = UTCDateTime(load_default=None)
-    foreign_id = LooseString(load_default=None)
-    reason = LooseString(load_default=None)
+    status = _required_text()
+    delivered_at, read_at, processed_at, timestamp = _optional(UTCDateTime, 4)
+    foreign_id, reason = _optional(LooseString, 2)
     error = fields.Raw(load_default=None)
 
 
@@ -133,7 +143,7 @@ class MessageSchema(BaseSchema):
 
 
 class InboundSchema(BaseSchema):
-    id = LooseString(required=True, validate=validate.Length(min=1))
+    id = _required_text()
     channels = fields.List(fields.Nested(ChannelSchema), load_default=None)
     recipient = fields.Nested(RecipientSchema, required=True)
     message = fields.Nested(MessageSchema, required=True)
@@ -156,22 +166,17 @@ class LocationContentSchema(BaseSchema):
 
 
 class SmsStatusSchema(BaseSchema):
-    id = LooseString(required=True, validate=validate.Length(min=1))
-    mobile = LooseString(required=True, validate=validate.Length(min=1))
-    status = LooseString(required=True, validate=validate.Length(min=1))
-    sender = LooseString(load_default=None)
-    credits = LooseString(load_default=None)
-    units = LooseString(load_default=None)
-    deliv_time = UTCDateTime(load_default=None)
-    sent_time = UTCDateTime(load_default=None)
-    submit_time = UTCDateTime(load_default=None)
-    cid = LooseString(load_default=None)
-    custom = LooseString(load_default=None)
+    id = _required_text()
+    mobile = _required_text()
+    status = _required_text()
+    sender, credits, units = _optional(LooseString, 3)
+    deliv_time, sent_time, submit_time = _optional(UTCDateTime, 3)
+    cid, custom = _optional(LooseString, 2)
 
 
 class UnsubscriptionSchema(BaseSchema):
     id = LooseString(load_default=None)
-    receiver = LooseString(required=True, validate=validate.Length(min=1))
+    receiver = _required_text()
     type = fields.String(required=True, validate=validate.OneOf(list(SCOPES)))
     value = LooseString(load_default=None)
     created_at = UTCDateTime(load_default=None)
@@ -184,31 +189,21 @@ class UnsubscriptionSchema(BaseSchema):
 
 
 class VoiceSchema(BaseSchema):
-    mid = LooseString(required=True, validate=validate.Length(min=1))
+    mid = _required_text()
     from_ = LooseString(data_key="from", load_default=None)
-    to = LooseString(required=True, validate=validate.Length(min=1))
-    bridge = LooseString(load_default=None)
-    source = LooseString(load_default=None)
-    flow_id = LooseString(load_default=None)
-    start_at = UTCDateTime(load_default=None)
-    end_at = UTCDateTime(load_default=None)
-    duration = LooseString(load_default=None)
-    status = LooseString(load_default=None)
-    recording_url = LooseString(load_default=None)
+    to = _required_text()
+    bridge, source, flow_id = _optional(LooseString, 3)
+    start_at, end_at = _optional(UTCDateTime, 2)
+    duration, status, recording_url = _optional(LooseString, 3)
 
 
 class ContactSchema(BaseSchema):
-    id = LooseString(required=True, validate=validate.Length(min=1))
+    id = _required_text()
     identity = LooseString(load_default=None)
-    first_name = LooseString(load_default=None)
-    middle_name = LooseString(load_default=None)
-    last_name = LooseString(load_default=None)
-    gender = LooseString(load_default=None)
-    birth_date = LooseString(load_default=None)
-    company = LooseString(load_default=None)
+    first_name, middle_name, last_name = _optional(LooseString, 3)
+    gender, birth_date, company = _optional(LooseString, 3)
     attributes = fields.Dict(load_default=None)
-    created_at = UTCDateTime(load_default=None)
-    updated_at = UTCDateTime(load_default=None)
+    created_at, updated_at = _optional(UTCDateTime, 2)
     status = fields.String(load_default=None)
 
 
@@ -262,6 +257,18 @@ def _status_time(status: str, r: dict[str, Any]) -> datetime | None:
     return own or r["timestamp"] or r["processed_at"]
 
 
+def _message_event(
+    type_: EventType, message_id: str | None, kind: str, doc: Any, **fields: Any
+) -> list[NormalisedEvent]:
+    """The one event of a callback about one message (a receipt, an inbound message, a
+    call); ``fields`` are the rest of its NormalisedEvent fields. Kaleyra.io sends no event
+    ids: it is deduped on the message id and ``kind`` (a receipt's provider status, else
+    the event name)."""
+    key = dedupe_key(None, message_id, kind, doc)
+    return [NormalisedEvent(type=type_.value, source=SOURCE, dedupe_key=key,
+                            message_id=message_id, **fields)]
+
+
 # --- wrapped: whatsapp / rcs message status ----------------------------------------------
 
 
@@ -272,21 +279,11 @@ def _message_status(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]
     data.update(foreign_id=r["foreign_id"])
     if status == "failed":
         data.update(reason=r["reason"], details=r["error"])
-    return [
-        NormalisedEvent(
-            type=STATUS_EVENT_TYPE[status].value,
-            source=SOURCE,
-            channel=r["channel"] or _channel(event),
-            occurred_at=occurred,
-            dedupe_key=dedupe_key(None, r["id"], r["status"], doc),
-            message_id=r["id"],
-            sender=r["from_"],
-            msisdn=r["to"],
-            status=status,
-            provider_status=r["status"],
-            data=data,
-        )
-    ]
+    return _message_event(
+        STATUS_EVENT_TYPE[status], r["id"], r["status"], doc,
+        channel=r["channel"] or _channel(event), occurred_at=occurred,
+        sender=r["from_"], msisdn=r["to"], status=status, provider_status=r["status"], data=data,
+    )
 
 
 # --- wrapped: whatsapp / rcs inbound -----------------------------------------------------
@@ -320,20 +317,11 @@ def _message_in(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
     data.update(text=None, response=None, location=None, media=None, carrier_id=None)
     data.update(_content(r["message"], f"{SOURCE} {event} message.payload"))
     data.update(user=r["recipient"]["user"], message_type=r["message"]["type"])
-    return [
-        NormalisedEvent(
-            type=EventType.MESSAGE_INBOUND.value,
-            source=SOURCE,
-            channel=channel,
-            occurred_at=occurred,
-            dedupe_key=dedupe_key(None, r["id"], event, doc),
-            message_id=r["id"],
-            sender=_business_number(r["channels"], channel),
-            msisdn=r["recipient"]["from_"],
-            provider_status=event,
-            data=data,
-        )
-    ]
+    return _message_event(
+        EventType.MESSAGE_INBOUND, r["id"], event, doc,
+        channel=channel, occurred_at=occurred, sender=_business_number(r["channels"], channel),
+        msisdn=r["recipient"]["from_"], provider_status=event, data=data,
+    )
 
 
 # --- flat: sms status, unsubscriptions, voice, vmn, contacts -----------------------------
@@ -344,21 +332,12 @@ def _sms_status(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
     status = SMPP_STATUS.get(r["status"].upper(), "unknown")
     occurred, data = _when(r["deliv_time"], r["sent_time"], r["submit_time"])
     data.update({k: r[k] for k in ("credits", "units", "cid", "custom") if r[k] is not None})
-    return [
-        NormalisedEvent(
-            type=STATUS_EVENT_TYPE[status].value,
-            source=SOURCE,
-            channel="sms",
-            occurred_at=occurred,
-            dedupe_key=dedupe_key(None, r["id"], r["status"], doc),
-            message_id=r["id"],
-            sender=r["sender"],
-            msisdn=r["mobile"],
-            status=status,
-            provider_status=r["status"],
-            data=data,
-        )
-    ]
+    return _message_event(
+        STATUS_EVENT_TYPE[status], r["id"], r["status"], doc,
+        channel="sms", occurred_at=occurred,
+        sender=r["sender"], msisdn=r["mobile"], status=status, provider_status=r["status"],
+        data=data,
+    )
 
 
 def _refuse_removal(status: str | None, event: str) -> None:
@@ -410,20 +389,11 @@ def _voice_out(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
         call_status=r["status"],
         recording_url=r["recording_url"],
     )
-    return [
-        NormalisedEvent(
-            type=EventType.CALL_COMPLETED.value,
-            source=SOURCE,
-            channel="voice",
-            occurred_at=occurred,
-            dedupe_key=dedupe_key(None, r["mid"], event, doc),
-            message_id=r["mid"],
-            sender=r["from_"],
-            msisdn=r["to"],
-            provider_status=r["status"],
-            data=data,
-        )
-    ]
+    return _message_event(
+        EventType.CALL_COMPLETED, r["mid"], event, doc,
+        channel="voice", occurred_at=occurred,
+        sender=r["from_"], msisdn=r["to"], provider_status=r["status"], data=data,
+    )
 
 
 def _vmn_in(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
@@ -438,20 +408,12 @@ def _vmn_in(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
     occurred, data = _when(_first_time(payload, VMN_TIME_KEYS))
     data.update(text=text, response=None, location=None, media=None, carrier_id=None, user=None)
     data.update({k: payload[k] for k in ("keyword", "operator", "circle") if _text(payload.get(k))})
-    return [
-        NormalisedEvent(
-            type=EventType.MESSAGE_INBOUND.value,
-            source=SOURCE,
-            channel="sms",
-            occurred_at=occurred,
-            dedupe_key=dedupe_key(None, message_id, event, doc),
-            message_id=message_id,
-            sender=_first_text(payload, VMN_NUMBER_KEYS),
-            msisdn=msisdn,
-            provider_status=event,
-            data=data,
-        )
-    ]
+    return _message_event(
+        EventType.MESSAGE_INBOUND, message_id, event, doc,
+        channel="sms", occurred_at=occurred,
+        sender=_first_text(payload, VMN_NUMBER_KEYS), msisdn=msisdn, provider_status=event,
+        data=data,
+    )
 
 
 def _contact(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:

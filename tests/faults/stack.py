@@ -9,36 +9,31 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parents[2]
-HOOKLINE = [sys.executable, "-m", "shared.cli"]
+from tests.procs import HOOKLINE, ROOT, free_port, poll
+
 # `hookline worker` with a test-only provider format that crashes on demand.
 POISON_WORKER = [sys.executable, "-m", "tests.faults.poison_worker"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"{what} not met within {timeout}s")
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05,
+               what: str = "condition") -> Any:
+    """Like tests.procs.wait_for, but a timeout raises TimeoutError, which fault tests and
+    their fixtures catch (pytest.fail would end the test)."""
+    value = poll(predicate, timeout, interval)
+    if not value:
+        raise TimeoutError(f"{what} not met within {timeout}s")
+    return value
 
 
 @dataclass

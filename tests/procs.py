@@ -1,0 +1,86 @@
+"""Real hookline processes for the tests, and waiting for what they do."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+HOOKLINE = [sys.executable, "-m", "shared.cli"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def poll(predicate: Callable[[], Any], timeout: float, interval: float) -> Any:
+    """predicate()'s first truthy value within ``timeout`` seconds, else None: the caller
+    decides how a timeout fails (a test failure, or an exception fault tests can catch)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return None
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
+    """Poll until predicate() is truthy; returns its value or fails the test."""
+    value = poll(predicate, timeout, interval)
+    if not value:
+        pytest.fail(f"condition not met within {timeout}s")
+    return value
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    def up() -> bool:
+        try:
+            return httpx.get(url, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, timeout=timeout, interval=0.2)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout)
+
+
+@contextmanager
+def running_stack(
+    env: dict[str, str], logdir: Path, worker_args: Sequence[str] = ()
+) -> Iterator[str]:
+    """ingest + worker + scheduler as in production, logging into ``logdir``; yields the
+    ingest base URL once /readyz answers, and stops all three on exit."""
+    port = free_port()
+    procs = []
+    for name, argv in (
+        ("ingest", ["ingest", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]),
+        ("worker", ["worker", "--concurrency", "2", *worker_args]),
+        ("scheduler", ["scheduler", "--schedule", str(logdir / "beat")]),
+    ):
+        out = (logdir / f"{name}.log").open("w")
+        procs.append(subprocess.Popen([*HOOKLINE, *argv], env=env, stdout=out,
+                                      stderr=subprocess.STDOUT, cwd=ROOT))
+    base = f"http://127.0.0.1:{port}"
+    wait_http(f"{base}/readyz")
+    try:
+        yield base
+    finally:
+        for p in procs:
+            stop(p)
