@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from shared.queue import Lease
 from shared.runtime import Runtime
-from workers.pipeline import Decoded, decode_lease
+from workers.pipeline import Parsed, parse_lease
 
 # With two threads busy, the drain's thread, woken by PostgreSQL's answer, gets the
 # GIL back only when the helper's switch interval ends: 5 ms by default, after
@@ -50,7 +50,7 @@ def _pool() -> ThreadPoolExecutor:
 @dataclass(slots=True)
 class Batch:
     lease: Lease
-    decoded: list[Decoded]
+    parsed: Parsed
 
 
 class ReadAhead:
@@ -80,4 +80,4 @@ class ReadAhead:
         lease = self.rt.inbox.lease(self.rt.settings.batch_size)
         if lease is None:
             return None
-        return Batch(lease, decode_lease(self.rt, lease))
+        return Batch(lease, parse_lease(self.rt, lease))

@@ -22,6 +22,7 @@ from psycopg_pool import PoolTimeout
 
 from shared import consent, providers
 from shared.config import Settings
+from shared.db import events
 from shared.db.apply import Applied, Notification, apply_batch
 from shared.db.dead_letters import DeadLetter
 from shared.db.events import Incoming, Stored
@@ -139,13 +140,15 @@ def decode_one(raw: bytes, settings: Settings | None = None) -> Decoded:
     return Decoded(raw, env, incoming=[Incoming(e, doc, received) for e in events])
 
 
-def _apply(rt: Runtime, decoded: list[Decoded]) -> Applied:
-    incoming = [i for d in decoded for i in d.incoming]
+def _apply(rt: Runtime, decoded: list[Decoded], rows: events.Rows | None = None) -> Applied:
+    """``rows``: the events of ``decoded``, encoded already (parse_lease)."""
+    if rows is None:
+        rows = events.rows(_incoming(decoded))
     letters = [d.letter for d in decoded if d.letter is not None]
     for attempt in range(RACE_RETRIES):
         try:
             with rt.pool.connection() as conn, conn.transaction():
-                return apply_batch(conn, incoming, letters)
+                return apply_batch(conn, rows, letters)
         except psycopg.errors.ProgramLimitExceeded as exc:
             # psycopg files class 54 under OperationalError, but it is the data's
             # fault (e.g. a 10 kB random eventId: "index row requires 10032 bytes"),
@@ -191,21 +194,35 @@ def _tally(out: Outcome, decoded: list[Decoded], applied: Applied) -> None:
             out.ingest_ids.append(d.ingest_id)
 
 
-def decode_lease(rt: Runtime, lease: Lease) -> list[Decoded]:
-    """Parse a leased batch: CPU only, no PostgreSQL (see workers.ahead)."""
-    return [
+def _incoming(decoded: list[Decoded]) -> list[Incoming]:
+    return [i for d in decoded for i in d.incoming]
+
+
+@dataclass(slots=True)
+class Parsed:
+    """A leased batch, parsed, with the events insert's rows of the envelopes that
+    did not crash the parser encoded (those are applied together)."""
+
+    decoded: list[Decoded]
+    rows: events.Rows
+
+
+def parse_lease(rt: Runtime, lease: Lease) -> Parsed:
+    """CPU only, no PostgreSQL: workers.ahead runs it while a batch commits."""
+    decoded = [
         (lease.from_retry and _check_attempts(rt, raw)) or decode_one(raw, rt.settings)
         for raw in lease.items
     ]
+    return Parsed(decoded, events.rows(_incoming([d for d in decoded if d.error is None])))
 
 
-def process_lease(rt: Runtime, lease: Lease, decoded: list[Decoded] | None = None) -> Outcome:
+def process_lease(rt: Runtime, lease: Lease, parsed: Parsed | None = None) -> Outcome:
     """Apply a leased batch and release it. Raises DatabaseUnavailable after
     returning the batch to the inbox when PostgreSQL cannot be reached.
-    ``decoded`` is decode_lease(rt, lease), when the caller parsed the batch ahead."""
+    ``parsed`` is parse_lease(rt, lease), when the caller parsed the batch ahead."""
     out = Outcome()
     try:
-        return _process_lease(rt, lease, out, decoded)
+        return _process_lease(rt, lease, out, parsed)
     finally:
         _report(lease, out)
 
@@ -224,14 +241,14 @@ def _report(lease: Lease, out: Outcome) -> None:
 
 
 def _process_lease(
-    rt: Runtime, lease: Lease, out: Outcome, decoded: list[Decoded] | None
+    rt: Runtime, lease: Lease, out: Outcome, parsed: Parsed | None
 ) -> Outcome:
-    if decoded is None:
-        decoded = decode_lease(rt, lease)
-    crashed = [d for d in decoded if d.error is not None]
-    good = [d for d in decoded if d.error is None]
+    if parsed is None:
+        parsed = parse_lease(rt, lease)
+    crashed = [d for d in parsed.decoded if d.error is not None]
+    good = [d for d in parsed.decoded if d.error is None]
     try:
-        _account(out, good, _apply(rt, good))
+        _account(out, good, _apply(rt, good, parsed.rows))
     except INFRA_ERRORS as exc:
         raise _give_back(rt, lease, exc) from exc
     except Exception as exc:

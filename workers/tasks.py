@@ -15,7 +15,7 @@ from shared import queue, runtime
 from shared.db import retention
 from workers import hooks, queues
 from workers.ahead import ReadAhead
-from workers.pipeline import DatabaseUnavailable, Outcome, decode_lease, process_lease
+from workers.pipeline import DatabaseUnavailable, Outcome, parse_lease, process_lease
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +78,10 @@ def drain_round(rt: runtime.Runtime, ahead: ReadAhead | None = None) -> Outcome 
     if more:
         # More work than one batch: let another worker process start on it now.
         kick_drain()
-    decoded = batch.decoded if batch is not None else decode_lease(rt, lease)
+    parsed = batch.parsed if batch is not None else parse_lease(rt, lease)
     if ahead is not None and more:
         ahead.start()
-    _merge(total, process_lease(rt, lease, decoded))
+    _merge(total, process_lease(rt, lease, parsed))
     return total
 
 

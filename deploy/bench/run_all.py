@@ -126,6 +126,11 @@ def summary(results: dict) -> list[str]:
         h, b = (raw["ingest_instructions"][k]["per_request"] for k in ("hookline", "bare"))
         rows.append(_row("ingest instructions per request (callgrind)", f"{h:,.0f}",
                          f"bare LPUSH app {b:,.0f}", f"{h / b:.2f}", "", None))
+    if "drain_instructions" in raw:
+        d = raw["drain_instructions"]
+        rows.append(_row("drain instructions per callback (callgrind): drain thread",
+                         f"{d['drain_thread']:,.0f}", f"all threads {d['total']:,.0f}",
+                         f"{d['drain_thread'] / d['total']:.2f}", "", None))
     if "processing" in raw:
         noop = raw["processing"]["noop"]["tasks_per_s"]
         runs = raw["processing"]["hookline"]
@@ -182,8 +187,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument("--skip", nargs="*", default=[],
-                   choices=["ingest", "ingest_instructions", "processing", "latency",
-                            "fanout"])
+                   choices=["ingest", "ingest_instructions", "processing",
+                            "drain_instructions", "latency", "fanout"])
     args = p.parse_args()
 
     header = machine()
@@ -193,6 +198,7 @@ def main() -> None:
     q = args.quick
     results: dict = {}
     lines: list[str] = []
+    import drain_instructions
     import fanout_bench
     import ingest_instructions
     import ingest_wrk
@@ -211,6 +217,10 @@ def main() -> None:
                                               noop_tasks=1_000 if q else 20_000,
                                               rounds=1 if q else 2),
          processing.report),
+        # The worker's side of processing without the machine's noise, per thread.
+        ("drain_instructions", lambda: drain_instructions.run(events=500 if q else 2000,
+                                                              warm=1000),
+         drain_instructions.report),
         ("latency", lambda: latency.run(seconds=5 if q else 30), latency.report),
         ("fanout", lambda: fanout_bench.run(events=10_000, rounds=1 if q else 2, quick=q),
          fanout_bench.report),

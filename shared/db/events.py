@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
+from shared.db import arrays
 from shared.model import NormalisedEvent
 
 # One statement per batch: the rows travel as arrays and are unnested server-side,
@@ -39,25 +39,44 @@ class Stored:
     event: NormalisedEvent
 
 
-def insert_new(cur: psycopg.Cursor, incoming: list[Incoming]) -> list[Stored]:
-    """Insert events; returns only those that were new (duplicates have no effect)."""
+@dataclass(slots=True)
+class Rows:
+    """A batch's events ready for the insert: deduplicated within the batch, the
+    columns encoded. Building it is CPU only, so the read-ahead thread does it
+    while the drain's thread waits for PostgreSQL (workers.ahead)."""
+
+    unique: dict[tuple[str, str], Incoming]
+    columns: list[arrays.Array]
+
+
+def rows(incoming: list[Incoming]) -> Rows:
     unique: dict[tuple[str, str], Incoming] = {}
     for item in incoming:
         # A key twice in one batch: the first one counts, as it would across batches.
         unique.setdefault((item.event.source, item.event.dedupe_key), item)
-    if not unique:
+    return Rows(unique, _columns(list(unique.values())) if unique else [])
+
+
+def insert_new(cur: psycopg.Cursor, batch: Rows) -> list[Stored]:
+    """Insert events; returns only those that were new (duplicates have no effect)."""
+    if not batch.unique:
         return []
-    columns = [list(col) for col in zip(*(_row(i) for i in unique.values()), strict=True)]
-    cur.execute(_INSERT, columns)
-    stored = [Stored(row[0], unique[(row[1], row[2])].event) for row in cur.fetchall()]
+    cur.execute(_INSERT, batch.columns)
+    stored = [Stored(row[0], batch.unique[(row[1], row[2])].event) for row in cur.fetchall()]
     stored.sort(key=lambda s: s.id)
     return stored
 
 
-def _row(i: Incoming) -> tuple:
-    e = i.event
-    return (
-        e.source, e.dedupe_key, e.type, e.channel, e.message_id, e.sender, e.msisdn,
-        e.status, e.provider_status, e.provider_event_id, e.occurred_at, e.ingest_id,
-        Jsonb(e.data), Jsonb(i.raw), i.received_at,
-    )
+def _columns(rows: list[Incoming]) -> list[arrays.Array]:
+    ev = [i.event for i in rows]
+    return [
+        arrays.text([e.source for e in ev]), arrays.text([e.dedupe_key for e in ev]),
+        arrays.text([e.type for e in ev]), arrays.text([e.channel for e in ev]),
+        arrays.text([e.message_id for e in ev]), arrays.text([e.sender for e in ev]),
+        arrays.text([e.msisdn for e in ev]), arrays.text([e.status for e in ev]),
+        arrays.text([e.provider_status for e in ev]),
+        arrays.text([e.provider_event_id for e in ev]),
+        arrays.timestamptz([e.occurred_at for e in ev]), arrays.text([e.ingest_id for e in ev]),
+        arrays.jsonb([e.data for e in ev]), arrays.jsonb([i.raw for i in rows]),
+        arrays.timestamptz([i.received_at for i in rows]),
+    ]

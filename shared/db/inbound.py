@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
+from shared.db import arrays
 from shared.db.events import Stored
+from shared.db.paging import equals, fetch_page, newest_first
 from shared.model import EventType
 
 CONTENT = ("text", "response", "location", "media", "carrier_id")
@@ -30,10 +30,6 @@ ON CONFLICT (event_id) DO NOTHING
 """
 
 
-def _json(value: Any) -> Jsonb | None:
-    return None if value is None else Jsonb(value)
-
-
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -44,18 +40,25 @@ def insert(cur: psycopg.Cursor, stored: list[Stored]) -> None:
         return
     data = [s.event.data for s in rows]
     cur.execute(_INSERT, [
-        [s.id for s in rows], [s.event.source for s in rows], [s.event.channel for s in rows],
-        [s.event.sender for s in rows], [s.event.msisdn for s in rows],
-        [s.event.message_id for s in rows], [s.event.occurred_at for s in rows],
-        [_text(d.get("text")) for d in data], [_json(d.get("response")) for d in data],
-        [_json(d.get("location")) for d in data], [_json(d.get("media")) for d in data],
-        [_text(d.get("carrier_id")) for d in data],
-        [Jsonb({k: v for k, v in d.items() if k not in CONTENT}) for d in data],
+        arrays.bigint([s.id for s in rows]), arrays.text([s.event.source for s in rows]),
+        arrays.text([s.event.channel for s in rows]), arrays.text([s.event.sender for s in rows]),
+        arrays.text([s.event.msisdn for s in rows]),
+        arrays.text([s.event.message_id for s in rows]),
+        arrays.timestamptz([s.event.occurred_at for s in rows]),
+        # A member that is absent (None) is SQL NULL, not JSON null.
+        arrays.text([_text(d.get("text")) for d in data]),
+        arrays.jsonb([d.get("response") for d in data]),
+        arrays.jsonb([d.get("location") for d in data]),
+        arrays.jsonb([d.get("media") for d in data]),
+        arrays.text([_text(d.get("carrier_id")) for d in data]),
+        arrays.jsonb([{k: v for k, v in d.items() if k not in CONTENT} for d in data]),
     ])
 
 
 _COLUMNS = "event_id, source, channel, sender, msisdn, message_id, occurred_at, text, " \
     "response, location, media, carrier_id, data"
+_PAGE = newest_first("inbound_messages", _COLUMNS, "event_id", equals("channel"),
+                     equals("sender"), equals("msisdn"), equals("source"))
 
 
 def list_page(
@@ -68,15 +71,5 @@ def list_page(
     source: str | None = None,
 ) -> list[dict[str, Any]]:
     """Newest first (by event id), keyset-paged with ``before_id``."""
-    sql = f"""
-    SELECT {_COLUMNS} FROM inbound_messages
-    WHERE (%(before)s::bigint IS NULL OR event_id < %(before)s)
-      AND (%(channel)s::text IS NULL OR channel = %(channel)s)
-      AND (%(sender)s::text IS NULL OR sender = %(sender)s)
-      AND (%(msisdn)s::text IS NULL OR msisdn = %(msisdn)s)
-      AND (%(source)s::text IS NULL OR source = %(source)s)
-    ORDER BY event_id DESC LIMIT %(limit)s
-    """
-    params = dict(before=before_id, channel=channel, sender=sender, msisdn=msisdn,
-                  source=source, limit=limit)
-    return conn.cursor(row_factory=dict_row).execute(sql, params).fetchall()
+    return fetch_page(conn, _PAGE, limit, before_id, channel=channel, sender=sender,
+                      msisdn=msisdn, source=source)

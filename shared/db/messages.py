@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import psycopg.rows
 
+from shared.db import arrays
 from shared.db.events import Stored
 from shared.model import STATUS_ORDER, STATUS_RANK
 
@@ -56,17 +57,20 @@ def apply_statuses(cur: psycopg.Cursor, stored: list[Stored]) -> None:
     receipts = [s.event for s in stored if s.event.status is not None and s.event.message_id]
     if not receipts:
         return
+    # Columns both statements send are encoded once.
+    source = arrays.text([e.source for e in receipts])
+    message_id = arrays.text([e.message_id for e in receipts])
+    status = arrays.text([e.status for e in receipts])
+    occurred_at = arrays.timestamptz([e.occurred_at for e in receipts])
     cur.execute(_UPSERT, [
-        [e.source for e in receipts], [e.message_id for e in receipts],
-        [e.channel for e in receipts], [e.sender for e in receipts],
-        [e.msisdn for e in receipts], [e.status for e in receipts],
-        [STATUS_RANK[e.status] for e in receipts], [e.occurred_at for e in receipts],
+        source, message_id, arrays.text([e.channel for e in receipts]),
+        arrays.text([e.sender for e in receipts]), arrays.text([e.msisdn for e in receipts]),
+        status, arrays.smallint([STATUS_RANK[e.status] for e in receipts]), occurred_at,
     ])
     ids = [s.id for s in stored if s.event.status is not None and s.event.message_id]
     cur.execute(_HISTORY, [
-        ids, [e.source for e in receipts], [e.message_id for e in receipts],
-        [e.status for e in receipts], [e.provider_status for e in receipts],
-        [e.occurred_at for e in receipts],
+        arrays.bigint(ids), source, message_id, status,
+        arrays.text([e.provider_status for e in receipts]), occurred_at,
     ])
 
 

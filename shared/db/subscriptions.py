@@ -31,7 +31,9 @@ import psycopg
 from psycopg.rows import dict_row
 
 from shared.consent import ALL_SENDERS, OPTED_OUT, STATUS, TRANSITION_TYPE
+from shared.db import arrays
 from shared.db.events import Stored
+from shared.db.paging import equals, fetch_page, newest_first
 from shared.model import ConsentScope, NormalisedEvent
 
 log = logging.getLogger(__name__)
@@ -147,23 +149,23 @@ def apply_consent(cur: psycopg.Cursor, stored: list[Stored]) -> list[Transition]
     rows = sorted(filter(None, map(consent_row, stored)), key=lambda r: r.sort_key)
     if not rows:
         return []
-    key_cols = [[r.channel for r in rows], [r.sender for r in rows],
-                [r.msisdn for r in rows], [r.category for r in rows]]
-    statuses = [r.status for r in rows]
-    times = [r.event.occurred_at for r in rows]
-    keys = [r.event_key for r in rows]
-    cur.execute(_UPSERT, [
-        *key_cols, statuses, [r.scope for r in rows], times,
-        [r.stored.id for r in rows], [r.event.source for r in rows], keys,
-    ])
-    cur.execute(_TRANSITIONS, [list(range(len(rows))), *key_cols, statuses, times, keys])
+    key_cols = [arrays.text([r.channel for r in rows]), arrays.text([r.sender for r in rows]),
+                arrays.text([r.msisdn for r in rows]), arrays.text([r.category for r in rows])]
+    ids = arrays.bigint([r.stored.id for r in rows])
+    sources = arrays.text([r.event.source for r in rows])
+    statuses = arrays.text([r.status for r in rows])
+    scopes = arrays.text([r.scope for r in rows])
+    times = arrays.timestamptz([r.event.occurred_at for r in rows])
+    keys = arrays.text([r.event_key for r in rows])
+    cur.execute(_UPSERT, [*key_cols, statuses, scopes, times, ids, sources, keys])
+    cur.execute(_TRANSITIONS, [arrays.integer(list(range(len(rows)))), *key_cols, statuses, times,
+                               keys])
     changed = {idx for (idx,) in cur.fetchall()}
     cur.execute(_HISTORY, [
-        [r.stored.id for r in rows], [r.event.source for r in rows], keys,
-        [r.event.type for r in rows], [r.event.provider_event_id for r in rows],
-        *key_cols, [r.scope for r in rows], statuses, times,
-        [r.event.data.get("consent_keyword") for r in rows],
-        [i in changed for i in range(len(rows))],
+        ids, sources, keys, arrays.text([r.event.type for r in rows]),
+        arrays.text([r.event.provider_event_id for r in rows]), *key_cols, scopes, statuses,
+        times, arrays.text([r.event.data.get("consent_keyword") for r in rows]),
+        arrays.boolean([i in changed for i in range(len(rows))]),
     ])
     return [Transition(r.stored.id, TRANSITION_TYPE[r.status], r.event)
             for i, r in enumerate(rows) if i in changed]
@@ -214,6 +216,11 @@ def history(conn: psycopg.Connection, channel: str, sender: str, msisdn: str,
     return rows[::-1]
 
 
+_PAGE = newest_first("subscriptions", _COLUMNS, "id", equals("channel"),
+                     "(%(sender)s::text IS NULL OR sender IN (%(sender)s, '*'))",
+                     equals("msisdn"), equals("status"))
+
+
 def list_page(
     conn: psycopg.Connection,
     limit: int,
@@ -225,15 +232,5 @@ def list_page(
 ) -> list[dict[str, Any]]:
     """Newest first by id, keyset-paged. A ``sender`` filter also matches the
     all-senders rows (sender '*'), since those apply to every sender."""
-    sql = f"""
-    SELECT {_COLUMNS} FROM subscriptions
-    WHERE (%(before)s::bigint IS NULL OR id < %(before)s)
-      AND (%(channel)s::text IS NULL OR channel = %(channel)s)
-      AND (%(sender)s::text IS NULL OR sender IN (%(sender)s, '*'))
-      AND (%(msisdn)s::text IS NULL OR msisdn = %(msisdn)s)
-      AND (%(status)s::text IS NULL OR status = %(status)s)
-    ORDER BY id DESC LIMIT %(limit)s
-    """
-    params = dict(before=before_id, channel=channel, sender=sender, msisdn=msisdn,
-                  status=status, limit=limit)
-    return conn.cursor(row_factory=dict_row).execute(sql, params).fetchall()
+    return fetch_page(conn, _PAGE, limit, before_id, channel=channel, sender=sender,
+                      msisdn=msisdn, status=status)

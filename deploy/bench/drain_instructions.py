@@ -1,0 +1,120 @@
+"""Instructions per callback of the drain, per thread: the noise-free view of
+processing's worker side (callbacks/s and CPU seconds move by a fifth from run to
+run on this shared VM; instruction counts repeat to within about 1 %).
+
+    python deploy/bench/drain_instructions.py [--events 2000] [--warm 1000]
+
+The drain runs in one process under valgrind's callgrind (Debian package
+``valgrind``) as the drain task runs it: GC tuned as in a worker pool process,
+the next batch leased and parsed ahead by the helper thread while one commits,
+against real PostgreSQL and Redis. Two runs, of W and W + N callbacks of the mixed
+workload, each on a fresh database and a filled inbox: the difference divided by
+N is the cost of one callback, start-up and imports cancelled out. Reported per
+thread: the drain's own thread is the critical path (it alone talks to
+PostgreSQL, one batch at a time); the read-ahead thread works while it waits.
+PostgreSQL's own work is not counted here (processing.py measures its CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from common import services
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+
+
+def _child() -> None:
+    """Drain the inbox to committed state in this process (run under callgrind)."""
+    import gc
+    import logging
+
+    sys.path[:0] = [str(ROOT), str(HERE)]
+    logging.disable(logging.WARNING)  # a line per dead letter is not what we count
+    from shared import config
+    from shared.runtime import Runtime, install
+    from workers.ahead import ReadAhead
+    from workers.tasks import GC_THRESHOLDS, drain_round
+
+    rt = Runtime(config.load(os.environ))
+    install(rt)
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    ahead = ReadAhead(rt)
+    while drain_round(rt, ahead) is not None:
+        pass
+    ahead.give_back()
+    rt.close()
+
+
+def _per_thread(n: int) -> list[int]:
+    """Instructions of each thread of one drain of ``n`` callbacks, main thread first."""
+    import redis
+    from processing import drained, fill_inbox
+
+    with services() as env, tempfile.TemporaryDirectory(prefix="hl-bench-cg-") as out:
+        r = redis.Redis.from_url(env["REDIS_URL"])
+        fill_inbox(r, n)
+        env = {**env, "PYTHONHASHSEED": "0",
+               "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", "--separate-threads=yes",
+             f"--callgrind-out-file={out}/cg", sys.executable, str(Path(__file__).resolve()),
+             "--child"], env=env, capture_output=True, text=True, check=True, timeout=3600)
+        if not drained(r):
+            raise RuntimeError("the drain under callgrind left callbacks in the inbox")
+        return [_total(f) for f in sorted(glob.glob(f"{out}/cg-*"), key=_thread_no)]
+
+
+def _thread_no(path: str) -> int:
+    return int(path.rsplit("-", 1)[1])
+
+
+def _total(path: str) -> int:
+    text = Path(path).read_text(errors="replace")
+    found = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
+    if not found:
+        raise RuntimeError(f"no instruction total in {path}")
+    return int(found.group(1))
+
+
+def run(events: int = 2000, warm: int = 1000) -> dict[str, float]:
+    if not shutil.which("valgrind"):
+        raise RuntimeError("valgrind is not installed (apt-get install valgrind)")
+    low, high = _per_thread(warm), _per_thread(warm + events)
+    main = (high[0] - low[0]) / events
+    helpers = (sum(high[1:]) - sum(low[1:])) / events
+    return {"drain_thread": main, "other_threads": helpers, "total": main + helpers,
+            "events": events}
+
+
+def report(res: dict[str, float]) -> list[str]:
+    return [
+        f"drain instructions per callback (callgrind, {res['events']:.0f} callbacks): "
+        f"{res['total']:,.0f} in all; drain thread {res['drain_thread']:,.0f} (the critical "
+        f"path, beside PostgreSQL), read-ahead and other threads {res['other_threads']:,.0f}",
+    ]
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        _child()
+        return
+    p = argparse.ArgumentParser()
+    p.add_argument("--events", type=int, default=2000)
+    p.add_argument("--warm", type=int, default=1000)
+    args = p.parse_args()
+    print("\n".join(report(run(args.events, args.warm))))
+
+
+if __name__ == "__main__":
+    main()
