@@ -86,7 +86,7 @@ _json = st.recursive(
 @st.composite
 def _schema_and_doc(draw):
     schema = draw(st.sampled_from(SCHEMAS))
-    keys = [name for _, name, _ in schema._plan] + ["unknown"]
+    keys = [name for _, name, *_ in schema._plan] + ["unknown"]
     doc = draw(st.dictionaries(st.sampled_from(keys), _json, max_size=len(keys)))
     return schema, doc
 

@@ -4,9 +4,10 @@ A drain that works batch after batch spends about a third of its time waiting
 for PostgreSQL to apply one (docs/benchmarks.md). Waiting on the socket does
 not hold the GIL, so one helper thread per worker process leases the next
 batch meanwhile, parses it and encodes its events insert's parameters (all of
-which the drain's thread would otherwise do between two batches). Batches still commit one at a time, in lease
-order, in the drain's own thread: the helper never touches PostgreSQL. Only the
-inbox is read ahead; the retry list's one-at-a-time leases are not.
+which the drain's thread would otherwise do between two batches). Batches
+still commit one at a time, in lease order, in the drain's own thread: the
+helper never touches PostgreSQL. Only the inbox is read ahead; the retry
+list's one-at-a-time leases are not.
 
 A batch read ahead and not applied (the drain's budget ran out, the worker is
 stopping, or PostgreSQL is away) goes back to the oldest end of the inbox, as

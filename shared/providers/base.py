@@ -82,17 +82,24 @@ def optional_text(value: Any) -> str | None:
     return None
 
 
-Plan = tuple[tuple[str, str, fields.Field], ...]
+Plan = tuple[tuple[str, str, fields.Field, bool], ...]
+
+
+def _plain(f: fields.Field) -> bool:
+    """A field whose deserialize() is no more than: required / null checks, the
+    load default, _deserialize. The field loop does those itself for such fields."""
+    return not (f.validators or f.pre_load or f.post_load)
 
 
 def load_plan(schema: Schema) -> Plan | None:
-    """(result key, input key, field) for each loaded field, in declaration order;
-    None when a result key is dotted (marshmallow nests those: its own loop does)."""
+    """(result key, input key, field, plain) for each loaded field, in declaration
+    order; None when a result key is dotted (marshmallow nests those: its own loop
+    does)."""
     plan = tuple(
-        (f.attribute or name, f.data_key if f.data_key is not None else name, f)
+        (f.attribute or name, f.data_key if f.data_key is not None else name, f, _plain(f))
         for name, f in schema.load_fields.items()
     )
-    return None if any("." in key for key, _, _ in plan) else plan
+    return None if any("." in key for key, *_ in plan) else plan
 
 
 class BaseSchema(Schema):
@@ -126,15 +133,32 @@ class BaseSchema(Schema):
                                         partial=partial, unknown=unknown, index=index)
         index = index if self.opts.index_errors else None
         out = self.dict_class()
-        for key, name, f in plan:
+        for key, name, f, plain in plan:
             try:
-                value = f.deserialize(data.get(name, missing), name, data)
+                value = _load_field(f, plain, data.get(name, missing), name, data)
             except ValidationError as error:
                 error_store.store_error(error.messages, name, index=index)
                 value = error.valid_data or missing
             if value is not missing:
                 out[key] = value
         return out
+
+
+def _load_field(f: fields.Field, plain: bool, value: Any, name: str, data: Any) -> Any:
+    """Field.deserialize(value, name, data). For a plain field, its steps inline:
+    most fields of a callback are absent or null, and this skips three calls each."""
+    if not plain:
+        return f.deserialize(value, name, data)
+    if value is missing:
+        if f.required:
+            raise f.make_error("required")
+        default = f.load_default
+        return default() if callable(default) else default
+    if value is None:
+        if not f.allow_none:
+            raise f.make_error("null")
+        return None
+    return f._deserialize(value, name, data)
 
 
 def _flatten(messages: Any, prefix: str = "") -> list[str]:
