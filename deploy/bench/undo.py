@@ -25,7 +25,7 @@ def set_variant(variant: str, worker_starting: bool = False) -> None:
     process's worker_process_init, before hookline's own receivers tune the GC."""
     global _start
     from shared import providers
-    from shared.providers.base import _no_validators, load_plan
+    from shared.providers.base import load_plan, prebuild_validation
     from workers import ahead, tasks
 
     if variant not in VARIANTS:
@@ -39,8 +39,8 @@ def set_variant(variant: str, worker_starting: bool = False) -> None:
         for f in schema.load_fields.values():
             if variant == "before":
                 f.__dict__.pop("_validate", None)
-            elif not f.validators:
-                f._validate = _no_validators
+            else:
+                prebuild_validation(f)
     if worker_starting:
         if variant == "before":  # tasks._tune_gc runs next: make it change nothing
             gc.freeze = lambda: None

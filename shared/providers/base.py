@@ -14,6 +14,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing
 from marshmallow.error_store import ErrorStore
+from marshmallow.validate import And
 
 from shared.model import NormalisedEvent
 from shared.timeutil import parse_timestamp
@@ -73,6 +74,14 @@ def _no_validators(value: Any) -> None:
     return None
 
 
+def prebuild_validation(f: fields.Field) -> None:
+    """marshmallow runs every loaded value through an And() of the field's
+    validators, built afresh on each call even when there are none: about a tenth
+    of parsing (docs/benchmarks.md). Built once instead (nothing, for a field
+    without validators): what is checked, and every error, stays the same."""
+    f._validate = And(*f.validators) if f.validators else _no_validators  # type: ignore
+
+
 def optional_text(value: Any) -> str | None:
     """A non-empty id or number as a string; anything else (objects, huge ints) is None."""
     if isinstance(value, str):
@@ -87,8 +96,8 @@ Plan = tuple[tuple[str, str, fields.Field, bool], ...]
 
 def _plain(f: fields.Field) -> bool:
     """A field whose deserialize() is no more than: required / null checks, the
-    load default, _deserialize. The field loop does those itself for such fields."""
-    return not (f.validators or f.pre_load or f.post_load)
+    load default, _deserialize, _validate. The field loop does those itself."""
+    return not (f.pre_load or f.post_load)
 
 
 def load_plan(schema: Schema) -> Plan | None:
@@ -108,13 +117,8 @@ class BaseSchema(Schema):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # marshmallow runs every loaded value through an And() of the field's
-        # validators, built afresh each time even when there are none: about a
-        # tenth of parsing (docs/benchmarks.md). Only fields without validators
-        # skip that step, so what is checked, and every error, stays the same.
         for f in self.load_fields.values():
-            if not f.validators:
-                f._validate = _no_validators  # type: ignore[method-assign]
+            prebuild_validation(f)
         self._plan: Plan | None = load_plan(self)
 
     def _deserialize(  # type: ignore[override]
@@ -158,7 +162,9 @@ def _load_field(f: fields.Field, plain: bool, value: Any, name: str, data: Any) 
         if not f.allow_none:
             raise f.make_error("null")
         return None
-    return f._deserialize(value, name, data)
+    output = f._deserialize(value, name, data)
+    f._validate(output)
+    return output
 
 
 def _flatten(messages: Any, prefix: str = "") -> list[str]:
