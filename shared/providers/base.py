@@ -62,6 +62,8 @@ class LooseString(fields.String):
     """A string that also accepts numbers: providers send ids and numbers either way."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if type(value) is str:
+            return value  # what String._deserialize returns for one, two calls sooner
         if isinstance(value, int | float) and not isinstance(value, bool):
             try:
                 value = str(value)
