@@ -57,6 +57,19 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_speed() -> float:
+    """CPU seconds of a fixed pure-Python loop (best of 3): how fast this VM's vCPU
+    is today. Shared hosts differ from day to day (seen: twice as slow one evening,
+    for the same code); figures from two runs compare only at the same speed."""
+    best = float("inf")
+    for _ in range(3):
+        started, total = time.process_time(), 0
+        for i in range(5_000_000):
+            total += i
+        best = min(best, time.process_time() - started)
+    return best
+
+
 def machine() -> list[str]:
     with services() as env:
         with psycopg.connect(env["DATABASE_URL"]) as conn:
@@ -76,6 +89,8 @@ def machine() -> list[str]:
         f"versions: Python {platform.python_version()}, PostgreSQL {pg} ({where}), "
         f"Redis {info['redis_version']}, {wrk_version.strip()}",
         f"packages: {', '.join(versions)}",
+        f"CPU speed check: a 5,000,000-step Python loop takes {cpu_speed():.3f} s of CPU "
+        "(best of 3; lower is faster)",
     ]
 
 
