@@ -3,6 +3,7 @@ as the values given, exactly as psycopg's own list encoding does."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -28,6 +29,8 @@ CASES: list[tuple[str, Callable[[Any], arrays.Array], list[Any]]] = [
     ("int", arrays.integer, [0, -1, 2**31 - 1, -(2**31), None]),
     ("smallint", arrays.smallint, [0, -1, 2**15 - 1, -(2**15), None]),
     ("boolean", arrays.boolean, [True, False, None, True]),
+    ("float8", arrays.float8, [0.0, -1.5, 1e300, 2.5e-300, None, 3.0]),
+    ("uuid", arrays.uuid, [uuid.UUID(int=0), uuid.uuid4(), None, uuid.UUID(int=2**128 - 1)]),
 ]
 
 

@@ -6,7 +6,8 @@ binary build: about a third of the drain thread's time, on the critical path
 beside PostgreSQL (docs/benchmarks.md). These encoders build the same bytes in
 one list comprehension per column. Only the types the batches use: text,
 timestamptz (aware datetimes only), jsonb (orjson, as the pool's Jsonb),
-bigint, int, smallint and boolean. Pass them with ``%b`` placeholders.
+bigint, int, smallint, double precision, uuid and boolean. Pass them with ``%b``
+placeholders.
 
 The wire format (PostgreSQL's array_send): number of dimensions, a has-nulls
 flag, the element type's oid, then per dimension its length and lower bound,
@@ -19,6 +20,7 @@ import struct
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import orjson
 from psycopg import adapters
@@ -32,6 +34,8 @@ _NULL = _LEN(-1)
 _INT8 = struct.Struct(">iq").pack
 _INT4 = struct.Struct(">ii").pack
 _INT2 = struct.Struct(">ih").pack
+_FLOAT8 = struct.Struct(">id").pack
+_UUID_LEN = _LEN(16)
 _BOOL = {True: _LEN(1) + b"\x01", False: _LEN(1) + b"\x00"}
 _JSONB_VERSION = b"\x01"
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -69,6 +73,8 @@ BigintArray = _array_type("BigintArray", 1016, 20)
 IntArray = _array_type("IntArray", 1007, 23)
 SmallintArray = _array_type("SmallintArray", 1005, 21)
 BooleanArray = _array_type("BooleanArray", 1000, 16)
+Float8Array = _array_type("Float8Array", 1022, 701)
+UuidArray = _array_type("UuidArray", 2951, 2950)
 
 
 def _encode(cls: type[Array], values: Sequence[Any], parts: list[bytes]) -> Array:
@@ -103,7 +109,7 @@ def jsonb(values: Sequence[Any]) -> Array:
 
 
 def _fixed(cls: type[Array], pack: Callable[..., bytes], size: int) -> Callable[..., Array]:
-    def encode(values: Sequence[int | None]) -> Array:
+    def encode(values: Sequence[float | None]) -> Array:
         return _encode(cls, values, [_NULL if v is None else pack(size, v) for v in values])
     return encode
 
@@ -111,6 +117,12 @@ def _fixed(cls: type[Array], pack: Callable[..., bytes], size: int) -> Callable[
 bigint = _fixed(BigintArray, _INT8, 8)
 integer = _fixed(IntArray, _INT4, 4)
 smallint = _fixed(SmallintArray, _INT2, 2)
+float8 = _fixed(Float8Array, _FLOAT8, 8)
+
+
+def uuid(values: Sequence[UUID | None]) -> Array:
+    return _encode(UuidArray, values, [_NULL if v is None else _UUID_LEN + v.bytes
+                                       for v in values])
 
 
 def boolean(values: Sequence[bool | None]) -> Array:

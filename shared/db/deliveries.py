@@ -24,7 +24,7 @@ import orjson
 import psycopg
 from psycopg.rows import dict_row
 
-from shared.db import endpoints
+from shared.db import arrays, endpoints
 
 if TYPE_CHECKING:
     from shared.db.apply import Notification
@@ -67,8 +67,8 @@ _ENQUEUE = """
 INSERT INTO deliveries (endpoint_id, event_id, type, payload, message_key, occurred_at,
                         next_attempt_at)
 SELECT e.id, n.event_id, n.type, n.payload::jsonb, n.message_key, n.occurred_at, now()
-FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-            %s::text[], %s::timestamptz[])
+FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+            %b::text[], %b::timestamptz[])
      AS n(event_id, type, payload, source, channel, sender, message_key, occurred_at)
 JOIN endpoints e ON e.enabled
     AND ('*' = ANY (e.event_types) OR n.type = ANY (e.event_types))
@@ -84,14 +84,14 @@ def enqueue(cur: psycopg.Cursor, notes: Sequence[Notification]) -> int:
     """Write the outbox rows for these notifications; returns how many were new."""
     if not notes or not endpoints.any_enabled(cur):
         return 0
-    columns: list[list[Any]] = [[] for _ in range(8)]
-    for n in notes:
-        e = n.event
-        row = (n.event_id, n.type, orjson.dumps(payload(n)).decode(), e.source, e.channel,
-               e.sender, _message_key(n), e.occurred_at)
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
-    return cur.execute(_ENQUEUE, columns).rowcount
+    events = [n.event for n in notes]
+    return cur.execute(_ENQUEUE, [
+        arrays.bigint([n.event_id for n in notes]), arrays.text([n.type for n in notes]),
+        arrays.text([orjson.dumps(payload(n)).decode() for n in notes]),
+        arrays.text([e.source for e in events]), arrays.text([e.channel for e in events]),
+        arrays.text([e.sender for e in events]), arrays.text([_message_key(n) for n in notes]),
+        arrays.timestamptz([e.occurred_at for e in events]),
+    ]).rowcount
 
 
 @dataclass(slots=True)
@@ -208,13 +208,13 @@ _ATTEMPTS = """
 INSERT INTO delivery_attempts (delivery_id, attempted_at, duration_ms, status_code,
                                response_body, error)
 SELECT r.id, r.at, r.ms, r.code, r.body, r.error
-FROM unnest(%s::text[], %s::timestamptz[], %s::int[], %s::int[], %s::text[], %s::text[])
+FROM unnest(%b::text[], %b::timestamptz[], %b::int[], %b::int[], %b::text[], %b::text[])
      AS r(id, at, ms, code, body, error)
 -- The endpoint (and its deliveries) may have been deleted meanwhile.
 WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = r.id)
 """
 
-_LAST_STEP = "d.round_attempts >= cardinality(%(schedule)s::float8[])"
+_LAST_STEP = "d.round_attempts >= cardinality(%(schedule)b::float8[])"
 
 _ADVANCE = f"""
 UPDATE deliveries d SET
@@ -228,10 +228,10 @@ UPDATE deliveries d SET
     -- The schedule with +-20%% jitter; Retry-After only ever makes the wait longer.
     next_attempt_at = CASE WHEN r.ok OR {_LAST_STEP} THEN NULL
         ELSE now() + make_interval(secs => GREATEST(r.retry_after,
-            (%(schedule)s::float8[])[d.round_attempts + 1] * (0.8 + 0.4 * random())))
+            (%(schedule)b::float8[])[d.round_attempts + 1] * (0.8 + 0.4 * random())))
         END
-FROM unnest(%(ids)s::text[], %(tokens)s::uuid[], %(at)s::timestamptz[], %(ok)s::bool[],
-            %(codes)s::int[], %(errors)s::text[], %(retry_after)s::float8[])
+FROM unnest(%(ids)b::text[], %(tokens)b::uuid[], %(at)b::timestamptz[], %(ok)b::bool[],
+            %(codes)b::int[], %(errors)b::text[], %(retry_after)b::float8[])
      AS r(id, token, at, ok, code, error, retry_after)
 -- Only while this attempt still holds the claim: a lease that ran out (and
 -- was claimed again) or a manual retry has moved the delivery on already.
@@ -268,13 +268,17 @@ def record(conn: psycopg.Connection, results: Sequence[Result], schedule: Sequen
            rules: endpoints.HealthRules) -> Recorded:
     """Store a batch of attempts and their effects in one transaction."""
     ordered = sorted(results, key=lambda r: r.delivery_id)  # one lock order for all
-    attempts = [[r.delivery_id for r in ordered], [r.attempted_at for r in ordered],
-                [r.duration_ms for r in ordered], [r.status_code for r in ordered],
-                [r.response_body for r in ordered], [r.error for r in ordered]]
+    attempts = [arrays.text([r.delivery_id for r in ordered]),
+                arrays.timestamptz([r.attempted_at for r in ordered]),
+                arrays.integer([r.duration_ms for r in ordered]),
+                arrays.integer([r.status_code for r in ordered]),
+                arrays.text([r.response_body for r in ordered]),
+                arrays.text([r.error for r in ordered])]
     advance = dict(
-        schedule=list(schedule), ids=attempts[0], tokens=[r.token for r in ordered],
-        at=attempts[1], ok=[r.ok for r in ordered], codes=attempts[3], errors=attempts[5],
-        retry_after=[r.retry_after for r in ordered],
+        schedule=arrays.float8(list(schedule)), ids=attempts[0],
+        tokens=arrays.uuid([r.token for r in ordered]), at=attempts[1],
+        ok=arrays.boolean([r.ok for r in ordered]), codes=attempts[3], errors=attempts[5],
+        retry_after=arrays.float8([r.retry_after for r in ordered]),
     )
     disabled: dict[str, str] = {}
     stopped: set[str] = set()
