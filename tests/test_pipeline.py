@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -11,9 +12,12 @@ import pytest
 from shared import queue
 from shared.db import messages
 from shared.db.pool import make_pool
+from shared.model import NormalisedEvent
 from shared.providers import Format
 from tests.conftest import FIXTURES
 from tests.helpers import drain_all, enqueue, receipt
+from workers.ahead import ReadAhead
+from workers.tasks import drain_round
 
 
 def message(rt, message_id="msg-1", source=None):
@@ -177,6 +181,44 @@ def test_poison_envelope_is_isolated_retried_and_dead_lettered(make_rt, poison_f
     depths = queue.depths(rt.redis, 5)
     assert (depths.inbox, depths.retry, depths.leases) == (0, 0, 0)
     assert not rt.redis.hlen(queue.ATTEMPTS)
+
+
+def _unstorable(doc, event):
+    # orjson refuses an integer beyond 64 bits: the events insert cannot encode it.
+    return [NormalisedEvent(type="message.inbound", source="kaleyra-rcs", channel="rcs",
+                            occurred_at=datetime.now(UTC), dedupe_key="unstorable",
+                            data={"n": 2**70})]
+
+
+_UNSTORABLE = Format(source="kaleyra-rcs", name="test-unstorable",
+                     matches=lambda doc, ev: isinstance(doc, dict)
+                     and doc.get("type") == "UNSTORABLE", parse=_unstorable)
+
+
+@pytest.mark.parametrize("read_ahead", [False, True])
+def test_an_event_that_cannot_be_encoded_is_isolated_not_a_stuck_batch(
+    make_rt, monkeypatch, read_ahead
+):
+    import shared.providers as registry
+
+    formats = (_UNSTORABLE, *registry._BY_SOURCE["kaleyra-rcs"])
+    monkeypatch.setitem(registry._BY_SOURCE, "kaleyra-rcs", formats)
+    rt = make_rt(HOOKLINE_MAX_ATTEMPTS="2")
+    enqueue(rt, receipt("SENT"))
+    bad = enqueue(rt, orjson.dumps({"type": "UNSTORABLE"}))
+    enqueue(rt, receipt("READ"))
+    ahead = ReadAhead(rt) if read_ahead else None
+    if ahead is not None:
+        ahead.start()  # the batch is parsed and encoded in the helper thread
+    for _ in range(20):
+        if drain_round(rt, ahead) is None:
+            break
+    assert message(rt)["status"] == "read"
+    with rt.pool.connection() as conn:
+        iid, reason = conn.execute("SELECT ingest_id, reason FROM dead_letters").fetchone()
+    assert iid == bad and "64-bit" in reason
+    depths = queue.depths(rt.redis, 5)
+    assert (depths.inbox, depths.retry, depths.leases) == (0, 0, 0)
 
 
 def test_envelope_that_keeps_killing_its_worker_is_dead_lettered(make_rt):

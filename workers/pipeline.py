@@ -201,10 +201,11 @@ def _incoming(decoded: list[Decoded]) -> list[Incoming]:
 @dataclass(slots=True)
 class Parsed:
     """A leased batch, parsed, with the events insert's rows of the envelopes that
-    did not crash the parser encoded (those are applied together)."""
+    did not crash the parser encoded (those are applied together); None if they
+    could not be encoded."""
 
     decoded: list[Decoded]
-    rows: events.Rows
+    rows: events.Rows | None
 
 
 def parse_lease(rt: Runtime, lease: Lease) -> Parsed:
@@ -213,7 +214,15 @@ def parse_lease(rt: Runtime, lease: Lease) -> Parsed:
         (lease.from_retry and _check_attempts(rt, raw)) or decode_one(raw, rt.settings)
         for raw in lease.items
     ]
-    return Parsed(decoded, events.rows(_incoming([d for d in decoded if d.error is None])))
+    try:
+        rows = events.rows(_incoming([d for d in decoded if d.error is None]))
+    except Exception:
+        # An event the encoder refuses (e.g. an integer beyond 64 bits in its data):
+        # encoded again inside _apply, where a failure isolates the batch's envelopes
+        # and only the culprit is retried and dead-lettered. Raised here, it would
+        # leave the lease to expire and fail the same way forever.
+        rows = None
+    return Parsed(decoded, rows)
 
 
 def process_lease(rt: Runtime, lease: Lease, parsed: Parsed | None = None) -> Outcome:
