@@ -85,3 +85,27 @@ def test_postgresql_refuses_a_nul_in_text_as_it_does_from_psycopg(
 ) -> None:
     with pytest.raises(psycopg.DataError):
         conn.execute("SELECT %b::text[]", [arrays.text(["a\x00b"])])
+
+
+def test_text_reads_back_from_a_database_that_is_not_utf8(database_url: str) -> None:
+    """The encoder sends UTF-8; hookline's connections say so (shared.db.pool), so a
+    LATIN1 database stores 'é', not the two characters of its UTF-8 bytes."""
+    import secrets
+    from urllib.parse import urlsplit, urlunsplit
+
+    from shared.db.pool import make_pool
+
+    name = f"hookline_latin1_{secrets.token_hex(3)}"
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name} ENCODING 'LATIN1' LC_COLLATE 'C' "
+                      "LC_CTYPE 'C' TEMPLATE template0")
+    try:
+        pool = make_pool(urlunsplit(urlsplit(database_url)._replace(path=f"/{name}")))
+        with pool.connection() as conn:
+            got = conn.execute("SELECT v FROM unnest(%b::text[]) AS r(v)",
+                               [arrays.text(["é", "Ø"])]).fetchall()
+        pool.close()
+        assert [r[0] for r in got] == ["é", "Ø"]
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

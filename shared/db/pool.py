@@ -15,6 +15,9 @@ set_json_dumps(orjson.dumps)
 def _configure(conn: psycopg.Connection) -> None:
     # Every timestamp leaves PostgreSQL as UTC, whatever the server's TimeZone.
     conn.execute("SET TIME ZONE 'UTC'")
+    # shared.db.arrays sends text as UTF-8 whatever the database's encoding; the
+    # server converts (and refuses what its encoding cannot hold).
+    conn.execute("SET client_encoding TO 'UTF8'")
     # JIT compiles a plan whose cost estimate is high, e.g. a claim over a grown
     # outbox: 28 ms of compiling for a statement that runs in a few. hookline's
     # statements are all short and batched; none gains from it (docs/benchmarks.md).
