@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing
+from marshmallow.decorators import POST_LOAD, PRE_LOAD, VALIDATES, VALIDATES_SCHEMA
 from marshmallow.error_store import ErrorStore
 from marshmallow.validate import And
 
@@ -94,6 +95,7 @@ def optional_text(value: Any) -> str | None:
 
 
 Plan = tuple[tuple[str, str, fields.Field, bool], ...]
+_LOAD_HOOKS = (PRE_LOAD, POST_LOAD, VALIDATES, VALIDATES_SCHEMA)
 
 
 def _plain(f: fields.Field) -> bool:
@@ -122,6 +124,27 @@ class BaseSchema(Schema):
         for f in self.load_fields.values():
             prebuild_validation(f)
         self._plan: Plan | None = load_plan(self)
+        self._has_load_hooks = any(self._hooks[tag] for tag in _LOAD_HOOKS)
+
+    def load(  # type: ignore[override]
+        self, data: Any, *, many: bool | None = None, partial: Any = None,
+        unknown: Any = None,
+    ) -> Any:
+        """Schema.load for the one case providers use, without what _do_load does
+        for hooks, collections and partial loads that this case never has: the
+        same field loop, the same error (ValidationError with data and valid_data,
+        through handle_error). Anything else is marshmallow's own."""
+        if self._plan is None or self._has_load_hooks or many or self.many \
+                or partial is not None or self.partial is not None:
+            return super().load(data, many=many, partial=partial, unknown=unknown)
+        error_store = ErrorStore()
+        result = self._deserialize(data, error_store=error_store,
+                                   unknown=self.unknown if unknown is None else unknown)
+        if error_store.errors:
+            exc = ValidationError(error_store.errors, data=data, valid_data=result)
+            self.handle_error(exc, data, many=False, partial=None)
+            raise exc
+        return result
 
     def _deserialize(  # type: ignore[override]
         self, data: Any, *, error_store: ErrorStore, many: bool = False,
