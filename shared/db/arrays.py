@@ -45,15 +45,14 @@ class Array:
     """An array parameter, already encoded; the subclass says its type."""
 
     __slots__ = ("data",)
-    array_oid = 0
+    element_oid = 0  # set per subclass; the array's own oid is its dumper's
 
     def __init__(self, data: bytes) -> None:
         self.data = data
 
 
 def _array_type(name: str, array_oid: int, element_oid: int) -> type[Array]:
-    cls = type(name, (Array,), {"__slots__": (), "array_oid": array_oid,
-                                "element_oid": element_oid})
+    cls = type(name, (Array,), {"__slots__": (), "element_oid": element_oid})
 
     class _Dumper(Dumper):
         format = Format.BINARY
@@ -78,7 +77,7 @@ UuidArray = _array_type("UuidArray", 2951, 2950)
 
 
 def _encode(cls: type[Array], values: Sequence[Any], parts: list[bytes]) -> Array:
-    oid = cls.element_oid  # type: ignore[attr-defined]
+    oid = cls.element_oid
     if not parts:
         return cls(_EMPTY(0, 0, oid))
     return cls(_HEAD(1, None in values, oid, len(parts), 1) + b"".join(parts))
