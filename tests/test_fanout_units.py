@@ -3,7 +3,6 @@ Retry-After, settings."""
 
 from __future__ import annotations
 
-import http.client
 import ipaddress
 import socket
 import ssl
@@ -20,7 +19,7 @@ from shared import config, netguard, signing
 from shared.db import deliveries
 from shared.db.apply import Notification
 from shared.model import NormalisedEvent
-from workers import sender
+from workers import http1, sender
 
 pytest_plugins = ("tests.fanout_fixtures",)  # receiver
 
@@ -215,7 +214,7 @@ def test_a_connected_socket_keeps_the_whole_timeout_for_each_read():
 
 def _handed_over_to_tls() -> socket.socket:
     sock = socket.socket()
-    sock.detach()  # what http.client's sock is while TLS shakes hands: no descriptor
+    sock.detach()  # a socket handed over to TLS: no descriptor
     return sock
 
 
@@ -223,7 +222,7 @@ def _handed_over_to_tls() -> socket.socket:
                          ids=["no socket yet", "socket taken over by TLS"])
 def test_the_watchdog_shuts_an_attempt_that_was_still_connecting_at_its_deadline(connecting):
     watchdog = sender.Watchdog(interval=0.02)
-    conn = http.client.HTTPConnection("127.0.0.1", 9)
+    conn = http1.Connection("127.0.0.1", 9, 1.0, netguard.create_connection)
     conn.sock = connecting()
     ticket = watchdog.watch(conn, time.monotonic())
     time.sleep(0.1)  # the deadline has passed while there was nothing to shut

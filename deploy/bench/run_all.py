@@ -193,6 +193,9 @@ def summary(results: dict) -> list[str]:
             _row("fan-out fast endpoints' rate with a slow endpoint", f"{s['fast_per_s']:.0f}",
                  f"without it {f['fast_per_s']:.0f}", f"{ratio:.2f}", ">= 0.90", ratio >= 0.9),
         ]
+    if "send_instructions" in raw:
+        rows.append(_row("send instructions per delivery attempt (callgrind)",
+                         f"{raw['send_instructions']['per_attempt']:,.0f}", "", "", "", None))
     return rows
 
 
@@ -203,7 +206,7 @@ def main() -> None:
     p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument("--skip", nargs="*", default=[],
                    choices=["ingest", "ingest_instructions", "processing",
-                            "drain_instructions", "latency", "fanout"])
+                            "drain_instructions", "latency", "fanout", "send_instructions"])
     args = p.parse_args()
 
     header = machine()
@@ -219,6 +222,7 @@ def main() -> None:
     import ingest_wrk
     import latency
     import processing
+    import send_instructions
 
     steps: list[tuple[str, Callable[[], dict], Callable[[dict], list[str]]]] = [
         # Rounds alternate and the medians are reported: single runs on this shared
@@ -239,6 +243,9 @@ def main() -> None:
         ("latency", lambda: latency.run(seconds=5 if q else 30), latency.report),
         ("fanout", lambda: fanout_bench.run(events=10_000, rounds=1 if q else 2, quick=q),
          fanout_bench.report),
+        # The sending thread's side of fan-out without the machine's noise.
+        ("send_instructions", lambda: send_instructions.run(attempts=500 if q else 2000),
+         send_instructions.report),
     ]
     for name, fn, report in steps:
         if name not in args.skip:

@@ -1,0 +1,100 @@
+"""Instructions per delivery attempt on the sender's side: the noise-free view
+of fan-out's HTTP path (deliveries/s move by a tenth or more from run to run on
+this shared VM; instruction counts repeat closely).
+
+    python deploy/bench/send_instructions.py [--attempts 2000] [--warm 500]
+
+One process under valgrind's callgrind sends signed deliveries one after
+another with ``workers.sender.attempt``, exactly as a sending thread does
+(signing, the kept-alive connection of the endpoint's pool, reading the
+answer), to ``fast_receiver.py`` in a process of its own. Two runs, of W and
+W + N attempts: the difference divided by N is the cost of one attempt, start-up
+and imports cancelled out. Claiming and recording in PostgreSQL are not counted
+(fanout_bench.py measures the whole).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from common import free_port, stop, wait_http
+from drain_instructions import _thread_no, _total
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+# A delivery body of the usual size: a normalised delivery receipt.
+BODY = (b'{"type":"message.status","timestamp":"2026-11-30T12:00:00.000000Z","data":'
+        b'{"event_id":"evt_0b7f6c1e","source":"kaleyra_rcs","kind":"delivery_status",'
+        b'"message_id":"c1a9d8e2-5b7e-4f3a-9d2c-7e1f0a6b3c4d","status":"DELIVERED",'
+        b'"recipient":"+447700900123","sender":"hookline-demo","channel":"rcs",'
+        b'"occurred_at":"2026-11-30T11:59:59.120000Z","error":null,"data":{}}}')
+
+
+def _child(url: str, attempts: int) -> None:
+    sys.path[:0] = [str(ROOT)]
+    from shared import signing
+    from shared.db.deliveries import Claimed
+    from workers.sender import Pools, attempt
+
+    pools = Pools(timeout=10.0, allow_private=True, keep=4)
+    claimed = Claimed("msg_1", "ep_1", url, BODY, [signing.new_secret()], token=None)
+    for _ in range(attempts):
+        result = attempt(claimed, pools, 60.0)
+        if not result.ok:
+            raise SystemExit(f"delivery failed: {result.error}")
+    pools.close()
+
+
+def _instructions(url: str, attempts: int) -> int:
+    with tempfile.TemporaryDirectory(prefix="hl-bench-cg-") as out:
+        env = {**os.environ, "PYTHONHASHSEED": "0",
+               "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", "--separate-threads=yes",
+             f"--callgrind-out-file={out}/cg", sys.executable, str(Path(__file__).resolve()),
+             "--child", url, str(attempts)],
+            env=env, capture_output=True, text=True, check=True, timeout=3600)
+        return sum(_total(f) for f in sorted(glob.glob(f"{out}/cg-*"), key=_thread_no))
+
+
+def run(attempts: int = 2000, warm: int = 500) -> dict[str, float]:
+    if not shutil.which("valgrind"):
+        raise RuntimeError("valgrind is not installed (apt-get install valgrind)")
+    port = free_port()
+    rx = subprocess.Popen([sys.executable, str(HERE / "fast_receiver.py"), str(port), "4"],
+                          cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/hook"
+        wait_http(url, timeout=30)
+        low, high = _instructions(url, warm), _instructions(url, warm + attempts)
+    finally:
+        stop(rx)
+    return {"per_attempt": (high - low) / attempts, "attempts": attempts}
+
+
+def report(res: dict[str, float]) -> list[str]:
+    return [f"send instructions per delivery attempt (callgrind, {res['attempts']:.0f} "
+            f"attempts: sign, POST on a kept-alive connection, read the answer): "
+            f"{res['per_attempt']:,.0f}"]
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        _child(sys.argv[2], int(sys.argv[3]))
+        return
+    p = argparse.ArgumentParser()
+    p.add_argument("--attempts", type=int, default=2000)
+    p.add_argument("--warm", type=int, default=500)
+    args = p.parse_args()
+    print("\n".join(report(run(args.attempts, args.warm))))
+
+
+if __name__ == "__main__":
+    main()
