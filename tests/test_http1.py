@@ -108,6 +108,9 @@ SAME_AS_HTTP_CLIENT = {
     "no answer": (b"", True),
     "not HTTP": (b"SSH-2.0-OpenSSH_9.2\r\n", True),
     "status not a number": (b"HTTP/1.1 2OO OK\r\nContent-Length: 0\r\n\r\n", True),
+    "status with a superscript digit": (b"HTTP/1.1 2\xb20 OK\r\nContent-Length: 0\r\n\r\n", True),
+    "a length folded into another header": (
+        b"HTTP/1.1 200 OK\r\nX-A: 1\r\n Content-Length: 2\r\n\r\nok", True),
     "HTTP/2 status line": (b"HTTP/2 200 OK\r\nContent-Length: 0\r\n\r\n", True),
     "100 continue first": (b"HTTP/1.1 100 Continue\r\n\r\n"
                            b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\nok", False),
@@ -149,11 +152,54 @@ def test_an_answer_cut_short_is_no_answer_however_much_of_it_came():
     assert _ours(answer, close=True) is http.client.IncompleteRead
 
 
-def test_bytes_beyond_the_answer_make_the_connection_unusable():
-    # http.client silently dropped them with its per-answer buffer; the next
-    # answer read on this connection could be them.
-    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n\r\n"
-    assert _ours(answer) == (200, b"ok", None, False)
+STRAY = b"HTTP/1.1 500 Stale\r\nContent-Length: 0\r\n\r\n"
+
+
+@pytest.mark.parametrize("answer,expected", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", (200, b"ok", None, False)),
+    (b"HTTP/1.1 204 No Content\r\n\r\n", (204, b"", None, False)),
+    # A framework bug seen in the wild: a 204 with a chunked body.
+    (b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+     (204, b"", None, False)),
+    (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 2\r\n\r\nok", (304, b"", None, False)),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+     (200, b"ok", None, False)),
+], ids=["sized", "204", "204 with a chunked body", "304 with a body", "chunked"])
+def test_bytes_beyond_the_answer_make_the_connection_unusable(answer, expected):
+    # http.client dropped them with its per-answer buffer; here the next request
+    # on this connection would read them as its own answer (a stale 500, or a
+    # stale 200 for a delivery that failed).
+    assert _ours(answer + STRAY) == expected
+
+
+def test_a_repeated_transfer_encoding_is_read_whole():
+    # http.client reads only the first; the framing is the last coding (RFC 9112 6.3).
+    answer = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n"
+              b"\r\nsome body")
+    assert _ours(answer, close=True) == (200, b"some body", None, False)
+
+
+def test_a_repeated_retry_after_is_joined_as_http_client_joins_it():
+    answer = b"HTTP/1.1 503 Busy\r\nRetry-After: 7\r\nRetry-After: 9\r\nContent-Length: 0\r\n\r\n"
+    assert _ours(answer) == _http_client(answer) == (503, b"", "7, 9", True)
+
+
+def test_a_non_ascii_path_is_refused_as_http_client_refused_it():
+    conn, theirs = _connection(b"", False)
+    with pytest.raises(UnicodeEncodeError):
+        conn.post("/caf\u00e9", b"{}", [], KEEP, DRAIN)
+    reference = http.client.HTTPConnection("hooks.example", 80)
+    with pytest.raises(UnicodeEncodeError):
+        reference.putrequest("POST", "/caf\u00e9")
+    conn.close()
+    theirs.close()
+
+
+def test_a_host_with_control_characters_is_refused():
+    with pytest.raises(http.client.InvalidURL):
+        http1.Connection("exa\x0bmple.com", 80, 1.0, lambda address, timeout: None)
+    with pytest.raises(http.client.InvalidURL):
+        http.client.HTTPConnection("exa\x0bmple.com", 80)
 
 
 def test_the_request_is_one_post_with_the_body_and_headers():

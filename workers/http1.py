@@ -47,6 +47,8 @@ class Connection:
         self._opener, self._tls = opener, tls
         self._buf = bytearray()
         self._host_header = _host_header(host, port, 443 if tls else 80)
+        if _BAD_TARGET.search(self._host_header):  # http.client's _validate_host
+            raise http.client.InvalidURL(f"URL can't contain control characters: {host!r}")
 
     def connect(self) -> None:
         sock = self._opener((self.host, self.port), self.timeout)
@@ -75,13 +77,18 @@ class Connection:
         assert self.sock is not None
         self.sock.sendall(self._head(target, len(body), headers) + body)
         status, version, fields = self._answer_head()
-        return self._body(status, _will_close(version, fields), fields, keep, drain)
+        answer, reusable = self._body(status, _will_close(version, fields), fields, keep, drain)
+        # Bytes beyond the answer's end: the framing can no longer be trusted, and the
+        # next request on this connection would read them as its answer.
+        return answer, reusable and not self._buf
 
     def _head(self, target: str, length: int, headers: Iterable[tuple[str, str]]) -> bytes:
         lines = [f"POST {target} HTTP/1.1", f"Host: {self._host_header}",
                  "Accept-Encoding: identity", f"Content-Length: {length}"]
         lines.extend(f"{name}: {value}" for name, value in headers)
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        # ASCII, as http.client sends a request line: a non-ASCII path is refused
+        # (UnicodeEncodeError), never sent as raw bytes.
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
 
     def _answer_head(self) -> tuple[int, str, dict[bytes, bytes]]:
         """The final answer's status, version and wanted headers; 1xx are skipped."""
@@ -100,15 +107,20 @@ class Connection:
                 return status, version, fields
 
     def _fields(self) -> dict[bytes, bytes]:
+        """The wanted headers; a repeated one's values joined with commas (RFC 9110
+        5.3), so a second Transfer-Encoding or Content-Length is not overlooked."""
         fields: dict[bytes, bytes] = {}
         for _ in range(MAX_HEADERS + 1):
             line = self._line()
             if line in (b"\r\n", b"\n", b""):
                 return fields
+            if line[:1] in (b" ", b"\t"):
+                continue  # the continuation of a folded header, not a header of its own
             name, sep, value = line.partition(b":")
             name = name.strip().lower()
-            if sep and name in _WANTED and name not in fields:
-                fields[name] = value.strip()
+            if sep and name in _WANTED:
+                value = value.strip()
+                fields[name] = fields[name] + b", " + value if name in fields else value
         raise http.client.HTTPException(f"got more than {MAX_HEADERS} headers")
 
     def _body(self, status: int, will_close: bool, fields: dict[bytes, bytes],
@@ -126,8 +138,7 @@ class Connection:
         else:
             answer.body = self._until_close(keep, keep + drain)
             return answer, False
-        # Bytes beyond the answer's end: the connection's framing can no longer be trusted.
-        return answer, complete and not will_close and not self._buf
+        return answer, complete and not will_close
 
     def _sized(self, length: int, keep: int, limit: int) -> tuple[bytes, bool]:
         wanted = min(length, limit)
@@ -202,7 +213,7 @@ def _status_line(line: bytes) -> tuple[str, int]:
     if len(parts) < 2 or not parts[0].startswith("HTTP/"):
         raise http.client.BadStatusLine(text)
     code = parts[1]
-    if len(code) != 3 or not code.isdigit():
+    if len(code) != 3 or not (code.isascii() and code.isdigit()):
         raise http.client.BadStatusLine(text)
     status = int(code)
     if status < 100:
