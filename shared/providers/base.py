@@ -15,7 +15,7 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing
 from marshmallow.decorators import POST_LOAD, PRE_LOAD, VALIDATES, VALIDATES_SCHEMA
 from marshmallow.error_store import ErrorStore
-from marshmallow.validate import And
+from marshmallow.validate import And, Validator
 
 from shared.model import NormalisedEvent
 from shared.timeutil import parse_timestamp
@@ -80,9 +80,17 @@ def _no_validators(value: Any) -> None:
 def prebuild_validation(f: fields.Field) -> None:
     """marshmallow runs every loaded value through an And() of the field's
     validators, built afresh on each call even when there are none: about a tenth
-    of parsing (docs/benchmarks.md). Built once instead (nothing, for a field
-    without validators): what is checked, and every error, stays the same."""
-    f._validate = And(*f.validators) if f.validators else _no_validators  # type: ignore
+    of parsing (docs/benchmarks.md). Built once instead: nothing for a field
+    without validators, the validator itself for one of marshmallow's own (its
+    error is And's: the same string messages, no keywords). What is checked, and
+    every error, stays the same."""
+    validators = f.validators
+    if not validators:
+        f._validate = _no_validators  # type: ignore[method-assign]
+    elif len(validators) == 1 and isinstance(validators[0], Validator):
+        f._validate = validators[0]  # type: ignore[method-assign]
+    else:
+        f._validate = And(*validators)  # type: ignore[method-assign]
 
 
 def optional_text(value: Any) -> str | None:
