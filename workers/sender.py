@@ -189,7 +189,7 @@ class Watchdog:
 
 
 def _has_socket(conn: Connection) -> bool:
-    # A socket handed over to TLS has no descriptor left (fileno -1).
+    # A socket closed, or handed over to TLS, has no descriptor left (fileno -1).
     return conn.sock is not None and conn.sock.fileno() != -1
 
 
