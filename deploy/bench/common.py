@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -207,3 +210,32 @@ def redis_server(redis_url: str) -> Callable[[], list[int]]:
 
     pid = int(redis.Redis.from_url(redis_url).info("server")["process_id"])
     return lambda: [pid]
+
+
+def require_valgrind() -> None:
+    if not shutil.which("valgrind"):
+        raise RuntimeError("valgrind is not installed (apt-get install valgrind)")
+
+
+def callgrind_threads(script: Path, args: list[str], env: dict[str, str]) -> list[int]:
+    """Instructions of each thread of ``python script --child *args`` run under
+    valgrind's callgrind, the main thread first. PYTHONHASHSEED is fixed so two
+    runs hash (and so allocate) alike; the script's folder and the project are on
+    its path."""
+    env = {**env, "PYTHONHASHSEED": "0",
+           "PYTHONPATH": os.pathsep.join([str(script.parent), str(ROOT)])}
+    with tempfile.TemporaryDirectory(prefix="hl-bench-cg-") as out:
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", "--separate-threads=yes",
+             f"--callgrind-out-file={out}/cg", sys.executable, str(script), "--child", *args],
+            env=env, capture_output=True, text=True, check=True, timeout=3600)
+        files = sorted(glob.glob(f"{out}/cg-*"), key=lambda f: int(f.rsplit("-", 1)[1]))
+        return [_callgrind_total(f) for f in files]
+
+
+def _callgrind_total(path: str) -> int:
+    text = Path(path).read_text(errors="replace")
+    found = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
+    if not found:
+        raise RuntimeError(f"no instruction total in {path}")
+    return int(found.group(1))

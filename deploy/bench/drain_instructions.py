@@ -18,16 +18,11 @@ PostgreSQL's own work is not counted here (processing.py measures its CPU).
 from __future__ import annotations
 
 import argparse
-import glob
 import os
-import re
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from common import services
+from common import callgrind_threads, require_valgrind, services
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -61,35 +56,17 @@ def _per_thread(n: int) -> list[int]:
     import redis
     from processing import drained, fill_inbox
 
-    with services() as env, tempfile.TemporaryDirectory(prefix="hl-bench-cg-") as out:
+    with services() as env:
         r = redis.Redis.from_url(env["REDIS_URL"])
         fill_inbox(r, n)
-        env = {**env, "PYTHONHASHSEED": "0",
-               "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
-        subprocess.run(
-            ["valgrind", "--tool=callgrind", "--separate-threads=yes",
-             f"--callgrind-out-file={out}/cg", sys.executable, str(Path(__file__).resolve()),
-             "--child"], env=env, capture_output=True, text=True, check=True, timeout=3600)
+        counts = callgrind_threads(Path(__file__).resolve(), [], env)
         if not drained(r):
             raise RuntimeError("the drain under callgrind left callbacks in the inbox")
-        return [_total(f) for f in sorted(glob.glob(f"{out}/cg-*"), key=_thread_no)]
-
-
-def _thread_no(path: str) -> int:
-    return int(path.rsplit("-", 1)[1])
-
-
-def _total(path: str) -> int:
-    text = Path(path).read_text(errors="replace")
-    found = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
-    if not found:
-        raise RuntimeError(f"no instruction total in {path}")
-    return int(found.group(1))
+        return counts
 
 
 def run(events: int = 2000, warm: int = 1000) -> dict[str, float]:
-    if not shutil.which("valgrind"):
-        raise RuntimeError("valgrind is not installed (apt-get install valgrind)")
+    require_valgrind()
     low, high = _per_thread(warm), _per_thread(warm + events)
     main = (high[0] - low[0]) / events
     helpers = (sum(high[1:]) - sum(low[1:])) / events

@@ -22,13 +22,12 @@ import argparse
 import io
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from common import services
+from common import require_valgrind, services
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -83,8 +82,7 @@ def _instructions(app_name: str, n: int, env: dict[str, str]) -> int:
 
 
 def run(requests: int = 1000) -> dict[str, dict]:
-    if not shutil.which("valgrind"):
-        raise RuntimeError("valgrind is not installed (apt-get install valgrind)")
+    require_valgrind()
     import redis
 
     from shared import queue

@@ -16,16 +16,12 @@ and imports cancelled out. Claiming and recording in PostgreSQL are not counted
 from __future__ import annotations
 
 import argparse
-import glob
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from common import free_port, stop, wait_http
-from drain_instructions import _thread_no, _total
+from common import callgrind_threads, free_port, require_valgrind, stop, wait_http
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -53,20 +49,12 @@ def _child(url: str, attempts: int) -> None:
 
 
 def _instructions(url: str, attempts: int) -> int:
-    with tempfile.TemporaryDirectory(prefix="hl-bench-cg-") as out:
-        env = {**os.environ, "PYTHONHASHSEED": "0",
-               "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
-        subprocess.run(
-            ["valgrind", "--tool=callgrind", "--separate-threads=yes",
-             f"--callgrind-out-file={out}/cg", sys.executable, str(Path(__file__).resolve()),
-             "--child", url, str(attempts)],
-            env=env, capture_output=True, text=True, check=True, timeout=3600)
-        return sum(_total(f) for f in sorted(glob.glob(f"{out}/cg-*"), key=_thread_no))
+    return sum(callgrind_threads(Path(__file__).resolve(), [url, str(attempts)],
+                                 dict(os.environ)))
 
 
 def run(attempts: int = 2000, warm: int = 500) -> dict[str, float]:
-    if not shutil.which("valgrind"):
-        raise RuntimeError("valgrind is not installed (apt-get install valgrind)")
+    require_valgrind()
     port = free_port()
     rx = subprocess.Popen([sys.executable, str(HERE / "fast_receiver.py"), str(port), "4"],
                           cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
