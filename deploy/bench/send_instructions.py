@@ -25,7 +25,7 @@ from common import callgrind_threads, free_port, require_valgrind, stop, wait_ht
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-# A delivery body of the usual size: a normalised delivery receipt.
+# A body the size of a delivery receipt's payload (what it says does not matter here).
 BODY = (b'{"type":"message.status","timestamp":"2026-11-30T12:00:00.000000Z","data":'
         b'{"event_id":"evt_0b7f6c1e","source":"kaleyra_rcs","kind":"delivery_status",'
         b'"message_id":"c1a9d8e2-5b7e-4f3a-9d2c-7e1f0a6b3c4d","status":"DELIVERED",'
