@@ -13,7 +13,7 @@ import pytest
 from shared import config, runtime
 from shared.consent import apply_keywords
 from shared.db.apply import Applied, Notification, apply_batch
-from shared.db.events import Incoming
+from shared.db.events import Incoming, rows
 from shared.model import Consent, ConsentScope, EventType, NormalisedEvent
 from shared.runtime import Runtime
 from tests.conftest import _clean
@@ -78,7 +78,7 @@ def empty(rt: Runtime) -> None:
 def apply(rt: Runtime, events: list[NormalisedEvent]) -> Applied:
     """One batch, one transaction, through the real apply layer."""
     with rt.pool.connection() as conn, conn.transaction():
-        return apply_batch(conn, [Incoming(e, {}, T0) for e in events], [])
+        return apply_batch(conn, rows([Incoming(e, {}, T0) for e in events]), [])
 
 
 def consent_event(

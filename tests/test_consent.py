@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from shared.consent import apply_keywords, keyword_consent
 from shared.db.apply import apply_batch
-from shared.db.events import Incoming
+from shared.db.events import Incoming, rows
 from shared.model import STATUS_ORDER, STATUS_RANK, Consent, EventType, NormalisedEvent
 from tests.consent_support import (
     FIXTURES,
@@ -305,7 +305,7 @@ def race(rt, first: list[NormalisedEvent], second: list[NormalisedEvent]) -> tup
             pids[name] = conn.info.backend_pid
             with conn.transaction():
                 incoming = [Incoming(e, {}, T0) for e in events]
-                results[name] = apply_batch(conn, incoming, []).notifications
+                results[name] = apply_batch(conn, rows(incoming), []).notifications
                 if hold:
                     held.set()
                     release.wait(10)

@@ -15,7 +15,7 @@ import psycopg
 from shared.consent import notifies_as_itself
 from shared.db import dead_letters, deliveries, events, inbound, messages, subscriptions
 from shared.db.dead_letters import DeadLetter
-from shared.db.events import Incoming, Rows, Stored
+from shared.db.events import Rows, Stored
 from shared.model import NormalisedEvent
 
 
@@ -44,12 +44,8 @@ class Applied:
     notifications: list[Notification]  # what fan-out delivers
 
 
-def apply_batch(
-    conn: psycopg.Connection, incoming: list[Incoming] | Rows, letters: list[DeadLetter]
-) -> Applied:
-    """Apply inside the caller's transaction. ``incoming`` may come encoded already
-    (events.rows)."""
-    rows = incoming if isinstance(incoming, Rows) else events.rows(incoming)
+def apply_batch(conn: psycopg.Connection, rows: Rows, letters: list[DeadLetter]) -> Applied:
+    """Apply inside the caller's transaction; ``rows`` is events.rows(incoming)."""
     with conn.cursor() as cur:
         stored = events.insert_new(cur, rows)
         messages.apply_statuses(cur, stored)

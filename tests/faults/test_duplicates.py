@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from shared.db.apply import apply_batch
+from shared.db.events import rows
 from shared.envelope import Envelope, new_id
 from tests.faults.conftest import audit, settle
 from tests.faults.ledger import Expect, Ledger, message_state_errors
@@ -135,13 +136,13 @@ def test_two_transactions_on_one_message_at_once_end_in_the_right_state(rt, firs
     b = [i for k in second for i in _incoming(bodies[k])]
     with rt.pool.connection() as c1, rt.pool.connection() as c2:
         c1.execute("BEGIN")
-        apply_batch(c1, a, [])
+        apply_batch(c1, rows(a), [])
         pid2 = c2.info.backend_pid
         done = threading.Event()
 
         def second_txn() -> None:
             with c2.transaction():
-                apply_batch(c2, b, [])
+                apply_batch(c2, rows(b), [])
             done.set()
 
         t = threading.Thread(target=second_txn)
