@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,10 @@ from shared.providers import SOURCES
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = "5"
+# What a URL's event may be (e.g. "sms:message:status"). An unknown but plausible
+# name is queued and becomes a dead letter someone can read; anything else (a NUL,
+# which PostgreSQL cannot store even in a dead letter, a 10 kB path) is refused.
+_EVENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
 # Kept headers by their WSGI environ keys: read straight from the environ, a
 # tenth of what asking request.headers for each costs on the hot path.
 _KEPT_ENVIRON = tuple(
@@ -125,6 +130,9 @@ class Callbacks:
         policy = self.policies.get(source)
         if policy is None:
             return _error(404, f"unknown source {source!r}; known: {', '.join(sorted(SOURCES))}")
+        if event is not None and not _EVENT_NAME.fullmatch(event):
+            return _error(400, "event must be 1 to 100 letters, digits and . _ : - "
+                          "(e.g. sms:message:status)")
         # The request object itself, not the proxy: each proxy access costs a
         # lookup of the request context.
         req: Request = request._get_current_object()  # type: ignore[attr-defined]

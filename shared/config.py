@@ -12,7 +12,9 @@ class ConfigError(Exception):
     """A configuration value is missing or malformed; the message names the variable."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: int | None = None
+) -> int:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -22,6 +24,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {value}")
     return value
 
 
@@ -175,6 +179,9 @@ def _signature(suffix: str, given: dict[str, str], known: set[str]) -> Signature
 
 # Defaults of the outbound retry schedule, in seconds: 5 s, 5 min, 30 min, 2 h, 5 h,
 # 10 h, 14 h, 20 h, 24 h (about three days in all).
+# Ten times the default. A larger batch makes one long transaction and a long list of
+# envelopes that a lost lease sends back to be redone.
+MAX_BATCH_SIZE = 5000
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 
 
@@ -193,6 +200,9 @@ class Settings:
     signatures: dict[str, SignatureSpec] = field(default_factory=dict)
     max_body_bytes: int = 262144
     batch_size: int = 500
+    # A leased batch stops short of this many bytes (its oldest envelope always
+    # goes): parsed, a batch takes many times its bytes of worker memory.
+    batch_bytes: int = 2 * 1024 * 1024
     lease_seconds: int = 60
     max_attempts: int = 3
     db_pool_size: int = 4
@@ -271,7 +281,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         callback_tokens=_per_source(env, "HOOKLINE_CALLBACK_TOKEN_"),
         signatures=_signatures(env),
         max_body_bytes=_int(env, "HOOKLINE_MAX_BODY_BYTES", 262144),
-        batch_size=_int(env, "HOOKLINE_BATCH_SIZE", 500),
+        batch_size=_int(env, "HOOKLINE_BATCH_SIZE", 500, maximum=MAX_BATCH_SIZE),
+        batch_bytes=_int(env, "HOOKLINE_BATCH_BYTES", 2 * 1024 * 1024, minimum=65536),
         lease_seconds=_int(env, "HOOKLINE_LEASE_SECONDS", 60, minimum=5),
         max_attempts=_int(env, "HOOKLINE_MAX_ATTEMPTS", 3),
         db_pool_size=_int(env, "HOOKLINE_DB_POOL_SIZE", 4),

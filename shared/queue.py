@@ -35,12 +35,40 @@ MAX_BACKOFF_MS = 30000
 # request.
 KICK_TTL_MS = 2000
 
-_LEASE = """
+# Redis's Lua unpacks at most ~8,000 values and keeps the writes a failed script
+# made, so every push goes in slices and anything destructive comes last: a
+# script that fails must never have removed what it did not copy.
+_PUSH_SLICES = """
+local function push(cmd, key, items, first, last)
+  for i = first, last, 1000 do
+    redis.call(cmd, key, unpack(items, i, math.min(i + 999, last)))
+  end
+end
+"""
+
+# Up to n of the oldest envelopes, but no more bytes than ARGV[4] (the oldest one
+# always): the worker's parsed batch is many times its bytes.
+_LEASE = _PUSH_SLICES + """
 local n = tonumber(ARGV[1])
+local budget = tonumber(ARGV[4])
 local items = redis.call('LRANGE', KEYS[1], -n, -1)
-if #items == 0 then return items end
-redis.call('LTRIM', KEYS[1], 0, -n - 1)
-redis.call('RPUSH', KEYS[3], unpack(items))
+local count = #items
+if count == 0 then return items end
+local first, bytes = 1, 0
+for i = count, 1, -1 do
+  bytes = bytes + #items[i]
+  if bytes > budget and i < count then
+    first = i + 1
+    break
+  end
+end
+if first > 1 then
+  local kept = {}
+  for i = first, count do kept[#kept + 1] = items[i] end
+  items, count = kept, #kept
+end
+push('RPUSH', KEYS[3], items, 1, count)
+redis.call('LTRIM', KEYS[1], 0, -count - 1)
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 return items
 """
@@ -64,14 +92,15 @@ return moved
 # Release only a lease that is still ours. A batch that outlived its lease (its
 # worker stalled, e.g. waiting for PostgreSQL) was reclaimed: its envelopes are
 # back in the retry list already, and requeueing them again would duplicate them.
-_RELEASE = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('DEL', KEYS[2])
+_RELEASE = _PUSH_SLICES + """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
 if ARGV[2] == 'left' then
-  redis.call('LPUSH', KEYS[3], unpack(ARGV, 3))
+  push('LPUSH', KEYS[3], ARGV, 3, #ARGV)
 elseif ARGV[2] == 'right' then
-  redis.call('RPUSH', KEYS[3], unpack(ARGV, 3))
+  push('RPUSH', KEYS[3], ARGV, 3, #ARGV)
 end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 """
 
@@ -148,9 +177,10 @@ def recovered(client: redis.Redis) -> None:
 class Inbox:
     """Leases, releases and reclaims batches; one per worker process."""
 
-    def __init__(self, client: redis.Redis, lease_seconds: int) -> None:
+    def __init__(self, client: redis.Redis, lease_seconds: int, batch_bytes: int) -> None:
         self.client = client
         self.lease_seconds = lease_seconds
+        self.batch_bytes = batch_bytes
         self._lease = client.register_script(_LEASE)
         self._reclaim = client.register_script(_RECLAIM)
         self._release = client.register_script(_RELEASE)
@@ -160,7 +190,8 @@ class Inbox:
         source = RETRY if from_retry else INBOX
         deadline = time.time() + self.lease_seconds
         items = self._lease(
-            keys=[source, LEASES, LEASE_PREFIX + lease_id], args=[n, deadline, lease_id]
+            keys=[source, LEASES, LEASE_PREFIX + lease_id],
+            args=[n, deadline, lease_id, self.batch_bytes],
         )
         if not items:
             return None

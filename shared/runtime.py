@@ -53,7 +53,8 @@ class Runtime:
     @property
     def inbox(self) -> Inbox:
         if self._inbox is None:
-            self._inbox = Inbox(self.redis, self.settings.lease_seconds)
+            self._inbox = Inbox(
+                self.redis, self.settings.lease_seconds, self.settings.batch_bytes)
         return self._inbox
 
     def close(self) -> None:

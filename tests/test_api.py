@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ingest.app import create_app
+from shared import queue
 from tests.helpers import drain_all, enqueue, receipt
 
 AUTH = {"Authorization": "Bearer test-api-token"}
@@ -83,6 +84,17 @@ def test_dead_letters_newest_first_and_replay_after_fix(api, rt):
     letter = api.get("/v1/dead-letters?limit=500", headers=AUTH).get_json()["items"]
     replayed = next(i for i in letter if i["id"] == items[0]["id"])
     assert replayed["replay_ingest_id"] == resp.get_json()["id"]
+
+
+def test_a_replay_leaves_the_drain_to_the_schedulers_tick(api, rt):
+    # The replay cannot send a drain itself; a kick flag it claimed and left set
+    # would hold the tick's drain off for 2 s.
+    enqueue(rt, b'{"first": ')
+    drain_all(rt)
+    rt.redis.delete(queue.KICK)  # as the drain task that ran did
+    [item] = api.get("/v1/dead-letters", headers=AUTH).get_json()["items"]
+    assert api.post(f"/v1/dead-letters/{item['id']}/replay", headers=AUTH).status_code == 202
+    assert rt.redis.llen(queue.INBOX) == 1 and not rt.redis.exists(queue.KICK)
 
 
 def test_replay_of_unknown_dead_letter_is_404(api):

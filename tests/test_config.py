@@ -12,6 +12,8 @@ from shared import config
     ({"HOOKLINE_ALLOW_PRIVATE_ENDPOINTS": "maybe"}, "HOOKLINE_ALLOW_PRIVATE_ENDPOINTS"),
     ({"HOOKLINE_ALLOWED_IPS_COMAPI": "10.0.0.0/33"}, "HOOKLINE_ALLOWED_IPS_COMAPI"),
     ({"HOOKLINE_LOG_FORMAT": "xml"}, "HOOKLINE_LOG_FORMAT"),
+    ({"HOOKLINE_BATCH_SIZE": "5001"}, "HOOKLINE_BATCH_SIZE"),
+    ({"HOOKLINE_BATCH_BYTES": "1000"}, "HOOKLINE_BATCH_BYTES"),
 ])
 def test_bad_values_fail_naming_the_variable(env, name):
     with pytest.raises(config.ConfigError, match=name):
@@ -23,6 +25,8 @@ def test_defaults():
     assert s.max_body_bytes == 262144
     assert s.callback_token_for("comapi") is None
     assert s.retry_schedule[0] == 5 and s.retry_schedule[-1] == 86400
+    assert s.batch_size == 500 and s.batch_bytes == 2 * 1024 * 1024
+    assert config.load({"HOOKLINE_BATCH_SIZE": "5000"}).batch_size == 5000
 
 
 def test_per_source_callback_token():
@@ -38,3 +42,4 @@ def test_cli_fails_at_start_naming_the_variable(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["migrate"])
     assert "HOOKLINE_MAX_BODY_BYTES" in str(exc.value)
+

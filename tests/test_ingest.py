@@ -73,6 +73,22 @@ def test_event_from_the_url_travels_in_the_envelope(ingest):
     assert decode(inbox(r)[0]).event == "SENT"
 
 
+@pytest.mark.parametrize("event", ["%00", "sms:message%00", "x" * 101, "-x", "a%20b", "%C3%A9"])
+def test_an_event_that_is_no_plain_name_is_400_and_not_queued(ingest, event):
+    # A NUL could not even be stored in a dead letter: it looped in the retry list.
+    client, r, _ = ingest
+    resp = client.post(f"/callbacks/kaleyra-io/{event}", data=b"{}")
+    assert resp.status_code == 400 and "event must be" in resp.get_json()["error"]
+    assert inbox(r) == []
+
+
+@pytest.mark.parametrize("event", ["sms:message:status", "x" * 100, "v1.2_a-B"])
+def test_plain_event_names_are_queued(ingest, event):
+    client, r, _ = ingest
+    assert client.post(f"/callbacks/kaleyra-io/{event}", data=b"{}").status_code == 202
+    assert decode(inbox(r)[0]).event == event
+
+
 def test_ingest_does_not_parse_json(ingest):
     client, r, _ = ingest
     resp = client.post("/callbacks/kaleyra-rcs", data=b'{"type": "SENT",,,')

@@ -12,6 +12,7 @@ import pytest
 from shared import queue
 from shared.db import messages
 from shared.db.pool import make_pool
+from shared.envelope import Envelope, new_id
 from shared.model import NormalisedEvent
 from shared.providers import Format
 from tests.conftest import FIXTURES
@@ -127,6 +128,40 @@ def test_invalid_utf8_and_nul_become_dead_letters(rt):
         reasons = sorted(r[0] for r in conn.execute("SELECT reason FROM dead_letters"))
     assert len(reasons) == 2
     assert any("UTF-8" in r for r in reasons) and any("u0000" in r for r in reasons)
+
+
+def test_a_backslash_before_u0000_is_text_not_a_nul(rt):
+    enqueue(rt, receipt("SENT", note="\\u0000"))  # JSON "\\u0000": no NUL in it
+    drain_all(rt)
+    assert count(rt, "SELECT count(*) FROM dead_letters") == 0
+    assert message(rt)["status"] == "sent"
+
+
+def test_a_nul_in_an_envelopes_event_still_becomes_a_dead_letter(rt):
+    # Queued before ingest refused such names: PostgreSQL refuses NUL in text, and
+    # the letter that could not be stored went round the retry list for ever.
+    enqueue(rt, receipt("SENT"), source="kaleyra-io", event="sms\x00x")
+    drain_all(rt)
+    with rt.pool.connection() as conn:
+        event, reason = conn.execute("SELECT event, reason FROM dead_letters").fetchone()
+    assert event == "sms\\0x" and "sms\\x00x" in reason
+    assert rt.redis.llen(queue.RETRY) == 0 and rt.redis.hlen(queue.ATTEMPTS) == 0
+
+
+def test_a_retry_list_of_duplicates_is_drained_by_one_task(rt, monkeypatch):
+    # A worker killed between COMMIT and release: its whole lease comes back through
+    # the retry list and applies nothing. Taken for idleness, it drained 20 a tick.
+    from workers import tasks
+
+    monkeypatch.setattr(tasks, "send_drain", lambda: None)
+    raws = [Envelope(id=new_id(), source="kaleyra-rcs", event=None, received_at=time.time(),
+                     body=receipt("SENT", message_id=f"m-{i}")).encode() for i in range(100)]
+    rt.redis.lpush(queue.INBOX, *raws)
+    drain_all(rt)
+    rt.redis.lpush(queue.RETRY, *raws)
+    tasks.drain()
+    assert rt.redis.llen(queue.RETRY) == 0
+    assert count(rt, "SELECT count(*) FROM events") == 100
 
 
 def test_a_batch_whose_worker_died_is_reprocessed_exactly_once(make_rt):

@@ -10,6 +10,7 @@ retry list and, after ``max_attempts``, becomes a dead letter with its error.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ INFRA_ERRORS: tuple[type[BaseException], ...] = (
 # Lost a race with a concurrent batch: simply try the same batch again.
 RACE_ERRORS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 RACE_RETRIES = 3
+# \u0000 as an escape, not a literal backslash before "u0000" ("\\u0000" in JSON):
+# an odd run of backslashes.
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
 class BatchRejected(Exception):
@@ -106,7 +110,7 @@ def load_json(body: bytes) -> Any:
         raise ParseError(f"invalid JSON: {exc}") from None
     # PostgreSQL's jsonb cannot hold U+0000; better a clear dead letter than a
     # batch that fails at commit.
-    if b"\\u0000" in body:
+    if b"\\u0000" in body and _NUL_ESCAPE.search(body):
         raise ParseError("JSON contains \\u0000, which PostgreSQL cannot store")
     return doc
 

@@ -34,14 +34,21 @@ ON CONFLICT (ingest_id) DO NOTHING
 """
 
 
+def _text(value: str | None) -> str | None:
+    # PostgreSQL's text and jsonb refuse U+0000. A dead letter is the last place a
+    # callback can go, so nothing in it may make its insert fail; the body is bytea.
+    return value.replace("\x00", "\\0") if value and "\x00" in value else value
+
+
 def insert(cur: psycopg.Cursor, letters: list[DeadLetter]) -> None:
     if not letters:
         return
     cur.executemany(
         _INSERT,
         [
-            (d.ingest_id, d.source, d.event, d.reason, d.body, Jsonb(d.headers),
-             d.remote_addr, d.attempts, d.received_at)
+            (_text(d.ingest_id), _text(d.source), _text(d.event), _text(d.reason), d.body,
+             Jsonb({_text(k): _text(v) for k, v in d.headers.items()}),
+             _text(d.remote_addr), d.attempts, d.received_at)
             # Arrival order, so ids (and 'newest first') follow the inbox order.
             for d in letters
         ],
