@@ -24,6 +24,7 @@ from tests.fanout_helpers import (
     verify,
 )
 from tests.receiver import Reply
+from workers import fanout
 
 pytest_plugins = ("tests.fanout_fixtures",)  # receiver, frt, fast_rt, api
 
@@ -336,3 +337,57 @@ def test_the_payload_is_the_normalised_event(api, frt, receiver):
     assert data["occurred_at"].endswith("+00:00")
     (stored,) = rows(frt, "SELECT payload FROM deliveries")[0]
     assert orjson.loads(receiver.requests("/p")[0].body) == stored
+
+
+def test_a_result_postgresql_refuses_is_recorded_on_its_own(api, frt, receiver):
+    # One unstorable result (here a NaN Retry-After) sank its whole batch of up to
+    # 500 before: none recorded, every one sent again after its lease, for ever.
+    good = create_endpoint(api, receiver.url("/good"))
+    bad = create_endpoint(api, receiver.url("/bad"))
+    apply_receipts(frt, "SENT")
+    with frt.pool.connection() as conn:
+        claimed = {c.endpoint_id: c for c in deliveries.claim(
+            conn, 10, deliveries.ClaimRules(8, 50, lease=60))}
+    now = datetime.now(UTC)
+    c_good, c_bad = claimed[good["id"]], claimed[bad["id"]]
+    results = [
+        deliveries.Result(c_good.id, good["id"], c_good.token, now, 3, ok=True, status_code=200),
+        deliveries.Result(c_bad.id, bad["id"], c_bad.token, now, 3, ok=False, status_code=503,
+                          error="HTTP 503", retry_after=float("nan")),
+    ]
+    fanout.sender_for(frt)._write(results)
+    assert delivery_rows(frt, good["id"])[0][1:3] == ("succeeded", 1)
+    assert delivery_rows(frt, bad["id"])[0][1:3] == ("failed", 1)
+    [(error,)] = rows(frt, "SELECT error FROM delivery_attempts WHERE delivery_id = %s",
+                      c_bad.id)
+    assert "could not be stored" in error
+
+
+def test_an_undecryptable_secret_fails_its_own_deliveries_only(fast_rt, receiver):
+    # An endpoint saved under another HOOKLINE_SECRET_KEY (e.g. mid key change):
+    # opening its secret raised after the claim, stranding everyone's deliveries.
+    other = fast_rt(HOOKLINE_SECRET_KEY="another-key-0123456789abcdef")
+    stranger = create_endpoint(client_for(other), receiver.url("/stranger"))
+    rt = fast_rt()
+    ours = create_endpoint(client_for(rt), receiver.url("/ours"))
+    apply_receipts(rt, "SENT")
+    deliver(rt, until=lambda: delivery_rows(rt, stranger["id"])[0][2] >= 1)
+    deliver(rt, until=lambda: delivery_rows(rt, ours["id"])[0][1] == "succeeded")
+    assert receiver.requests("/stranger") == []
+    [(error,)] = rows(rt, "SELECT last_error FROM deliveries WHERE endpoint_id = %s",
+                      stranger["id"])
+    assert error.startswith("cannot sign")
+
+
+def test_deleting_an_endpoint_stops_what_is_queued_for_it(fast_rt, receiver):
+    rt = fast_rt(HOOKLINE_ENDPOINT_CONCURRENCY="1")
+    api = client_for(rt)
+    ep = create_endpoint(api, receiver.url("/doomed"))
+    receiver.default("/doomed", Reply(delay=0.3))
+    for i in range(6):
+        apply_receipts(rt, "SENT", message_id=f"m{i}")
+    fanout.dispatch(rt, budget=0.05)  # all six claimed into its lane, one in flight
+    assert api.delete(f"/v1/endpoints/{ep['id']}", headers=AUTH).status_code == 204
+    assert fanout.sender_for(rt).flush(10)
+    # What was in flight, and at most the one taken before its result was recorded.
+    assert len(receiver.requests("/doomed")) <= 2

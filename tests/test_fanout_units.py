@@ -307,9 +307,32 @@ def test_a_kept_connection_gets_the_whole_timeout_back(receiver):
 
 @pytest.mark.parametrize("value,expected", [
     ("5", 5.0), ("0", 1.0), ("99999", 3600.0), ("soon", None), (None, None), ("2.5", 2.5),
+    ("nan", None), ("inf", None), ("-inf", None),  # PostgreSQL's intervals refuse NaN
 ])
 def test_retry_after_is_bounded(value, expected):
     assert sender.retry_after_seconds(value, 3600.0) == expected
+
+
+def test_a_nul_in_a_bad_status_line_is_not_carried_into_the_error():
+    server = _listener()
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 2\x0000 OK\r\nContent-Length: 0\r\n\r\n")
+        conn.close()
+
+    t = threading.Thread(target=answer)
+    t.start()
+    pools = sender.Pools(timeout=2, allow_private=True, keep=2)
+    claimed = deliveries.Claimed("msg_1", "ep_1", f"http://127.0.0.1:{server.getsockname()[1]}/",
+                                 b"{}", [signing.new_secret()], token=None)
+    result = sender.attempt(claimed, pools, 60)
+    t.join()
+    server.close()
+    pools.close()
+    assert not result.ok and result.error.startswith("BadStatusLine")
+    assert "\x00" not in result.error and "\ufffd" in result.error
 
 
 def test_retry_after_as_an_http_date():

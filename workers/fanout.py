@@ -111,6 +111,13 @@ class Sender:
             self.outstanding += len(batch)
         self.lanes.add(batch)
 
+    def fail(self, c: Claimed, error: str) -> None:
+        """Record a failed attempt for a claim that cannot be sent."""
+        with self._cond:
+            self.outstanding += 1
+        self._results.put(Result(c.id, c.endpoint_id, c.token, datetime.now(UTC), 0,
+                                 ok=False, error=error))
+
     def _send_loop(self) -> None:
         while (c := self.lanes.take()) is not None:
             try:
@@ -150,8 +157,14 @@ class Sender:
     def _write(self, batch: list[Result]) -> None:
         for attempt_no in range(1, RECORD_RETRIES + 1):
             try:
-                with self.rt.pool.connection() as conn:
-                    recorded = deliveries.record(conn, batch, self.schedule, self.health_rules)
+                recorded = self._record(batch)
+                break
+            except psycopg.DataError as exc:
+                # One result PostgreSQL refuses must not sink the others, nor go
+                # unrecorded (its delivery would be sent again after every lease).
+                log.error("a batch of %d attempts was refused, recording one by one: %s",
+                          len(batch), exc, extra={"error": repr(exc), "count": len(batch)})
+                recorded = self._record_each(batch)
                 break
             except Exception as exc:
                 if attempt_no == RECORD_RETRIES:
@@ -163,6 +176,30 @@ class Sender:
         _account(batch, recorded)
         for endpoint_id in recorded.stopped:
             self._release(self.lanes.drop(endpoint_id))
+
+    def _record(self, batch: list[Result]) -> deliveries.Recorded:
+        with self.rt.pool.connection() as conn:
+            return deliveries.record(conn, batch, self.schedule, self.health_rules)
+
+    def _record_each(self, batch: list[Result]) -> deliveries.Recorded:
+        """Record results one at a time; one refused again is recorded as a plain
+        failed attempt that says why."""
+        total = deliveries.Recorded({}, {}, set())
+        for r in batch:
+            try:
+                try:
+                    part = self._record([r])
+                except psycopg.DataError as exc:
+                    part = self._record([deliveries.unrecordable(r, exc)])
+            except Exception as exc:
+                # Its claim's lease runs out and it goes again.
+                log.error("could not record attempt of %s: %s", r.delivery_id, exc,
+                          extra={"delivery_id": r.delivery_id, "error": repr(exc)})
+                continue
+            total.statuses.update(part.statuses)
+            total.disabled.update(part.disabled)
+            total.stopped |= part.stopped
+        return total
 
     def _release(self, claimed: list[Claimed]) -> None:
         """Claims queued for an endpoint that may not be sent to now go back
@@ -276,9 +313,17 @@ def dispatch(rt: runtime.Runtime, budget: float = DISPATCH_BUDGET_SECONDS,
 def claim_into(conn: psycopg.Connection, sender: Sender, limit: int) -> int:
     batch = deliveries.claim(conn, limit, sender.claim_rules)
     secrets = secretbox.box(runtime.get().settings.secret_key)
+    sendable: list[Claimed] = []
     for c in batch:
-        c.secrets = [secrets.open(s) for s in c.secrets]
-    sender.submit(batch)
+        try:
+            c.secrets = [secrets.open(s) for s in c.secrets]
+        except secretbox.SecretBoxError as exc:
+            # The claim has committed: raising here would strand the whole batch,
+            # other endpoints' deliveries too, until the lease ran out, every round.
+            sender.fail(c, f"cannot sign: {exc}")
+            continue
+        sendable.append(c)
+    sender.submit(sendable)
     return len(batch)
 
 

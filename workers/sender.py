@@ -16,6 +16,7 @@ import contextlib
 import email.utils
 import http.client
 import itertools
+import math
 import select
 import socket
 import ssl
@@ -268,6 +269,8 @@ def retry_after_seconds(value: str | None, maximum: float) -> float | None:
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         seconds = (when - datetime.now(UTC)).total_seconds()
+    if not math.isfinite(seconds):
+        return None  # "nan" parses as a float, and PostgreSQL's intervals refuse it
     return min(max(seconds, 1.0), maximum)
 
 
@@ -308,5 +311,9 @@ def attempt(c: Claimed, pools: Pools, max_retry_after: float) -> Result:
             result.retry_after = retry_after_seconds(answer.retry_after, max_retry_after)
         if not result.ok:
             result.error = f"HTTP {answer.status}"
+    if result.error and "\x00" in result.error:
+        # A receiver's bad status line is quoted in the error: a NUL in it would
+        # make the whole batch of results unrecordable.
+        result.error = result.error.replace("\x00", "\ufffd")
     result.duration_ms = int((time.perf_counter() - started) * 1000)
     return result

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -204,6 +204,12 @@ class Result:
     gone: bool = False                # 410: the endpoint is to be disabled
 
 
+def unrecordable(r: Result, exc: Exception) -> Result:
+    """``r`` without what the receiver sent, for a result PostgreSQL refused."""
+    return replace(r, response_body=None, retry_after=None,
+                   error=f"the attempt's outcome could not be stored: {type(exc).__name__}")
+
+
 _ATTEMPTS = """
 INSERT INTO delivery_attempts (delivery_id, attempted_at, duration_ms, status_code,
                                response_body, error)
@@ -261,7 +267,7 @@ def health(results: Sequence[Result]) -> list[endpoints.Health]:
 class Recorded:
     statuses: dict[str, str]  # delivery id -> new status (absent: the claim was stale)
     disabled: dict[str, str]  # endpoint id -> why it was disabled just now
-    stopped: set[str]         # endpoints paused or disabled: send nothing more to them now
+    stopped: set[str]         # endpoints paused, disabled or deleted: send nothing more to them now
 
 
 def record(conn: psycopg.Connection, results: Sequence[Result], schedule: Sequence[float],
@@ -291,7 +297,7 @@ def record(conn: psycopg.Connection, results: Sequence[Result], schedule: Sequen
             row = endpoints.apply_health(cur, h, rules)
             if row is not None and row[0]:
                 disabled[h.endpoint_id] = row[1]
-            if row is not None and row[2]:
+            if row is None or row[2]:  # no row: deleted while its deliveries were queued
                 stopped.add(h.endpoint_id)
     return Recorded(statuses, disabled, stopped)
 
