@@ -391,3 +391,25 @@ def test_deleting_an_endpoint_stops_what_is_queued_for_it(fast_rt, receiver):
     assert fanout.sender_for(rt).flush(10)
     # What was in flight, and at most the one taken before its result was recorded.
     assert len(receiver.requests("/doomed")) <= 2
+
+
+def test_healthy_but_slow_endpoints_cannot_starve_the_others(fast_rt, receiver):
+    # As many slow endpoints as threads / cap: before, they held every sending thread
+    # and every claim this process may hold, and the fast ones waited for their backlog.
+    rt = fast_rt(HOOKLINE_DELIVERY_THREADS="4", HOOKLINE_ENDPOINT_CONCURRENCY="1",
+                 HOOKLINE_DELIVERY_TIMEOUT="5")
+    api = client_for(rt)
+    for i in range(4):
+        create_endpoint(api, receiver.url(f"/slow{i}"))
+        receiver.default(f"/slow{i}", Reply(delay=1.2))
+    for i in range(3):
+        create_endpoint(api, receiver.url(f"/fast{i}"))
+    for i in range(12):
+        apply_receipts(rt, "SENT", message_id=f"m{i}")
+    started = time.monotonic()
+    deliver(rt, until=lambda: all(len(receiver.requests(f"/fast{i}")) == 12 for i in range(3)),
+            timeout=30, budget=0.1)
+    fast_done = time.monotonic() - started
+    slow_sent = sum(len(receiver.requests(f"/slow{i}")) for i in range(4))
+    # One round of slow answers (1.2 s) passes before they are known to be slow.
+    assert fast_done < 5, (fast_done, slow_sent)

@@ -122,6 +122,33 @@ def test_lanes_cap_each_endpoint_and_take_turns():
     assert lanes.close() == [] and lanes.take() is None
 
 
+def test_slow_endpoints_together_hold_at_most_their_threads():
+    lanes = Lanes(cap=2, slow_threads=3)
+    lanes.add(_claimed("a", 4) + _claimed("b", 4))
+    first = lanes.take(0.05)  # "a", while nothing is known of it
+    assert lanes.set_slow("a", True, keep=1) == _claimed("a", 4)[2:]  # beyond one queued
+    assert lanes.set_slow("b", True, keep=4) == []
+    assert lanes.slow_load() == 1 + 1 + 4  # the running send counts as slow from now on
+    taken = [lanes.take(0.05) for _ in range(3)]
+    assert sorted(c.id for c in taken if c) == ["a-1", "b-0"]
+    assert taken[2] is None  # "a" at its cap; 3 slow sends running: none may start
+    lanes.add(_claimed("fast", 2))
+    assert lanes.take(0.05).endpoint_id == "fast"  # the threads kept for the others
+    lanes.done(first.endpoint_id)
+    assert lanes.take(0.05).id == "b-1"
+    assert lanes.slow_load() == 3 + 2  # a-1, b-0, b-1 running; b-2, b-3 queued
+    assert lanes.set_slow("b", False, keep=0) == []  # no longer slow: nothing handed back
+    assert lanes.slow_load() == 1  # a-1: b's running sends no longer count as slow
+
+
+def test_slow_and_other_endpoints_take_turns_when_both_may_start():
+    lanes = Lanes(cap=4, slow_threads=4)
+    lanes.add(_claimed("s", 4) + _claimed("f", 4))
+    lanes.set_slow("s", True, keep=4)
+    taken = [lanes.take(0.05).endpoint_id for _ in range(4)]
+    assert sorted(taken) == ["f", "f", "s", "s"] and taken[0] != taken[1]
+
+
 def test_a_claim_that_overlapped_the_last_record_does_not_end_the_dispatch(
         api, fast_rt, receiver, monkeypatch):
     """A claim whose snapshot saw the endpoint at its cap finds nothing; if the
@@ -136,12 +163,12 @@ def test_a_claim_that_overlapped_the_last_record_does_not_end_the_dispatch(
     sender = fanout.sender_for(rt)
     overlapped: list[int] = []
 
-    def claim_during_the_last_record(conn, limit, rules):
+    def claim_during_the_last_record(conn, limit, rules, *slow):
         if sender.outstanding and not overlapped:
             overlapped.append(sender.outstanding)
             sender.flush(10)  # the recorder finishes while this claim "runs"...
             return []         # ...whose snapshot still saw the cap reached
-        return real(conn, limit, rules)
+        return real(conn, limit, rules, *slow)
 
     monkeypatch.setattr(deliveries, "claim", claim_during_the_last_record)
     _, idle = fanout.dispatch(rt, budget=10)

@@ -61,6 +61,13 @@ RECORD_RETRIES = 5
 # up to PREFETCH x the endpoint cap may be claimed per endpoint, and up to
 # PREFETCH x the thread count per process. Sends per endpoint stay at the cap.
 PREFETCH = 8
+# An endpoint whose answers take this long on average (exponentially weighted,
+# this process's view) is slow until the average falls below half of it. Slow
+# endpoints are claimed one round ahead only, hold at most half the process's
+# claims and all but a quarter of its threads: healthy but slow receivers cannot
+# starve the others, however many there are.
+SLOW_MS = 1000.0
+SLOW_WEIGHT = 0.3
 
 KICK_KEY = "hookline:fanout:kick"          # a dispatch is queued and not started yet
 RUNNING_KEY = "hookline:fanout:running"    # zset: running dispatches, scored by expiry
@@ -90,7 +97,11 @@ class Sender:
         self.health_rules = HealthRules(s.breaker_failures, s.breaker_cooldown,
                                         s.endpoint_disable_after_days * 86400)
         self.schedule = list(s.retry_schedule)
-        self.lanes = Lanes(s.endpoint_concurrency)
+        threads = s.delivery_threads
+        self.lanes = Lanes(s.endpoint_concurrency,
+                           slow_threads=max(1, threads - max(1, threads // 4)))
+        self._answer_ms: dict[str, float] = {}  # per endpoint, weighted average
+        self.slow: frozenset[str] = frozenset()
         self._results: stdqueue.Queue[Result | None] = stdqueue.Queue()
         self._cond = threading.Condition()
         self.outstanding = 0  # claimed by this process and not yet recorded
@@ -176,6 +187,33 @@ class Sender:
         _account(batch, recorded)
         for endpoint_id in recorded.stopped:
             self._release(self.lanes.drop(endpoint_id))
+        self._observe(batch)
+
+    def _observe(self, batch: list[Result]) -> None:
+        """Follow each endpoint's answer times; mark the slow ones."""
+        for r in batch:
+            before = self._answer_ms.get(r.endpoint_id)
+            self._answer_ms[r.endpoint_id] = avg = (
+                r.duration_ms if before is None
+                else before + SLOW_WEIGHT * (r.duration_ms - before))
+            was = r.endpoint_id in self.slow
+            if was == (avg >= (SLOW_MS / 2 if was else SLOW_MS)):
+                continue
+            # Replaced, never changed in place: the dispatch thread reads it.
+            self.slow = self.slow - {r.endpoint_id} if was else self.slow | {r.endpoint_id}
+            log.info("endpoint %s is %s (answers in %.0f ms on average)", r.endpoint_id,
+                     "no longer slow" if was else "slow", avg,
+                     extra={"endpoint_id": r.endpoint_id, "answer_ms": round(avg)})
+            self._release(self.lanes.set_slow(r.endpoint_id, not was, keep=self.lanes.cap))
+
+    def claim_slow(self) -> tuple[list[str], int]:
+        """The endpoints to claim as slow, and how many of each may be in flight
+        (none more while the slow ones hold half of what this process may claim)."""
+        slow = list(self.slow)
+        if not slow:
+            return slow, 0
+        full = self.lanes.slow_load() >= self.capacity // 2
+        return slow, 0 if full else self.lanes.cap
 
     def _record(self, batch: list[Result]) -> deliveries.Recorded:
         with self.rt.pool.connection() as conn:
@@ -311,7 +349,7 @@ def dispatch(rt: runtime.Runtime, budget: float = DISPATCH_BUDGET_SECONDS,
 
 
 def claim_into(conn: psycopg.Connection, sender: Sender, limit: int) -> int:
-    batch = deliveries.claim(conn, limit, sender.claim_rules)
+    batch = deliveries.claim(conn, limit, sender.claim_rules, *sender.claim_slow())
     secrets = secretbox.box(runtime.get().settings.secret_key)
     sendable: list[Claimed] = []
     for c in batch:

@@ -2,7 +2,10 @@
 
 At most ``cap`` sends per endpoint run at once, and threads take lanes in
 turn, so a slow endpoint's backlog holds at most ``cap`` threads and never
-stands in front of another endpoint's work.
+stands in front of another endpoint's work. Endpoints marked slow (their
+answers take long: the sender decides) may together hold at most
+``slow_threads`` threads, so however many of them there are, the rest of the
+threads stay for the others.
 """
 
 from __future__ import annotations
@@ -14,22 +17,41 @@ from shared.db.deliveries import Claimed
 
 
 class Lanes:
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, slow_threads: int | None = None) -> None:
         self.cap = cap
+        self.slow_threads = slow_threads
         self._cond = threading.Condition()
         self._queued: dict[str, deque[Claimed]] = {}
         self._running: dict[str, int] = {}
-        # Endpoints with queued work and a free slot, each listed once, in turn.
+        # Endpoints with queued work and a free slot, each listed once, in turn;
+        # slow ones in a line of their own.
         self._ready: deque[str] = deque()
+        self._ready_slow: deque[str] = deque()
         self._listed: set[str] = set()
+        self._slow: set[str] = set()
+        self._slow_running = 0  # sends running to slow endpoints
+        self._slow_turn = False  # both lines ready: they take turns
         self._closed = False
 
     def _list_if_ready(self, endpoint_id: str) -> None:
         if (endpoint_id not in self._listed and self._queued.get(endpoint_id)
                 and self._running.get(endpoint_id, 0) < self.cap):
-            self._ready.append(endpoint_id)
+            line = self._ready_slow if endpoint_id in self._slow else self._ready
+            line.append(endpoint_id)
             self._listed.add(endpoint_id)
             self._cond.notify()
+
+    def _slow_open(self) -> bool:
+        return bool(self._ready_slow) and (
+            self.slow_threads is None or self._slow_running < self.slow_threads)
+
+    def _line(self) -> deque[str] | None:
+        """The line to take from now, or None if nothing may start."""
+        slow = self._slow_open()
+        if slow and self._ready:
+            self._slow_turn = not self._slow_turn
+            return self._ready_slow if self._slow_turn else self._ready
+        return self._ready_slow if slow else (self._ready or None)
 
     def add(self, batch: list[Claimed]) -> None:
         with self._cond:
@@ -41,13 +63,17 @@ class Lanes:
     def take(self, timeout: float | None = None) -> Claimed | None:
         """The next delivery to send (blocks); None once closed or on the timeout."""
         with self._cond:
-            self._cond.wait_for(lambda: self._ready or self._closed, timeout)
-            if self._closed or not self._ready:
+            self._cond.wait_for(lambda: self._ready or self._slow_open() or self._closed,
+                                timeout)
+            line = None if self._closed else self._line()
+            if line is None:
                 return None
-            endpoint_id = self._ready.popleft()
+            endpoint_id = line.popleft()
             self._listed.discard(endpoint_id)
             item = self._queued[endpoint_id].popleft()
             self._running[endpoint_id] = self._running.get(endpoint_id, 0) + 1
+            if line is self._ready_slow:
+                self._slow_running += 1
             self._list_if_ready(endpoint_id)  # to the back of the line: fairness
             return item
 
@@ -56,9 +82,35 @@ class Lanes:
             self._running[endpoint_id] -= 1
             if not self._running[endpoint_id]:
                 del self._running[endpoint_id]
+            if endpoint_id in self._slow:
+                self._slow_running -= 1
+                if self._ready_slow:
+                    self._cond.notify()  # a slow lane may start again
             if not self._queued.get(endpoint_id):
                 self._queued.pop(endpoint_id, None)
             self._list_if_ready(endpoint_id)
+
+    def set_slow(self, endpoint_id: str, slow: bool, keep: int) -> list[Claimed]:
+        """Mark an endpoint slow or not. Made slow, what is queued for it beyond
+        ``keep`` is handed back (claimed for a fast endpoint, it would wait long)."""
+        with self._cond:
+            if slow == (endpoint_id in self._slow):
+                return []
+            (self._slow.add if slow else self._slow.discard)(endpoint_id)
+            # Its sends already running count from now on (or no longer).
+            self._slow_running += self._running.get(endpoint_id, 0) * (1 if slow else -1)
+            if endpoint_id in self._listed:
+                self._listed.discard(endpoint_id)
+                (self._ready if slow else self._ready_slow).remove(endpoint_id)
+            queued = self._queued.get(endpoint_id) or deque()
+            extra = [queued.pop() for _ in range(len(queued) - keep)] if slow else []
+            self._list_if_ready(endpoint_id)
+            return extra[::-1]
+
+    def slow_load(self) -> int:
+        """Deliveries of slow endpoints queued or being sent."""
+        with self._cond:
+            return self._slow_running + sum(len(self._queued.get(e) or ()) for e in self._slow)
 
     def drop(self, endpoint_id: str) -> list[Claimed]:
         """Take back what is queued for one endpoint (it was paused or disabled)."""
@@ -66,7 +118,8 @@ class Lanes:
             queued = self._queued.pop(endpoint_id, None) or deque()
             if endpoint_id in self._listed:
                 self._listed.discard(endpoint_id)
-                self._ready.remove(endpoint_id)
+                (self._ready_slow if endpoint_id in self._slow else self._ready
+                 ).remove(endpoint_id)
             return list(queued)
 
     def close(self) -> list[Claimed]:
@@ -76,6 +129,7 @@ class Lanes:
             left = [c for q in self._queued.values() for c in q]
             self._queued.clear()
             self._ready.clear()
+            self._ready_slow.clear()
             self._listed.clear()
             self._cond.notify_all()
             return left

@@ -121,7 +121,10 @@ _CLAIM = f"""
 WITH e AS (
     SELECT e.id, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at, e.ordered,
            -- A tripped breaker lets one probe through at a time.
-           (CASE WHEN e.consecutive_failures >= %(threshold)s THEN 1 ELSE %(cap)s END)
+           (CASE WHEN e.consecutive_failures >= %(threshold)s THEN 1
+                 -- Slow answers: claimed a round ahead only (workers.fanout).
+                 WHEN e.id = ANY(%(slow)s::text[]) THEN %(slow_cap)s
+                 ELSE %(cap)s END)
            -- In flight, counted up to the cap: more leaves nothing free either.
            - (SELECT count(*) FROM (
                   SELECT FROM deliveries f
@@ -161,13 +164,15 @@ class ClaimRules:
     lease: float            # seconds a claim holds before it falls due again
 
 
-def claim(conn: psycopg.Connection, limit: int, rules: ClaimRules) -> list[Claimed]:
-    """Claim up to ``limit`` due deliveries (commits)."""
+def claim(conn: psycopg.Connection, limit: int, rules: ClaimRules,
+          slow: Sequence[str] = (), slow_cap: int = 0) -> list[Claimed]:
+    """Claim up to ``limit`` due deliveries (commits); the endpoints in ``slow``
+    have at most ``slow_cap`` in flight instead of the rules' cap."""
     from shared.signing import active_secrets
 
     token = uuid.uuid4()
     params = dict(threshold=rules.breaker_failures, cap=rules.cap, limit=limit, token=token,
-                  lease=float(rules.lease))
+                  lease=float(rules.lease), slow=list(slow), slow_cap=slow_cap)
     with conn.transaction():
         conn.execute(f"SELECT {_ASYNC_COMMIT}, {_NO_BITMAP}, pg_advisory_xact_lock(%s, %s)",
                      _CLAIM_LOCK)
