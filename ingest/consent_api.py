@@ -47,6 +47,19 @@ def _choice(name: str, allowed: frozenset[str] | tuple[str, ...]) -> str | None:
     return value
 
 
+def _blocked_by(own: dict | None, every: dict | None) -> list[str]:
+    """The scope whose consent decides, if it is an opt-out. The newer of the
+    sender's row and the all-senders row decides (an opt-out on a tie): a START to
+    one sender after a STOP to all re-opens that sender, and only that one, as the
+    opted_in notification it sent says."""
+    rows = [(row["changed_at"], row["status"] != OPTED_OUT, scope)
+            for scope, row in (("sender", own), ("all", every)) if row is not None]
+    if not rows:
+        return []
+    _, opted_in, scope = max(rows, key=lambda r: (r[0], not r[1]))
+    return [] if opted_in else [scope]
+
+
 @bp.get("/subscriptions/<channel>/<sender>/<msisdn>")
 def get_subscription(channel: str, sender: str, msisdn: str) -> Response:
     """Whether sender may message msisdn on channel, and the consent history behind it."""
@@ -54,8 +67,7 @@ def get_subscription(channel: str, sender: str, msisdn: str) -> Response:
         found = subscriptions.status_of(conn, channel, sender, msisdn)
     own, every = found["sender"], found["all"]
     # Asked about sender '*' itself, its own row is the all-senders row.
-    scopes = (("sender", own), ("all", every)) if sender != ALL_SENDERS else (("all", every),)
-    blocked_by = [scope for scope, row in scopes if row is not None and row["status"] == OPTED_OUT]
+    blocked_by = _blocked_by(own, every) if sender != ALL_SENDERS else _blocked_by(None, every)
     return jsonify(
         channel=channel, sender=sender, msisdn=msisdn,
         status=own["status"] if own else "unknown",

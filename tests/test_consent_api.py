@@ -8,7 +8,7 @@ from urllib.parse import quote
 import pytest
 
 from ingest.app import create_app
-from shared.model import Consent
+from shared.model import Consent, ConsentScope
 from tests.consent_support import (
     EXPECTED,
     FIXTURES,
@@ -66,6 +66,21 @@ def test_all_scope_blocks_every_sender_on_the_channel_only(api, rt):
     assert doc["status"] == "opted_out"  # sender '*' is the all-senders row itself
     assert get(api, f"/v1/subscriptions/rcs/kio_rcs/{RECEIVER}")["status"] == "unknown"
     assert get(api, f"/v1/subscriptions/sms/Demo12/{RECEIVER}")["may_send"] is True
+
+
+def test_the_newer_of_sender_and_all_senders_consent_decides(api, rt):
+    # An all-senders STOP, then a START to one sender: that sender is re-opened (its
+    # opted_in notification went out), the others stay blocked. Before, the older
+    # all-senders row blocked it for good: no provider sends an all-senders opt-in.
+    url = "/v1/subscriptions/rcs/{}/+447700900001"
+    apply(rt, [consent_event(Consent.OPT_OUT, 0, "all", sender="*", scope=ConsentScope.ALL)])
+    apply(rt, [consent_event(Consent.OPT_IN, 10, "start", sender="agent_1", keyword=True)])
+    doc = get(api, url.format("agent_1"))
+    assert (doc["status"], doc["may_send"], doc["blocked_by"]) == ("opted_in", True, [])
+    assert get(api, url.format("agent_2"))["blocked_by"] == ["all"]
+    # A newer STOP to all blocks it again.
+    apply(rt, [consent_event(Consent.OPT_OUT, 20, "all2", sender="*", scope=ConsentScope.ALL)])
+    assert get(api, url.format("agent_1"))["blocked_by"] == ["all"]
 
 
 def test_sender_scope_blocks_that_sender_only(api, rt):
