@@ -208,6 +208,22 @@ def test_ordered_endpoint_keeps_the_order_of_one_message(api, frt, receiver):
     assert first_free < receiver.requests("/ordered")[-1].at
 
 
+@pytest.mark.parametrize("batches", [[("SENT", "DELIVERED", "READ")],
+                                     [("READ",), ("DELIVERED",), ("SENT",)]],
+                         ids=["one batch", "newest first, a batch each"])
+def test_ordered_endpoint_sends_equal_time_receipts_by_status_rank(api, frt, receiver, batches):
+    # Kaleyra.io stamps receipts to the second. Ordered by insertion, one batch went
+    # out by dedupe key (delivered, read, sent) and a receiver applying them in order
+    # ended on "sent" while the message was read.
+    ordered = create_endpoint(api, receiver.url("/ordered"), ordered=True)
+    for kinds in batches:
+        apply_receipts(frt, *kinds, offsets=(5.0,) * len(kinds))
+    deliver(frt, until=lambda: {r[1] for r in delivery_rows(frt, ordered["id"])}
+            == {"succeeded"})
+    got = [body(r)["type"] for r in receiver.requests("/ordered")]
+    assert got == ["message.sent", "message.delivered", "message.read"]
+
+
 def test_a_slow_endpoint_does_not_delay_a_fast_one(fast_rt, receiver):
     rt = fast_rt(HOOKLINE_ENDPOINT_CONCURRENCY="2", HOOKLINE_DELIVERY_TIMEOUT="5")
     api = client_for(rt)

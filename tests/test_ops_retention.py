@@ -66,6 +66,13 @@ def test_purge_deletes_only_old_rows_in_batches(make_rt):
     # The per-message summary is kept: a late receipt still ranks against it.
     assert count(rt, "SELECT count(*) FROM messages") == 11
 
+    # A disabled endpoint sends nothing: its unsent delivery no longer keeps the event.
+    with rt.pool.connection() as conn:
+        endpoints.update(conn, ep["id"], {"enabled": False})
+    with psycopg.connect(rt.settings.database_url, autocommit=True) as conn:
+        assert retention.purge(conn, cutoff).deleted["events"] == 1
+    assert "old-pending" not in {r for (r,) in _rows(rt, "SELECT message_id FROM events")}
+
 
 def _rows(rt, sql: str) -> list[tuple]:
     with rt.pool.connection() as conn:

@@ -25,6 +25,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from shared.db import arrays, endpoints
+from shared.model import STATUS_RANK
 
 if TYPE_CHECKING:
     from shared.db.apply import Notification
@@ -63,13 +64,20 @@ def _message_key(n: Notification) -> str | None:
     return f"{e.source}:{e.message_id}" if e.message_id else None
 
 
+def _rank(n: Notification) -> int:
+    # A receipt's status rank, so an ordered endpoint gets equal-time receipts in
+    # the order messages.status ranks them; other events (and transitions) 0.
+    status = n.event.status
+    return STATUS_RANK[status] if status is not None and n.type == n.event.type else 0
+
+
 _ENQUEUE = """
-INSERT INTO deliveries (endpoint_id, event_id, type, payload, message_key, occurred_at,
+INSERT INTO deliveries (endpoint_id, event_id, type, payload, message_key, occurred_at, rank,
                         next_attempt_at)
-SELECT e.id, n.event_id, n.type, n.payload::jsonb, n.message_key, n.occurred_at, now()
+SELECT e.id, n.event_id, n.type, n.payload::jsonb, n.message_key, n.occurred_at, n.rank, now()
 FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-            %b::text[], %b::timestamptz[])
-     AS n(event_id, type, payload, source, channel, sender, message_key, occurred_at)
+            %b::text[], %b::timestamptz[], %b::smallint[])
+     AS n(event_id, type, payload, source, channel, sender, message_key, occurred_at, rank)
 JOIN endpoints e ON e.enabled
     AND ('*' = ANY (e.event_types) OR n.type = ANY (e.event_types))
     AND (e.filter_source IS NULL OR n.source = ANY (e.filter_source))
@@ -91,6 +99,7 @@ def enqueue(cur: psycopg.Cursor, notes: Sequence[Notification]) -> int:
         arrays.text([e.source for e in events]), arrays.text([e.channel for e in events]),
         arrays.text([e.sender for e in events]), arrays.text([_message_key(n) for n in notes]),
         arrays.timestamptz([e.occurred_at for e in events]),
+        arrays.smallint([_rank(n) for n in notes]),
     ]).rowcount
 
 
@@ -113,7 +122,7 @@ _SENDABLE = """
         SELECT 1 FROM deliveries p
         WHERE p.endpoint_id = d.endpoint_id AND p.message_key = d.message_key
           AND p.status IN ('pending', 'failed')
-          AND (p.occurred_at, p.seq) < (d.occurred_at, d.seq)))
+          AND (p.occurred_at, p.rank, p.seq) < (d.occurred_at, d.rank, d.seq)))
 """
 _ENDPOINT_OPEN = "e.enabled AND (e.paused_until IS NULL OR e.paused_until <= now())"
 

@@ -1,11 +1,17 @@
 """Applies the plain SQL files in ``migrations/`` in order, each once.
 
 Safe to run from several processes at once: an advisory lock serialises them.
+A file runs in one transaction, unless its first line is ``-- hookline: no
+transaction``: then its statements (each ending with ``;`` at the end of a line)
+run one by one, so ``CREATE INDEX CONCURRENTLY`` can build an index on a busy
+table without blocking its writers. Such a file must be safe to run again from
+the top, since an interrupted run is not recorded.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from importlib import resources
 
 import psycopg
@@ -14,6 +20,8 @@ log = logging.getLogger(__name__)
 
 # An arbitrary constant shared by every hookline process that migrates.
 _LOCK_ID = 0x686F6F6B
+NO_TRANSACTION = "-- hookline: no transaction"
+_STATEMENT_END = re.compile(r";[ \t]*$", re.MULTILINE)
 
 _TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -29,6 +37,14 @@ def migration_files() -> list[tuple[str, str]]:
     return [(name.removesuffix(".sql"), (folder / name).read_text()) for name in names]
 
 
+def statements(sql: str) -> list[str]:
+    """The statements of a no-transaction file, without their comments-only pieces."""
+    pieces = (p.strip() for p in _STATEMENT_END.split(sql))
+    return [p for p in pieces
+            if any(line.strip() and not line.strip().startswith("--")
+                   for line in p.splitlines())]
+
+
 def migrate(database_url: str) -> list[str]:
     """Apply pending migrations; returns the versions applied now."""
     applied_now: list[str] = []
@@ -40,11 +56,17 @@ def migrate(database_url: str) -> list[str]:
             for version, sql in migration_files():
                 if version in done:
                     continue
-                with conn.transaction():
-                    conn.execute(sql)
-                    conn.execute(
-                        "INSERT INTO schema_migrations (version) VALUES (%s)", (version,)
-                    )
+                if sql.startswith(NO_TRANSACTION):
+                    for statement in statements(sql):
+                        conn.execute(statement)
+                    conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)",
+                                 (version,))
+                else:
+                    with conn.transaction():
+                        conn.execute(sql)
+                        conn.execute(
+                            "INSERT INTO schema_migrations (version) VALUES (%s)", (version,)
+                        )
                 log.info("applied migration %s", version, extra={"version": version})
                 applied_now.append(version)
         finally:

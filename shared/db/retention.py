@@ -6,7 +6,10 @@ workers apply new batches.
 
 * events, by received_at. Their status history, deliveries and delivery
   attempts go with them (ON DELETE CASCADE, each through an index). An event
-  with a delivery still pending or retrying is kept until that settles.
+  with a delivery still pending or retrying is kept until that settles, unless
+  the delivery's endpoint is disabled: disabled endpoints send nothing, and
+  their outbox would otherwise keep its events (and be walked by every purge)
+  for ever.
   Deduplication is the unique key on events: a duplicate of a purged event is
   applied again, so deduplication holds exactly as long as events are kept.
 * dead letters that were replayed before the cutoff. A dead letter never
@@ -38,7 +41,8 @@ _LOCK_ID = 0x686F6F6C
 def _events_sql(conn: psycopg.Connection) -> str:
     unsettled = ""
     if table_exists(conn, "deliveries"):
-        unsettled = """AND NOT EXISTS (SELECT 1 FROM deliveries d
+        unsettled = """AND NOT EXISTS (SELECT 1 FROM deliveries d JOIN endpoints en
+                       ON en.id = d.endpoint_id AND en.enabled
                        WHERE d.event_id = e.id AND d.status IN ('pending', 'failed'))"""
     return f"""
     DELETE FROM events WHERE id IN (
