@@ -176,6 +176,37 @@ class CpuMeter(threading.Thread):
         return sum(self.last[p] - self.first[p] for p in self.last)
 
 
+CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
+
+
+class CpuQuota:
+    """Holds processes to a fixed share of one CPU each (the cgroup v1 cpu controller,
+    as root): a scaling figure with the CPU per process held constant, free of the
+    cores the processes share with PostgreSQL."""
+
+    def __init__(self, fraction: float) -> None:
+        if not (CGROUP_CPU / "cpu.cfs_quota_us").exists():
+            sys.exit(f"--cpu-quota needs the cgroup v1 cpu controller at {CGROUP_CPU}")
+        self.fraction = fraction
+        self.groups: list[Path] = []
+
+    def confine(self, pid: int) -> None:
+        group = CGROUP_CPU / f"hookline-bench-{pid}"
+        group.mkdir(exist_ok=True)
+        period = int((group / "cpu.cfs_period_us").read_text())
+        (group / "cpu.cfs_quota_us").write_text(str(int(period * self.fraction)))
+        (group / "cgroup.procs").write_text(str(pid))  # every thread of the process
+        self.groups.append(group)
+
+    def close(self) -> None:
+        for group in self.groups:
+            for pid in (group / "cgroup.procs").read_text().split():
+                with contextlib.suppress(OSError):
+                    (CGROUP_CPU / "cgroup.procs").write_text(pid)
+            with contextlib.suppress(OSError):
+                group.rmdir()
+
+
 def tree(pid: int) -> Callable[[], list[int]]:
     """The pids of a process and all its descendants."""
 

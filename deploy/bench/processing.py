@@ -3,7 +3,11 @@ mixed callbacks to committed PostgreSQL state, against a Celery worker running
 one no-op task per event on the same machine.
 
     python deploy/bench/processing.py [--events 100000] [--processes 1 2]
-                                      [--variants current] [--rounds 1]
+                                      [--variants current] [--rounds 1] [--cpu-quota F]
+
+``--cpu-quota 0.35`` holds each worker pool process to 0.35 of one CPU (cgroup v1,
+root): scaling from 1 to 2 processes with the CPU per process held constant, so two
+cores shared with PostgreSQL are not what it measures.
 
 ``--variants current no-ahead before`` compares hookline with some of its
 optimisations undone (undo.py), runs interleaved, medians reported.
@@ -22,6 +26,7 @@ import psycopg
 import redis
 from common import (
     CpuMeter,
+    CpuQuota,
     PgBackends,
     RssSampler,
     hookline,
@@ -52,7 +57,8 @@ def drained(r: redis.Redis) -> bool:
     return d.inbox == 0 and d.retry == 0 and d.leases == 0
 
 
-def run_hookline(n: int, processes: int, variant: str = "current") -> dict[str, float]:
+def run_hookline(n: int, processes: int, variant: str = "current",
+                 cpu_quota: float | None = None) -> dict[str, float]:
     with services() as env:
         r = redis.Redis.from_url(env["REDIS_URL"])
         fill_inbox(r, n)
@@ -61,9 +67,13 @@ def run_hookline(n: int, processes: int, variant: str = "current") -> dict[str, 
                    "PYTHONPATH": str(Path(__file__).resolve().parent / "variants")}
         worker = hookline(["worker", "--concurrency", str(processes), "--metrics-port", "0",
                            "--loglevel", "warning"], env, f"/tmp/bench-worker-{processes}.log")
+        quota = CpuQuota(cpu_quota) if cpu_quota else None
         try:
             app = make_app(config.load(env))
             wait_ready(app)
+            if quota:
+                for pid in tree(worker.pid)()[1:]:  # the pool processes
+                    quota.confine(pid)
             sampler = RssSampler(worker.pid)
             sampler.start()
             backends = PgBackends(env["DATABASE_URL"])
@@ -81,6 +91,8 @@ def run_hookline(n: int, processes: int, variant: str = "current") -> dict[str, 
             peak = sampler.stop()
         finally:
             stop(worker)
+            if quota:
+                quota.close()
         with psycopg.connect(env["DATABASE_URL"]) as conn:
             events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
             letters = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
@@ -114,12 +126,14 @@ def run_noop(n: int) -> dict[str, float]:
 
 
 def run(events: int = 100_000, noop_tasks: int = 20_000, processes: tuple[int, ...] = (1, 2),
-        variants: tuple[str, ...] = ("current",), rounds: int = 1) -> dict:
+        variants: tuple[str, ...] = ("current",), rounds: int = 1,
+        cpu_quota: float | None = None) -> dict:
     runs: dict[tuple[int, str], list[dict[str, float]]] = {}
-    for procs in processes:
-        for _ in range(rounds):
+    for _ in range(rounds):
+        for procs in processes:
             for variant in variants:
-                runs.setdefault((procs, variant), []).append(run_hookline(events, procs, variant))
+                runs.setdefault((procs, variant), []).append(
+                    run_hookline(events, procs, variant, cpu_quota))
     hookline_runs = {key: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
                      for key, rs in runs.items()}
     return {"noop": run_noop(noop_tasks), "hookline": hookline_runs}
@@ -135,6 +149,8 @@ def report(res: dict) -> list[str]:
         scaling = f", scaling {r['callbacks_per_s'] / one['callbacks_per_s']:.2f}x of 1 " \
             f"process (linear {procs:.2f}x)" if one and procs > 1 else ""
         name = "" if variant == "current" else f" [{variant}]"
+        if res.get("cpu_quota"):
+            name += f" [each process held to {res['cpu_quota']:g} CPU]"
         lines.append(
             f"processing hookline{name} {procs} process(es): {r['callbacks_per_s']:.0f} "
             f"callbacks/s, {per:.0f}/s per process (target >= 10000), "
@@ -155,9 +171,11 @@ def main() -> None:
     p.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     p.add_argument("--variants", nargs="+", default=["current"], choices=VARIANTS)
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--cpu-quota", type=float, help="each pool process's share of one CPU")
     args = p.parse_args()
     res = run(args.events, args.noop_tasks, tuple(args.processes), tuple(args.variants),
-              args.rounds)
+              args.rounds, args.cpu_quota)
+    res["cpu_quota"] = args.cpu_quota
     print("\n".join(report(res)))
 
 
