@@ -224,6 +224,19 @@ def test_ordered_endpoint_sends_equal_time_receipts_by_status_rank(api, frt, rec
     assert got == ["message.sent", "message.delivered", "message.read"]
 
 
+def test_ordered_endpoint_sends_nothing_of_a_message_while_one_is_in_flight(api, frt, receiver):
+    # SENT arriving after DELIVERED (same second) orders before it: it must still
+    # wait while DELIVERED is being sent, or both are in flight at once.
+    create_endpoint(api, receiver.url("/ordered"), ordered=True)
+    rules = deliveries.ClaimRules(8, 50, lease=60)
+    apply_receipts(frt, "DELIVERED", offsets=(5.0,))
+    with frt.pool.connection() as conn:
+        assert len(deliveries.claim(conn, 10, rules)) == 1
+    apply_receipts(frt, "SENT", offsets=(5.0,))
+    with frt.pool.connection() as conn:
+        assert deliveries.claim(conn, 10, rules) == []
+
+
 def test_a_slow_endpoint_does_not_delay_a_fast_one(fast_rt, receiver):
     rt = fast_rt(HOOKLINE_ENDPOINT_CONCURRENCY="2", HOOKLINE_DELIVERY_TIMEOUT="5")
     api = client_for(rt)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -139,6 +140,22 @@ def test_slow_endpoints_together_hold_at_most_their_threads():
     assert lanes.slow_load() == 3 + 2  # a-1, b-0, b-1 running; b-2, b-3 queued
     assert lanes.set_slow("b", False, keep=0) == []  # no longer slow: nothing handed back
     assert lanes.slow_load() == 1  # a-1: b's running sends no longer count as slow
+
+
+def test_an_endpoint_no_longer_slow_wakes_a_thread_waiting_for_slow_room():
+    lanes = Lanes(cap=2, slow_threads=1)
+    lanes.add(_claimed("a", 1) + _claimed("b", 1))
+    lanes.set_slow("a", True, keep=1)
+    lanes.set_slow("b", True, keep=1)
+    first = lanes.take(0.05)  # the one slow thread is busy
+    got: list[Claimed | None] = []
+    waiter = threading.Thread(target=lambda: got.append(lanes.take(5)))
+    waiter.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    lanes.set_slow(first.endpoint_id, False, keep=0)  # its running send no longer counts
+    waiter.join(5)
+    assert got and got[0] is not None and time.monotonic() - started < 1
 
 
 def test_slow_and_other_endpoints_take_turns_when_both_may_start():

@@ -4,6 +4,7 @@ no-transaction files' indexes valid."""
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Iterator
 
 import psycopg
@@ -53,3 +54,23 @@ def test_an_interrupted_no_transaction_migration_runs_again_from_the_top(fresh_u
         conn.execute("DELETE FROM schema_migrations WHERE version = '006_order_rank'")
     assert migrate(fresh_url) == ["006_order_rank"]
     assert _valid(fresh_url, "messages_message_id") is True
+
+
+def test_two_migrations_at_once_both_succeed(fresh_url):
+    # The second used to wait inside pg_advisory_lock, holding a snapshot that the
+    # first's CREATE INDEX CONCURRENTLY waited out: PostgreSQL failed one of them.
+    out: dict[int, object] = {}
+
+    def run(i: int) -> None:
+        try:
+            out[i] = migrate(fresh_url)
+        except Exception as exc:
+            out[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(map(str, out.values())) == sorted(
+        [str([v for v, _ in migration_files()]), "[]"]), out

@@ -98,7 +98,10 @@ class Lanes:
                 return []
             (self._slow.add if slow else self._slow.discard)(endpoint_id)
             # Its sends already running count from now on (or no longer).
-            self._slow_running += self._running.get(endpoint_id, 0) * (1 if slow else -1)
+            running = self._running.get(endpoint_id, 0)
+            self._slow_running += running if slow else -running
+            if not slow and running and self._ready_slow:
+                self._cond.notify(running)  # room for that many slow sends again
             if endpoint_id in self._listed:
                 self._listed.discard(endpoint_id)
                 (self._ready if slow else self._ready_slow).remove(endpoint_id)

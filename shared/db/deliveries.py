@@ -115,14 +115,16 @@ class Claimed:
 
 # A delivery of endpoint ``e`` that may be sent now. Ordered endpoints: nothing
 # of a message goes while an earlier event of it to the same endpoint is still
-# pending or being retried.
+# pending or being retried, nor while another of its events is in flight (one
+# that arrived late may order before the one being sent).
 _SENDABLE = """
     d.endpoint_id = e.id AND d.status IN ('pending', 'failed') AND d.next_attempt_at <= now()
     AND (NOT e.ordered OR d.message_key IS NULL OR NOT EXISTS (
         SELECT 1 FROM deliveries p
         WHERE p.endpoint_id = d.endpoint_id AND p.message_key = d.message_key
           AND p.status IN ('pending', 'failed')
-          AND (p.occurred_at, p.rank, p.seq) < (d.occurred_at, d.rank, d.seq)))
+          AND ((p.occurred_at, p.rank, p.seq) < (d.occurred_at, d.rank, d.seq)
+               OR (p.claim_token IS NOT NULL AND p.next_attempt_at > now()))))
 """
 _ENDPOINT_OPEN = "e.enabled AND (e.paused_until IS NULL OR e.paused_until <= now())"
 

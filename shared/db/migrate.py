@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from importlib import resources
 
 import psycopg
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 # An arbitrary constant shared by every hookline process that migrates.
 _LOCK_ID = 0x686F6F6B
+LOCK_POLL_SECONDS = 0.2
 NO_TRANSACTION = "-- hookline: no transaction"
 _STATEMENT_END = re.compile(r";[ \t]*$", re.MULTILINE)
 
@@ -49,7 +51,11 @@ def migrate(database_url: str) -> list[str]:
     """Apply pending migrations; returns the versions applied now."""
     applied_now: list[str] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
+        # Polled, not waited for inside pg_advisory_lock: a waiting statement holds a
+        # snapshot, which CREATE INDEX CONCURRENTLY in the holder's migration waits
+        # out, and PostgreSQL breaks the deadlock by failing one of them.
+        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_ID,)).fetchone()[0]:
+            time.sleep(LOCK_POLL_SECONDS)
         try:
             conn.execute(_TABLE)
             done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}

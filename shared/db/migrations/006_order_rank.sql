@@ -7,7 +7,12 @@
 -- Ordered endpoints send one message's events by (occurred_at, rank, seq): on equal
 -- times a receipt goes by its status rank (SENT, DELIVERED, READ...), as messages.status
 -- does, not by insertion order, which a batch makes alphabetical by dedupe key.
+-- Adding the column is instant, but it waits for an exclusive lock, and every query
+-- on deliveries queues behind a waiting ALTER: better to fail (run it again) than
+-- to stall claims and drains behind a long transaction.
+SET lock_timeout = '5s';
 ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS rank smallint NOT NULL DEFAULT 0;
+RESET lock_timeout;
 DROP INDEX CONCURRENTLY IF EXISTS deliveries_order_rank;
 CREATE INDEX CONCURRENTLY deliveries_order_rank
     ON deliveries (endpoint_id, message_key, occurred_at, rank, seq)
