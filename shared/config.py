@@ -177,11 +177,11 @@ def _signature(suffix: str, given: dict[str, str], known: set[str]) -> Signature
     return SignatureSpec(given["HEADER"], algorithm, encoding, given["SECRET"])
 
 
-# Defaults of the outbound retry schedule, in seconds: 5 s, 5 min, 30 min, 2 h, 5 h,
-# 10 h, 14 h, 20 h, 24 h (about three days in all).
 # Ten times the default. A larger batch makes one long transaction and a long list of
 # envelopes that a lost lease sends back to be redone.
 MAX_BATCH_SIZE = 5000
+# Defaults of the outbound retry schedule, in seconds: 5 s, 5 min, 30 min, 2 h, 5 h,
+# 10 h, 14 h, 20 h, 24 h (about three days in all).
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 
 
