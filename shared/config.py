@@ -187,15 +187,17 @@ DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str | None = None
-    redis_url: str | None = None
-    broker_url: str | None = None
-    api_token: str | None = None
+    # Secrets (and URLs, which may carry passwords) stay out of repr(): a settings
+    # object in a log line or a traceback must not leak them.
+    database_url: str | None = field(default=None, repr=False)
+    redis_url: str | None = field(default=None, repr=False)
+    broker_url: str | None = field(default=None, repr=False)
+    api_token: str | None = field(default=None, repr=False)
     # Encrypts endpoint signing secrets at rest (shared.secretbox).
-    secret_key: str | None = None
-    callback_token: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+    callback_token: str | None = field(default=None, repr=False)
     # Per-source overrides, keyed by source_env_suffix(source).
-    callback_tokens: dict[str, str] = field(default_factory=dict)
+    callback_tokens: dict[str, str] = field(default_factory=dict, repr=False)
     # Callback signatures, keyed by source_env_suffix(source).
     signatures: dict[str, SignatureSpec] = field(default_factory=dict)
     max_body_bytes: int = 262144

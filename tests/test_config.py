@@ -43,3 +43,13 @@ def test_cli_fails_at_start_naming_the_variable(monkeypatch, capsys):
         cli.main(["migrate"])
     assert "HOOKLINE_MAX_BODY_BYTES" in str(exc.value)
 
+
+
+def test_secrets_stay_out_of_the_settings_repr():
+    s = config.load({"DATABASE_URL": "postgresql://u:pg-pass@db/x", "REDIS_URL": "redis://:r-pass@r",
+                     "HOOKLINE_API_TOKEN": "api-secret", "HOOKLINE_CALLBACK_TOKEN": "cb-secret",
+                     "HOOKLINE_CALLBACK_TOKEN_COMAPI": "cb2-secret",
+                     "HOOKLINE_SECRET_KEY": "key-secret-0123456789"})
+    assert s.api_token == "api-secret"
+    for secret in ("pg-pass", "r-pass", "api-secret", "cb-secret", "cb2-secret", "key-secret"):
+        assert secret not in repr(s)

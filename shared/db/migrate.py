@@ -3,9 +3,10 @@
 Safe to run from several processes at once: an advisory lock serialises them.
 A file runs in one transaction, unless its first line is ``-- hookline: no
 transaction``: then its statements (each ending with ``;`` at the end of a line;
-no such ``;`` inside comments, strings or function bodies) run one by one, so ``CREATE INDEX CONCURRENTLY`` can build an index on a busy
-table without blocking its writers. Such a file must be safe to run again from
-the top, since an interrupted run is not recorded.
+no such ``;`` inside comments, strings or function bodies) run one by one, so
+``CREATE INDEX CONCURRENTLY`` can build an index on a busy table without
+blocking its writers. Such a file must be safe to run again from the top, since
+an interrupted run is not recorded.
 """
 
 from __future__ import annotations
