@@ -224,6 +224,20 @@ def test_ordered_endpoint_sends_equal_time_receipts_by_status_rank(api, frt, rec
     assert got == ["message.sent", "message.delivered", "message.read"]
 
 
+def test_ordered_endpoint_keeps_one_partys_consent_transitions_in_order(api, frt, receiver):
+    from shared.model import Consent
+    from tests.consent_support import apply, consent_event
+
+    ep = create_endpoint(api, receiver.url("/ordered"), ordered=True,
+                         event_types=["subscription.opted_out", "subscription.opted_in"])
+    receiver.script("/ordered", Reply(500))  # the first to go fails once
+    apply(frt, [consent_event(Consent.OPT_OUT, 0, "stop", keyword=True)])
+    apply(frt, [consent_event(Consent.OPT_IN, 10, "start", keyword=True)])
+    deliver(frt, until=lambda: {r[1] for r in delivery_rows(frt, ep["id"])} == {"succeeded"})
+    got = [body(r)["type"] for r in receiver.requests("/ordered")]
+    assert got == ["subscription.opted_out"] * 2 + ["subscription.opted_in"]
+
+
 def test_ordered_endpoint_sends_nothing_of_a_message_while_one_is_in_flight(api, frt, receiver):
     # SENT arriving after DELIVERED (same second) orders before it: it must still
     # wait while DELIVERED is being sent, or both are in flight at once.

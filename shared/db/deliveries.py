@@ -25,7 +25,10 @@ import psycopg
 from psycopg.rows import dict_row
 
 from shared.db import arrays, endpoints
-from shared.model import STATUS_RANK
+from shared.model import STATUS_RANK, EventType
+
+_CONSENT_TYPES = frozenset({EventType.SUBSCRIPTION_OPTED_IN.value,
+                            EventType.SUBSCRIPTION_OPTED_OUT.value})
 
 if TYPE_CHECKING:
     from shared.db.apply import Notification
@@ -60,7 +63,11 @@ def payload(n: Notification) -> dict[str, Any]:
 
 
 def _message_key(n: Notification) -> str | None:
+    """What an ordered endpoint keeps in order: one message's events, or one
+    party's consent transitions (opted out, then in again, must not swap)."""
     e = n.event
+    if n.type in _CONSENT_TYPES:
+        return f"consent:{e.channel}:{e.sender}:{e.msisdn}"
     return f"{e.source}:{e.message_id}" if e.message_id else None
 
 
