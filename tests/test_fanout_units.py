@@ -101,18 +101,26 @@ def _listener() -> socket.socket:
     return server
 
 
+def _attempt_with(server: socket.socket, serve, allow_private: bool) -> deliveries.Result:
+    """One attempt at ``server`` while ``serve`` plays its side in a thread."""
+    t = threading.Thread(target=serve)
+    t.start()
+    pools = sender.Pools(timeout=2, allow_private=allow_private, keep=2)
+    claimed = deliveries.Claimed("msg_1", "ep_1", f"http://127.0.0.1:{server.getsockname()[1]}/",
+                                 b"{}", [signing.new_secret()], token=None)
+    try:
+        return sender.attempt(claimed, pools, 60)
+    finally:
+        t.join()
+        server.close()
+        pools.close()
+
+
 def test_send_time_guard_refuses_before_connecting():
     server = _listener()
     accepted: list[object] = []
     server.settimeout(0.5)
-    t = threading.Thread(target=lambda: accepted.append(_accept(server)))
-    t.start()
-    pools = sender.Pools(timeout=1, allow_private=False, keep=2)
-    claimed = deliveries.Claimed("msg_1", "ep_1", f"http://127.0.0.1:{server.getsockname()[1]}/",
-                                 b"{}", [signing.new_secret()], token=None)
-    result = sender.attempt(claimed, pools, 60)
-    t.join()
-    server.close()
+    result = _attempt_with(server, lambda: accepted.append(_accept(server)), allow_private=False)
     assert not result.ok and result.error.startswith("refused:") and "loopback" in result.error
     assert accepted == [None]  # no connection was ever opened
 
@@ -322,15 +330,7 @@ def test_a_nul_in_a_bad_status_line_is_not_carried_into_the_error():
         conn.sendall(b"HTTP/1.1 2\x0000 OK\r\nContent-Length: 0\r\n\r\n")
         conn.close()
 
-    t = threading.Thread(target=answer)
-    t.start()
-    pools = sender.Pools(timeout=2, allow_private=True, keep=2)
-    claimed = deliveries.Claimed("msg_1", "ep_1", f"http://127.0.0.1:{server.getsockname()[1]}/",
-                                 b"{}", [signing.new_secret()], token=None)
-    result = sender.attempt(claimed, pools, 60)
-    t.join()
-    server.close()
-    pools.close()
+    result = _attempt_with(server, answer, allow_private=True)
     assert not result.ok and result.error.startswith("BadStatusLine")
     assert "\x00" not in result.error and "\ufffd" in result.error
 
