@@ -36,10 +36,17 @@ class Lanes:
     def _list_if_ready(self, endpoint_id: str) -> None:
         if (endpoint_id not in self._listed and self._queued.get(endpoint_id)
                 and self._running.get(endpoint_id, 0) < self.cap):
-            line = self._ready_slow if endpoint_id in self._slow else self._ready
-            line.append(endpoint_id)
+            self._line_of(endpoint_id).append(endpoint_id)
             self._listed.add(endpoint_id)
             self._cond.notify()
+
+    def _line_of(self, endpoint_id: str) -> deque[str]:
+        return self._ready_slow if endpoint_id in self._slow else self._ready
+
+    def _unlist(self, endpoint_id: str) -> None:
+        if endpoint_id in self._listed:
+            self._listed.discard(endpoint_id)
+            self._line_of(endpoint_id).remove(endpoint_id)
 
     def _slow_open(self) -> bool:
         return bool(self._ready_slow) and (
@@ -96,15 +103,13 @@ class Lanes:
         with self._cond:
             if slow == (endpoint_id in self._slow):
                 return []
+            self._unlist(endpoint_id)  # from the line it is in now
             (self._slow.add if slow else self._slow.discard)(endpoint_id)
             # Its sends already running count from now on (or no longer).
             running = self._running.get(endpoint_id, 0)
             self._slow_running += running if slow else -running
             if not slow and running and self._ready_slow:
                 self._cond.notify(running)  # room for that many slow sends again
-            if endpoint_id in self._listed:
-                self._listed.discard(endpoint_id)
-                (self._ready if slow else self._ready_slow).remove(endpoint_id)
             queued = self._queued.get(endpoint_id) or deque()
             extra = [queued.pop() for _ in range(len(queued) - keep)] if slow else []
             self._list_if_ready(endpoint_id)
@@ -119,10 +124,7 @@ class Lanes:
         """Take back what is queued for one endpoint (it was paused or disabled)."""
         with self._cond:
             queued = self._queued.pop(endpoint_id, None) or deque()
-            if endpoint_id in self._listed:
-                self._listed.discard(endpoint_id)
-                (self._ready_slow if endpoint_id in self._slow else self._ready
-                 ).remove(endpoint_id)
+            self._unlist(endpoint_id)
             return list(queued)
 
     def close(self) -> list[Claimed]:

@@ -280,9 +280,9 @@ def _target(url: str) -> tuple[str, str, int, str]:
     return parts.scheme, parts.hostname or "", netguard.default_port(parts), target
 
 
-def _text(data: bytes) -> str:
+def _storable(text: str) -> str:
     # PostgreSQL text cannot hold NUL.
-    return data.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+    return text.replace("\x00", "\ufffd")
 
 
 def attempt(c: Claimed, pools: Pools, max_retry_after: float) -> Result:
@@ -304,16 +304,16 @@ def attempt(c: Claimed, pools: Pools, max_retry_after: float) -> Result:
         result.error = f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
     else:
         result.status_code = answer.status
-        result.response_body = _text(answer.body)
+        result.response_body = _storable(answer.body.decode("utf-8", errors="replace"))
         result.ok = 200 <= answer.status < 300
         result.gone = answer.status == 410
         if answer.status in (429, 503):
             result.retry_after = retry_after_seconds(answer.retry_after, max_retry_after)
         if not result.ok:
             result.error = f"HTTP {answer.status}"
-    if result.error and "\x00" in result.error:
+    if result.error:
         # A receiver's bad status line is quoted in the error: a NUL in it would
         # make the whole batch of results unrecordable.
-        result.error = result.error.replace("\x00", "\ufffd")
+        result.error = _storable(result.error)
     result.duration_ms = int((time.perf_counter() - started) * 1000)
     return result
