@@ -8,6 +8,7 @@ from flask import Blueprint, Response, abort, current_app, jsonify, request
 
 from ingest.auth import presented_token, token_ok
 from shared.db import dead_letters, messages
+from shared.db.paging import Page
 from shared.replay import replay
 from shared.runtime import Runtime
 from shared.timeutil import parse_timestamp
@@ -93,7 +94,7 @@ def _letter_json(d: dict) -> dict:
 def list_dead_letters() -> Response:
     with rt().pool.connection() as conn:
         rows = dead_letters.list_recent(
-            conn, page_limit(), before_id=arg_int("before"), source=request.args.get("source"),
+            conn, Page(page_limit(), arg_int("before")), source=request.args.get("source"),
             reason=request.args.get("reason"), since=arg_time("since"), until=arg_time("until"),
         )
     items = [_letter_json(r) for r in rows]

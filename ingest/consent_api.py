@@ -17,14 +17,15 @@ from flask import Blueprint, Response, abort, jsonify, request
 from ingest import api
 from shared.consent import ALL_SENDERS, OPTED_IN, OPTED_OUT
 from shared.db import event_feed, inbound, subscriptions
+from shared.db.paging import Page, Party
 from shared.model import EVENT_TYPES
 
 bp = Blueprint("consent_api", __name__, url_prefix="/v1")
 bp.before_request(api._authenticate)
 
 
-# One page of a list: (connection, limit, ?before=) -> rows, newest first.
-PageQuery = Callable[[psycopg.Connection, int, int | None], list[dict[str, Any]]]
+# One page of a list: (connection, ?limit= and ?before=) -> rows, newest first.
+PageQuery = Callable[[psycopg.Connection, Page], list[dict[str, Any]]]
 
 
 def _newest_first(id_key: str, query: PageQuery) -> Response:
@@ -35,7 +36,7 @@ def _newest_first(id_key: str, query: PageQuery) -> Response:
     """
     limit = api.page_limit()
     with api.rt().pool.connection() as conn:
-        items = query(conn, limit, api.arg_int("before"))
+        items = query(conn, Page(limit, api.arg_int("before")))
     nxt = items[-1][id_key] if len(items) == limit else None
     return jsonify(items=items, next_before=nxt)
 
@@ -45,6 +46,11 @@ def _choice(name: str, allowed: frozenset[str] | tuple[str, ...]) -> str | None:
     if value is not None and value not in allowed:
         abort(400, f"{name} must be one of {', '.join(sorted(allowed))}")
     return value
+
+
+def _party() -> Party:
+    args = request.args
+    return Party(args.get("channel"), args.get("sender"), args.get("msisdn"))
 
 
 def _blocked_by(own: dict | None, every: dict | None) -> list[str]:
@@ -82,27 +88,20 @@ def get_subscription(channel: str, sender: str, msisdn: str) -> Response:
 @bp.get("/subscriptions")
 def list_subscriptions() -> Response:
     """Subscriptions, newest first; with ?status=opted_out the suppression list."""
-    return _newest_first("id", lambda conn, limit, before: subscriptions.list_page(
-        conn, limit, before_id=before, channel=request.args.get("channel"),
-        sender=request.args.get("sender"), msisdn=request.args.get("msisdn"),
-        status=_choice("status", (OPTED_IN, OPTED_OUT)),
-    ))
+    return _newest_first("id", lambda conn, page: subscriptions.list_page(
+        conn, page, _party(), status=_choice("status", (OPTED_IN, OPTED_OUT))))
 
 
 @bp.get("/inbound")
 def list_inbound() -> Response:
     """Inbound messages (text, response, location, media), newest first."""
-    return _newest_first("event_id", lambda conn, limit, before: inbound.list_page(
-        conn, limit, before_id=before, channel=request.args.get("channel"),
-        sender=request.args.get("sender"), msisdn=request.args.get("msisdn"),
-        source=request.args.get("source"),
-    ))
+    return _newest_first("event_id", lambda conn, page: inbound.list_page(
+        conn, page, _party(), source=request.args.get("source")))
 
 
 @bp.get("/events")
 def list_events() -> Response:
     """Normalised events, newest first; ?since= bounds the receipt time."""
-    return _newest_first("id", lambda conn, limit, before: event_feed.list_page(
-        conn, limit, before_id=before, type_=_choice("type", EVENT_TYPES),
-        source=request.args.get("source"), since=api.arg_time("since"),
-    ))
+    return _newest_first("id", lambda conn, page: event_feed.list_page(
+        conn, page, type_=_choice("type", EVENT_TYPES), source=request.args.get("source"),
+        since=api.arg_time("since")))

@@ -10,7 +10,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from shared.db.paging import equals, fetch_page, newest_first
+from shared.db.paging import Page, equals, fetch_page, newest_first
 
 
 @dataclass(slots=True)
@@ -67,18 +67,12 @@ _FILTERS = (
 _RECENT = newest_first("dead_letters", _COLUMNS, "id", *_FILTERS)
 
 
-def list_recent(
-    conn: psycopg.Connection,
-    limit: int,
-    before_id: int | None = None,
-    source: str | None = None,
-    reason: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-) -> list[dict[str, Any]]:
-    """Newest first; ``before_id`` pages (keyset, stable under inserts)."""
-    return fetch_page(conn, _RECENT, limit, before_id, source=source, reason=reason,
-                      since=since, until=until)
+def list_recent(conn: psycopg.Connection, page: Page, source: str | None = None,
+                reason: str | None = None, since: datetime | None = None,
+                until: datetime | None = None) -> list[dict[str, Any]]:
+    """Newest first, keyset-paged (stable under inserts)."""
+    return fetch_page(conn, _RECENT, page, source=source, reason=reason, since=since,
+                      until=until)
 
 
 def get(conn: psycopg.Connection, letter_id: int) -> dict[str, Any] | None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 
-from shared.db.paging import equals, fetch_page, newest_first
+from shared.db.paging import Page, equals, fetch_page, newest_first
 
 # The raw body is left out: it is large, and the ingest id traces back to it.
 _COLUMNS = "id, type, source, channel, message_id, sender, msisdn, status, provider_status, " \
@@ -16,13 +16,7 @@ _PAGE = newest_first("events", _COLUMNS, "id", equals("type"), equals("source"),
                      "(%(since)s::timestamptz IS NULL OR received_at >= %(since)s)")
 
 
-def list_page(
-    conn: psycopg.Connection,
-    limit: int,
-    before_id: int | None = None,
-    type_: str | None = None,
-    source: str | None = None,
-    since: datetime | None = None,
-) -> list[dict[str, Any]]:
+def list_page(conn: psycopg.Connection, page: Page, type_: str | None = None,
+              source: str | None = None, since: datetime | None = None) -> list[dict[str, Any]]:
     """Newest first by id, keyset-paged; ``since`` bounds received_at."""
-    return fetch_page(conn, _PAGE, limit, before_id, type=type_, source=source, since=since)
+    return fetch_page(conn, _PAGE, page, type=type_, source=source, since=since)

@@ -14,7 +14,7 @@ import psycopg
 
 from shared.db import arrays
 from shared.db.events import Stored
-from shared.db.paging import equals, fetch_page, newest_first
+from shared.db.paging import Page, Party, equals, fetch_page, newest_first
 from shared.model import EventType
 
 CONTENT = ("text", "response", "location", "media", "carrier_id")
@@ -61,15 +61,7 @@ _PAGE = newest_first("inbound_messages", _COLUMNS, "event_id", equals("channel")
                      equals("sender"), equals("msisdn"), equals("source"))
 
 
-def list_page(
-    conn: psycopg.Connection,
-    limit: int,
-    before_id: int | None = None,
-    channel: str | None = None,
-    sender: str | None = None,
-    msisdn: str | None = None,
-    source: str | None = None,
-) -> list[dict[str, Any]]:
-    """Newest first (by event id), keyset-paged with ``before_id``."""
-    return fetch_page(conn, _PAGE, limit, before_id, channel=channel, sender=sender,
-                      msisdn=msisdn, source=source)
+def list_page(conn: psycopg.Connection, page: Page, party: Party,
+              source: str | None = None) -> list[dict[str, Any]]:
+    """Newest first (by event id), keyset-paged."""
+    return fetch_page(conn, _PAGE, page, **party.params(), source=source)

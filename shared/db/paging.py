@@ -6,10 +6,33 @@ so one fixed SQL text serves every combination of filters.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+
+
+@dataclass(frozen=True)
+class Page:
+    """Which page of a newest-first list: at most ``limit`` rows, those with a key below
+    ``before`` when it is given."""
+
+    limit: int
+    before: int | None = None
+
+
+@dataclass(frozen=True)
+class Party:
+    """The channel, sender and msisdn filters of the lists kept per party (inbound
+    messages, subscriptions); None leaves one off."""
+
+    channel: str | None = None
+    sender: str | None = None
+    msisdn: str | None = None
+
+    def params(self) -> dict[str, str | None]:
+        return asdict(self)
 
 
 def equals(column: str) -> str:
@@ -29,8 +52,8 @@ def newest_first(table: str, columns: str, key: str, *filters: str) -> str:
 
 
 def fetch_page(
-    conn: psycopg.Connection, sql: str, limit: int, before_id: int | None, /, **filters: Any
+    conn: psycopg.Connection, sql: str, page: Page, /, **filters: Any
 ) -> list[dict[str, Any]]:
     """Run a :func:`newest_first` query; ``filters`` are its parameters by name."""
-    params = {"before": before_id, **filters, "limit": limit}
+    params = {"before": page.before, **filters, "limit": page.limit}
     return conn.cursor(row_factory=dict_row).execute(sql, params).fetchall()

@@ -33,7 +33,7 @@ from psycopg.rows import dict_row
 from shared.consent import ALL_SENDERS, OPTED_OUT, STATUS, TRANSITION_TYPE
 from shared.db import arrays
 from shared.db.events import Stored
-from shared.db.paging import equals, fetch_page, newest_first
+from shared.db.paging import Page, Party, equals, fetch_page, newest_first
 from shared.model import ConsentScope, NormalisedEvent
 
 log = logging.getLogger(__name__)
@@ -221,16 +221,8 @@ _PAGE = newest_first("subscriptions", _COLUMNS, "id", equals("channel"),
                      equals("msisdn"), equals("status"))
 
 
-def list_page(
-    conn: psycopg.Connection,
-    limit: int,
-    before_id: int | None = None,
-    channel: str | None = None,
-    sender: str | None = None,
-    msisdn: str | None = None,
-    status: str | None = None,
-) -> list[dict[str, Any]]:
+def list_page(conn: psycopg.Connection, page: Page, party: Party,
+              status: str | None = None) -> list[dict[str, Any]]:
     """Newest first by id, keyset-paged. A ``sender`` filter also matches the
     all-senders rows (sender '*'), since those apply to every sender."""
-    return fetch_page(conn, _PAGE, limit, before_id, channel=channel, sender=sender,
-                      msisdn=msisdn, status=status)
+    return fetch_page(conn, _PAGE, page, **party.params(), status=status)
