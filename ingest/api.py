@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any, TypeVar
 
+import psycopg
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 
 from ingest.auth import presented_token, token_ok
@@ -34,32 +37,47 @@ def _authenticate() -> Response | None:
     return None
 
 
-def page_limit() -> int:
+T = TypeVar("T")
+# One page of a list: (connection, ?limit= and ?before=) -> rows, newest first.
+PageQuery = Callable[[psycopg.Connection, Page], list[dict[str, Any]]]
+
+
+def _arg(name: str, parse: Callable[[str], T], error: str | None = None) -> T | None:
+    """?name= parsed, None when it is absent. A value ``parse`` refuses is a 400 that names
+    the parameter, in ``error``'s words when given, else in the parser's."""
+    raw = request.args.get(name)
+    if raw is None:
+        return None
     try:
-        limit = int(request.args.get("limit", 100))
-    except ValueError:
-        abort(400, "limit must be an integer")
-    return max(1, min(MAX_PAGE, limit))
+        return parse(raw)
+    except ValueError as exc:
+        abort(400, f"{name} {error}" if error else f"{name}: {exc}")
 
 
 def arg_int(name: str) -> int | None:
-    raw = request.args.get(name)
-    if raw is None:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        abort(400, f"{name} must be an integer")
+    return _arg(name, int, "must be an integer")
 
 
 def arg_time(name: str) -> datetime | None:
-    raw = request.args.get(name)
-    if raw is None:
-        return None
-    try:
-        return parse_timestamp(raw)
-    except ValueError as exc:
-        abort(400, f"{name}: {exc}")
+    return _arg(name, parse_timestamp)
+
+
+def page_limit() -> int:
+    limit = arg_int("limit")
+    return max(1, min(MAX_PAGE, 100 if limit is None else limit))
+
+
+def newest_first(id_key: str, query: PageQuery) -> Response:
+    """A page of rows and ``next_before`` (the last row's ``id_key``) when it is full.
+
+    ``query`` reads its own filters from the request, after ?limit= and ?before=: with
+    several bad parameters, the 400 names the first in that order.
+    """
+    limit = page_limit()
+    with rt().pool.connection() as conn:
+        items = query(conn, Page(limit, arg_int("before")))
+    nxt = items[-1][id_key] if len(items) == limit else None
+    return jsonify(items=items, next_before=nxt)
 
 
 @bp.get("/messages/<message_id>")
@@ -92,14 +110,13 @@ def _letter_json(d: dict) -> dict:
 
 @bp.get("/dead-letters")
 def list_dead_letters() -> Response:
-    with rt().pool.connection() as conn:
+    def letters(conn: psycopg.Connection, page: Page) -> list[dict[str, Any]]:
         rows = dead_letters.list_recent(
-            conn, Page(page_limit(), arg_int("before")), source=request.args.get("source"),
-            reason=request.args.get("reason"), since=arg_time("since"), until=arg_time("until"),
-        )
-    items = [_letter_json(r) for r in rows]
-    nxt = items[-1]["id"] if len(items) == page_limit() else None
-    return jsonify(items=items, next_before=nxt)
+            conn, page, source=request.args.get("source"), reason=request.args.get("reason"),
+            since=arg_time("since"), until=arg_time("until"))
+        return [_letter_json(r) for r in rows]
+
+    return newest_first("id", letters)
 
 
 @bp.post("/dead-letters/<int:letter_id>/replay")

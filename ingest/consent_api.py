@@ -8,37 +8,16 @@ are listed but do not decide it, since a message's category is not known here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-import psycopg
 from flask import Blueprint, Response, abort, jsonify, request
 
 from ingest import api
 from shared.consent import ALL_SENDERS, OPTED_IN, OPTED_OUT
 from shared.db import event_feed, inbound, subscriptions
-from shared.db.paging import Page, Party
+from shared.db.paging import Party
 from shared.model import EVENT_TYPES
 
 bp = Blueprint("consent_api", __name__, url_prefix="/v1")
 bp.before_request(api._authenticate)
-
-
-# One page of a list: (connection, ?limit= and ?before=) -> rows, newest first.
-PageQuery = Callable[[psycopg.Connection, Page], list[dict[str, Any]]]
-
-
-def _newest_first(id_key: str, query: PageQuery) -> Response:
-    """A page of rows and ``next_before`` (the last row's ``id_key``) when it is full.
-
-    ``query`` reads its own filters from the request, after ?limit= and ?before=: with
-    several bad parameters, the 400 names the first in that order.
-    """
-    limit = api.page_limit()
-    with api.rt().pool.connection() as conn:
-        items = query(conn, Page(limit, api.arg_int("before")))
-    nxt = items[-1][id_key] if len(items) == limit else None
-    return jsonify(items=items, next_before=nxt)
 
 
 def _choice(name: str, allowed: frozenset[str] | tuple[str, ...]) -> str | None:
@@ -88,20 +67,20 @@ def get_subscription(channel: str, sender: str, msisdn: str) -> Response:
 @bp.get("/subscriptions")
 def list_subscriptions() -> Response:
     """Subscriptions, newest first; with ?status=opted_out the suppression list."""
-    return _newest_first("id", lambda conn, page: subscriptions.list_page(
+    return api.newest_first("id", lambda conn, page: subscriptions.list_page(
         conn, page, _party(), status=_choice("status", (OPTED_IN, OPTED_OUT))))
 
 
 @bp.get("/inbound")
 def list_inbound() -> Response:
     """Inbound messages (text, response, location, media), newest first."""
-    return _newest_first("event_id", lambda conn, page: inbound.list_page(
+    return api.newest_first("event_id", lambda conn, page: inbound.list_page(
         conn, page, _party(), source=request.args.get("source")))
 
 
 @bp.get("/events")
 def list_events() -> Response:
     """Normalised events, newest first; ?since= bounds the receipt time."""
-    return _newest_first("id", lambda conn, page: event_feed.list_page(
+    return api.newest_first("id", lambda conn, page: event_feed.list_page(
         conn, page, type_=_choice("type", EVENT_TYPES), source=request.args.get("source"),
         since=api.arg_time("since")))

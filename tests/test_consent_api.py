@@ -186,3 +186,25 @@ def test_events_feed_filters_and_pages(api, rt):
     assert len(get(api, f"/v1/events?before={first['next_before']}")["items"]) == 1
     assert api.get("/v1/events?type=message.bogus", headers=AUTH).status_code == 400
     assert api.get("/v1/events?since=yesterday", headers=AUTH).status_code == 400
+
+
+@pytest.mark.parametrize("url,error", [
+    ("/v1/events?limit=ten", "limit must be an integer"),
+    ("/v1/events?limit=", "limit must be an integer"),
+    ("/v1/inbound?before=x", "before must be an integer"),
+    ("/v1/events?since=yesterday", "since: not an ISO-8601 timestamp: 'yesterday'"),
+    ("/v1/dead-letters?until=soon", "until: not an ISO-8601 timestamp: 'soon'"),
+    # ?limit= and ?before= are read first, then the list's own filters.
+    ("/v1/subscriptions?status=maybe&before=x", "before must be an integer"),
+])
+def test_a_bad_query_parameter_is_a_400_that_names_it(api, url, error):
+    resp = api.get(url, headers=AUTH)
+    assert resp.status_code == 400 and resp.get_json()["error"] == error, resp.get_json()
+
+
+def test_limit_defaults_to_100_and_is_clamped(api, rt):
+    ingest(rt, "kaleyra-rcs/dr_sent.json", "kaleyra-rcs/dr_read.json")
+    assert len(get(api, "/v1/events?limit=0")["items"]) == 1
+    assert len(get(api, "/v1/events?limit=-5")["items"]) == 1
+    assert len(get(api, "/v1/events")["items"]) == 2
+    assert get(api, "/v1/events?limit=1")["next_before"] is not None
