@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,19 @@ def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
     proc.wait(timeout)
 
 
+def hookline(argv: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path = ROOT
+             ) -> subprocess.Popen:
+    """`hookline *argv`, its stdout and stderr written to the file ``log``."""
+    with log.open("w") as out:  # the child has a descriptor of its own
+        return subprocess.Popen([*HOOKLINE, *argv], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=cwd)
+
+
+def ingest_args(port: int, workers: int) -> list[str]:
+    """`hookline ingest` on 127.0.0.1:``port`` with ``workers`` server processes."""
+    return ["ingest", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+
+
 @contextmanager
 def running_stack(
     env: dict[str, str], logdir: Path, worker_args: Sequence[str] = ()
@@ -68,15 +81,11 @@ def running_stack(
     """ingest + worker + scheduler as in production, logging into ``logdir``; yields the
     ingest base URL once /readyz answers, and stops all three on exit."""
     port = free_port()
-    procs = []
-    for name, argv in (
-        ("ingest", ["ingest", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]),
+    procs = [hookline(argv, env, logdir / f"{name}.log") for name, argv in (
+        ("ingest", ingest_args(port, 1)),
         ("worker", ["worker", "--concurrency", "2", *worker_args]),
         ("scheduler", ["scheduler", "--schedule", str(logdir / "beat")]),
-    ):
-        out = (logdir / f"{name}.log").open("w")
-        procs.append(subprocess.Popen([*HOOKLINE, *argv], env=env, stdout=out,
-                                      stderr=subprocess.STDOUT, cwd=ROOT))
+    )]
     base = f"http://127.0.0.1:{port}"
     wait_http(f"{base}/readyz")
     try:

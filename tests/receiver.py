@@ -135,6 +135,12 @@ class Receiver:
                     pytest.fail(f"receiver got {len(got)} of {count} requests to {path}")
                 self._lock.wait(left)
 
+    def __enter__(self) -> Receiver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self._stopping.set()
         self._server.shutdown()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import time
 
 import httpx
@@ -13,7 +12,7 @@ import psutil
 import pytest
 
 from tests.helpers import receipt
-from tests.procs import HOOKLINE, free_port, running_stack, stop, wait_for, wait_http
+from tests.procs import free_port, hookline, running_stack, stop, wait_for, wait_http
 
 
 def post_reverse_with_duplicates(base: str, message_id: str, token: str) -> float:
@@ -40,10 +39,8 @@ def test_hookline_dev_on_the_embedded_default(tmp_path):
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "REDIS_URL") and not k.startswith("HOOKLINE_")}
     port = free_port()
-    log = (tmp_path / "dev.log").open("w+")
-    proc = subprocess.Popen(
-        [*HOOKLINE, "dev", "--data-dir", str(tmp_path / "data"), "--port", str(port),
-         "--no-flower"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    proc = hookline(["dev", "--data-dir", str(tmp_path / "data"), "--port", str(port),
+                     "--no-flower"], env, tmp_path / "dev.log", cwd=tmp_path)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_http(f"{base}/readyz", timeout=60)

@@ -22,9 +22,8 @@ RUN = uuid.uuid4().hex[:8]
 
 @pytest.fixture(scope="module")
 def receiver():
-    r = Receiver()
-    yield r
-    r.close()
+    with Receiver() as r:
+        yield r
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from shared import queue
 from shared.prom import observe_many
 from tests.conftest import wait_for
 from tests.helpers import drain_all, enqueue, receipt
-from tests.procs import HOOKLINE, ROOT, free_port, stop, wait_http
+from tests.procs import free_port, hookline, ingest_args, stop, wait_http
 from workers import metrics, queues
 from workers.celery_app import make_app
 
@@ -90,10 +90,8 @@ def test_drain_counts_applied_duplicates_and_dead_letters(rt):
 
 
 def _worker(base_env: dict, tmp_path, port: int, **env: str) -> subprocess.Popen:
-    log = (tmp_path / "worker.log").open("w")
-    return subprocess.Popen(
-        [*HOOKLINE, "worker", "--concurrency", "2", "--metrics-port", str(port)],
-        env={**base_env, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    return hookline(["worker", "--concurrency", "2", "--metrics-port", str(port)],
+                    {**base_env, **env}, tmp_path / "worker.log")
 
 
 def test_worker_metrics_add_up_across_its_pool_processes(make_rt, base_env, tmp_path):
@@ -157,10 +155,7 @@ def test_worker_without_the_variable_uses_a_temporary_directory(base_env, tmp_pa
 @pytest.fixture
 def ingest_two_workers(base_env, tmp_path):
     port = free_port()
-    log = (tmp_path / "ingest.log").open("w")
-    proc = subprocess.Popen(
-        [*HOOKLINE, "ingest", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-        env=base_env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    proc = hookline(ingest_args(port, 2), base_env, tmp_path / "ingest.log")
     base = f"http://127.0.0.1:{port}"
     wait_http(f"{base}/healthz")
     yield base
@@ -231,11 +226,8 @@ def test_an_ingest_process_that_stops_keeps_the_counts_it_noted(base_env, tmp_pa
     # stop within that second must write them on its way out, or they are lost.
     prom = tmp_path / "prom"
     port = free_port()
-    with (tmp_path / "ingest.log").open("w") as log:
-        proc = subprocess.Popen(
-            [*HOOKLINE, "ingest", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            env={**base_env, "PROMETHEUS_MULTIPROC_DIR": str(prom)}, stdout=log,
-            stderr=subprocess.STDOUT, cwd=ROOT)
+    proc = hookline(ingest_args(port, 1), {**base_env, "PROMETHEUS_MULTIPROC_DIR": str(prom)},
+                    tmp_path / "ingest.log")
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz")
         n = 20

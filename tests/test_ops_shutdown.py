@@ -6,14 +6,13 @@ from __future__ import annotations
 import random
 import signal
 import socket
-import subprocess
 import time
 
 from shared import queue
 from shared.envelope import Envelope, new_id
 from tests.conftest import wait_for
 from tests.helpers import drain_all, receipt
-from tests.procs import HOOKLINE, ROOT, free_port, wait_http
+from tests.procs import free_port, hookline, ingest_args, wait_http
 from tests.test_ops_metrics import send_drains
 
 CALLBACKS = 3000
@@ -33,11 +32,8 @@ def test_sigterm_during_a_drain_leaves_no_lease_and_loses_nothing(make_rt, base_
                        body=receipt("DELIVERED", message_id=f"sd-{i}"))
         pipe.lpush(queue.INBOX, env.encode())
     pipe.execute()
-    log = (tmp_path / "worker.log").open("w")
-    proc = subprocess.Popen(
-        [*HOOKLINE, "worker", "--concurrency", "2", "--metrics-port", "0"],
-        env={**base_env, "HOOKLINE_BATCH_SIZE": "10"}, stdout=log, stderr=subprocess.STDOUT,
-        cwd=ROOT)
+    proc = hookline(["worker", "--concurrency", "2", "--metrics-port", "0"],
+                    {**base_env, "HOOKLINE_BATCH_SIZE": "10"}, tmp_path / "worker.log")
     try:
         send_drains(rt, 2)
         # Mid-drain: batches are leased and some have committed.
@@ -67,11 +63,8 @@ def test_sigterm_during_a_drain_leaves_no_lease_and_loses_nothing(make_rt, base_
 def _warm_shutdown_seconds(rt, base_env, log_path, name: str) -> float:
     """Start a worker, flood it with tiny tasks, SIGTERM it at some moment of the
     flood; how long it takes to exit."""
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [*HOOKLINE, "worker", "--concurrency", "2", "--metrics-port", "0",
-             "--hostname", f"{name}@shutdown"],
-            env=base_env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    proc = hookline(["worker", "--concurrency", "2", "--metrics-port", "0",
+                     "--hostname", f"{name}@shutdown"], base_env, log_path)
     try:
         send_drains(rt, 3000)  # an empty inbox: each drain takes about a millisecond
         wait_for(lambda: " ready." in log_path.read_text(), timeout=30)
@@ -97,10 +90,7 @@ def test_warm_shutdown_under_a_flood_of_tasks_takes_seconds_not_thirty(rt, base_
 
 def test_sigterm_lets_ingest_answer_requests_in_flight(base_env, rt, tmp_path):
     port = free_port()
-    log = (tmp_path / "ingest.log").open("w")
-    proc = subprocess.Popen(
-        [*HOOKLINE, "ingest", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-        env=base_env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    proc = hookline(ingest_args(port, 2), base_env, tmp_path / "ingest.log")
     body = receipt("SENT", message_id="in-flight")
     head = (b"POST /callbacks/kaleyra-rcs HTTP/1.1\r\nHost: hookline\r\n"
             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
