@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 
 class ConfigError(Exception):
     """A configuration value is missing or malformed; the message names the variable."""
 
 
-def _int(
-    env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: int | None = None
-) -> int:
+Number = TypeVar("Number", int, float)
+
+
+def _set(env: Mapping[str, str], name: str) -> str | None:
+    """The variable's value, None when it is unset or blank (blank means the default)."""
     raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    return None if raw is None or raw.strip() == "" else raw
+
+
+def _bounded(name: str, value: Number, minimum: Number, maximum: Number | None = None) -> Number:
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
     if maximum is not None and value > maximum:
@@ -29,22 +30,34 @@ def _int(
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
+def _number(env: Mapping[str, str], name: str, parse: Callable[[str], Number],
+            kind: str) -> Number | None:
+    """The variable as ``parse`` reads it (``kind`` names what it must be), None when it
+    is unset or blank."""
+    raw = _set(env, name)
+    if raw is None:
+        return None
     try:
-        value = float(raw)
+        return parse(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-    return value
+        raise ConfigError(f"{name} must be {kind}, got {raw!r}") from None
+
+
+def _int(
+    env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: int | None = None
+) -> int:
+    value = _number(env, name, int, "an integer")
+    return default if value is None else _bounded(name, value, minimum, maximum)
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    value = _number(env, name, float, "a number")
+    return default if value is None else _bounded(name, value, minimum)
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
+    raw = _set(env, name)
+    if raw is None:
         return default
     lowered = raw.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -65,8 +78,8 @@ def _words(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple
 
 
 def _schedule(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
+    raw = _set(env, name)
+    if raw is None:
         return default
     try:
         values = tuple(float(v) for v in raw.split(",") if v.strip())
