@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import glob
 import os
@@ -16,13 +17,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psutil
 import psycopg
 
-ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
 from shared.db.migrate import migrate  # noqa: E402
@@ -35,16 +38,8 @@ def services() -> Iterator[dict[str, str]]:
     DATABASE_URL / REDIS_URL are set, embedded otherwise."""
     stack = contextlib.ExitStack()
     with stack:
-        base = os.environ.get("DATABASE_URL")
-        if not base:
-            pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="hl-bench-pg-")))
-            base = pg.start()
-            stack.callback(pg.stop)
-        redis_url = os.environ.get("REDIS_URL")
-        if not redis_url:
-            r = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="hl-bench-redis-")))
-            redis_url = r.start()
-            stack.callback(r.stop)
+        base = _service(stack, "DATABASE_URL", EmbeddedPostgres, "hl-bench-pg-")
+        redis_url = _service(stack, "REDIS_URL", EmbeddedRedis, "hl-bench-redis-")
         name = f"hookline_bench_{secrets.token_hex(3)}"
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
@@ -58,6 +53,19 @@ def services() -> Iterator[dict[str, str]]:
         env.update(DATABASE_URL=url, REDIS_URL=redis_url, HOOKLINE_LOG_FORMAT="text",
                    HOOKLINE_API_TOKEN="bench")
         yield env
+
+
+def _service(stack: contextlib.ExitStack, variable: str,
+             embedded: type[EmbeddedPostgres | EmbeddedRedis], prefix: str) -> str:
+    """The URL the variable names, else an embedded server's in a new temporary folder,
+    stopped when ``stack`` closes."""
+    url = os.environ.get(variable)
+    if url:
+        return url
+    server = embedded(Path(tempfile.mkdtemp(prefix=prefix)))
+    url = server.start()
+    stack.callback(server.stop)
+    return url
 
 
 def _drop(base: str, name: str) -> None:
@@ -79,6 +87,41 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def stopping(procs: list[subprocess.Popen]) -> Iterator[list[subprocess.Popen]]:
+    """The processes, stopped when the block ends, however it ends."""
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            stop(p)
+
+
+@contextlib.contextmanager
+def fast_receiver(threads: int = 32) -> Iterator[tuple[int, int]]:
+    """fast_receiver.py (the customer endpoint that answers 200 at once) in a process of its
+    own with ``threads`` blocking threads; yields its port and pid once it answers."""
+    port = free_port()
+    rx = subprocess.Popen([sys.executable, str(HERE / "fast_receiver.py"), str(port),
+                           str(threads)], cwd=HERE,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with stopping([rx]):
+        wait_http(f"http://127.0.0.1:{port}/", timeout=30)
+        yield port, rx.pid
+
+
+R = TypeVar("R")
+
+
+def cli(run: Callable[..., R], report: Callable[[R], list[str]], **defaults: float) -> None:
+    """A benchmark's command line: a --flag for each keyword of ``defaults`` (of its
+    default's type), ``run`` called with them, its report printed."""
+    p = argparse.ArgumentParser()
+    for name, default in defaults.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+    print("\n".join(report(run(**vars(p.parse_args())))))
 
 
 class RssSampler(threading.Thread):

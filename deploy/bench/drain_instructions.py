@@ -17,12 +17,11 @@ PostgreSQL's own work is not counted here (processing.py measures its CPU).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
-from common import callgrind_threads, require_valgrind, services
+from common import callgrind_threads, cli, require_valgrind, services
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -86,11 +85,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         _child()
         return
-    p = argparse.ArgumentParser()
-    p.add_argument("--events", type=int, default=2000)
-    p.add_argument("--warm", type=int, default=1000)
-    args = p.parse_args()
-    print("\n".join(report(run(args.events, args.warm))))
+    cli(run, report, events=2000, warm=1000)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,8 @@ server in this one. Runs alternate (3 fast, with slow, 3 fast, ...).
 
 from __future__ import annotations
 
-import argparse
 import secrets
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,12 +25,12 @@ from common import (
     CpuMeter,
     PgBackends,
     RssSampler,
-    free_port,
+    cli,
+    fast_receiver,
     hookline,
     services,
-    stop,
+    stopping,
     tree,
-    wait_http,
     wait_ready,
 )
 
@@ -120,7 +117,7 @@ def run_once(events: int, slow: bool, fast_port: int, rx_pid: int) -> dict[str, 
             _fill_outbox(env, events, urls)
             worker = hookline(["worker", "--concurrency", "1", "--metrics-port", "0",
                                "--loglevel", "warning"], env, "/tmp/bench-fanout-worker.log")
-            try:
+            with stopping([worker]):
                 app = make_app(config.load(env))
                 wait_ready(app)
                 rss, cpu = RssSampler(worker.pid), CpuMeter(tree(worker.pid))
@@ -143,8 +140,6 @@ def run_once(events: int, slow: bool, fast_port: int, rx_pid: int) -> dict[str, 
                 used, peak = cpu.stop(), rss.stop()
                 rx_used, pg_used = rx_cpu.stop(), pg_cpu.stop()
                 backends.close()
-            finally:
-                stop(worker)
     finally:
         if slow_rx:
             slow_rx.close()
@@ -156,17 +151,11 @@ def run_once(events: int, slow: bool, fast_port: int, rx_pid: int) -> dict[str, 
 def run(events: int = 5000, rounds: int = 1, quick: bool = False) -> dict[str, dict]:
     if quick:
         events = min(events, 500)
-    port = free_port()
-    rx = subprocess.Popen([sys.executable, str(HERE / "fast_receiver.py"), str(port)], cwd=HERE,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs: dict[str, list[dict[str, float]]] = {"fast": [], "with_slow": []}
-    try:
-        wait_http(f"http://127.0.0.1:{port}/", timeout=30)
+    with fast_receiver() as (port, rx_pid):
         for _ in range(rounds):
-            runs["fast"].append(run_once(events, False, port, rx.pid))
-            runs["with_slow"].append(run_once(events, True, port, rx.pid))
-    finally:
-        stop(rx)
+            runs["fast"].append(run_once(events, False, port, rx_pid))
+            runs["with_slow"].append(run_once(events, True, port, rx_pid))
     out = {k: {m: statistics.median(r[m] for r in rs) for m in rs[0]} for k, rs in runs.items()}
     out["ratio"] = {"fast_rate": out["with_slow"]["fast_per_s"] / out["fast"]["fast_per_s"]}
     return out
@@ -187,11 +176,7 @@ def report(res: dict[str, dict]) -> list[str]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--events", type=int, default=5000)
-    p.add_argument("--rounds", type=int, default=1)
-    args = p.parse_args()
-    print("\n".join(report(run(args.events, args.rounds))))
+    cli(run, report, events=5000, rounds=1)
 
 
 if __name__ == "__main__":

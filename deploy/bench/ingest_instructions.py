@@ -18,7 +18,6 @@ scheduler, the caches or the neighbours.
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import re
@@ -27,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import require_valgrind, services
+from common import cli, require_valgrind, services
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -114,10 +113,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         _child(sys.argv[2], int(sys.argv[3]))
         return
-    p = argparse.ArgumentParser()
-    p.add_argument("--requests", type=int, default=1000)
-    args = p.parse_args()
-    print("\n".join(report(run(args.requests))))
+    cli(run, report, requests=1000)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from common import (
     hookline,
     redis_server,
     services,
-    stop,
+    stopping,
     tree,
     wait_http,
 )
@@ -94,16 +94,15 @@ def run(seconds: int = 10, rounds: int = 2, connections: int = 32,
         r = redis.Redis.from_url(env["REDIS_URL"])
         urls, procs = start_servers(env, server_args)
         try:
-            for url in urls.values():
-                wrk(url, 2, connections)  # warm-up: connections, imports, caches
-            runs: dict[str, list[dict[str, float]]] = {"hookline": [], "bare": []}
-            for _ in range(rounds):
-                for (name, url), proc in zip(urls.items(), procs, strict=True):
-                    runs[name].append(_metered(url, seconds, connections, proc.pid, env))
-                    r.flushdb()  # keep the shared Redis small between rounds
+            with stopping(procs):
+                for url in urls.values():
+                    wrk(url, 2, connections)  # warm-up: connections, imports, caches
+                runs: dict[str, list[dict[str, float]]] = {"hookline": [], "bare": []}
+                for _ in range(rounds):
+                    for (name, url), proc in zip(urls.items(), procs, strict=True):
+                        runs[name].append(_metered(url, seconds, connections, proc.pid, env))
+                        r.flushdb()  # keep the shared Redis small between rounds
         finally:
-            for p in procs:
-                stop(p)
             r.flushdb()
     result = {name: _mean(rs) for name, rs in runs.items()}
     result["ratio"] = {"rps": result["hookline"]["rps"] / result["bare"]["rps"]}
@@ -130,15 +129,17 @@ def _mean(rs: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def _server_line(name: str, r: dict[str, float]) -> str:
+    return (f"ingest {name}: {r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, "
+            f"p99 {r['p99_ms']:.2f} ms (rounds {r['rounds_rps']}, non-2xx {r['non_2xx']}); "
+            f"CPU per request: server {r['server_cpu_us']:.0f} us, "
+            f"Redis {r['redis_cpu_us']:.0f} us")
+
+
 def report(res: dict[str, dict]) -> list[str]:
-    h, b = res["hookline"], res["bare"]
+    h = res["hookline"]
     return [
-        f"ingest hookline: {h['rps']:.0f} req/s, p50 {h['p50_ms']:.2f} ms, "
-        f"p99 {h['p99_ms']:.2f} ms (rounds {h['rounds_rps']}, non-2xx {h['non_2xx']}); CPU "
-        f"per request: server {h['server_cpu_us']:.0f} us, Redis {h['redis_cpu_us']:.0f} us",
-        f"ingest bare LPUSH app: {b['rps']:.0f} req/s, p50 {b['p50_ms']:.2f} ms, "
-        f"p99 {b['p99_ms']:.2f} ms (rounds {b['rounds_rps']}, non-2xx {b['non_2xx']}); CPU "
-        f"per request: server {b['server_cpu_us']:.0f} us, Redis {b['redis_cpu_us']:.0f} us",
+        _server_line("hookline", h), _server_line("bare LPUSH app", res["bare"]),
         f"ingest ratio hookline/bare: {res['ratio']['rps']:.2f} (target >= 0.90); "
         f"hookline p99 {h['p99_ms']:.2f} ms (target < 20 ms)",
     ]

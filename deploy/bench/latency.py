@@ -17,7 +17,6 @@ hookline_ack_to_commit_seconds histogram is read at the end as a cross-check.
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import os
 import re
@@ -30,11 +29,12 @@ import psycopg
 import redis
 from common import (
     RssSampler,
+    cli,
     free_port,
     hookline,
     percentile,
     services,
-    stop,
+    stopping,
     wait_http,
     wait_ready,
 )
@@ -177,7 +177,7 @@ def run(rate: float = 1000, seconds: float = 30, concurrency: int = 2) -> dict[s
     books = Books()
     with services() as env:
         ports, procs = _start(env, concurrency)
-        try:
+        with stopping(procs):
             wait_http(f"http://127.0.0.1:{ports['ingest']}/healthz")
             wait_ready(make_app(config.load(env)))
             sampler = RssSampler(procs[0].pid)
@@ -202,9 +202,6 @@ def run(rate: float = 1000, seconds: float = 30, concurrency: int = 2) -> dict[s
             peak = sampler.stop()
             hist = _histogram(ports["metrics"])
             depths = queue.depths(redis.Redis.from_url(env["REDIS_URL"]), 60)
-        finally:
-            for p in procs:
-                stop(p)
     lat = [(t - books.acked[i]) * 1000 for i, t in books.committed.items()]
     # p50 per 5 s of sending: a neighbour's burst shows as one bad window, not a bad run.
     windows: dict[int, list[float]] = {}
@@ -242,12 +239,7 @@ def report(res: dict[str, float]) -> list[str]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--rate", type=float, default=1000)
-    p.add_argument("--seconds", type=float, default=30)
-    p.add_argument("--concurrency", type=int, default=2)
-    args = p.parse_args()
-    print("\n".join(report(run(args.rate, args.seconds, args.concurrency))))
+    cli(run, report, rate=1000.0, seconds=30.0, concurrency=2)
 
 
 if __name__ == "__main__":

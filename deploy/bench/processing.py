@@ -33,6 +33,7 @@ from common import (
     redis_server,
     services,
     stop,
+    stopping,
     tree,
     wait_ready,
 )
@@ -115,13 +116,11 @@ def run_noop(n: int) -> dict[str, float]:
              "--concurrency", "1", "--loglevel", "warning", "--prefetch-multiplier", "1"],
             cwd=here, env={**env, "BENCH_REDIS_URL": env["REDIS_URL"]},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
+        with stopping([worker]):
             started = time.perf_counter()
             while int(r.get(noop_app.COUNTER) or 0) < n:
                 time.sleep(0.01)
             elapsed = time.perf_counter() - started
-        finally:
-            stop(worker)
     return {"tasks": n, "seconds": elapsed, "tasks_per_s": n / elapsed}
 
 

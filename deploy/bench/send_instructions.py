@@ -15,13 +15,11 @@ and imports cancelled out. Claiming and recording in PostgreSQL are not counted
 
 from __future__ import annotations
 
-import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
-from common import callgrind_threads, free_port, require_valgrind, stop, wait_http
+from common import callgrind_threads, cli, fast_receiver, require_valgrind
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -55,15 +53,9 @@ def _instructions(url: str, attempts: int) -> int:
 
 def run(attempts: int = 2000, warm: int = 500) -> dict[str, float]:
     require_valgrind()
-    port = free_port()
-    rx = subprocess.Popen([sys.executable, str(HERE / "fast_receiver.py"), str(port), "4"],
-                          cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with fast_receiver(threads=4) as (port, _):
         url = f"http://127.0.0.1:{port}/hook"
-        wait_http(url, timeout=30)
         low, high = _instructions(url, warm), _instructions(url, warm + attempts)
-    finally:
-        stop(rx)
     return {"per_attempt": (high - low) / attempts, "attempts": attempts}
 
 
@@ -77,11 +69,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         _child(sys.argv[2], int(sys.argv[3]))
         return
-    p = argparse.ArgumentParser()
-    p.add_argument("--attempts", type=int, default=2000)
-    p.add_argument("--warm", type=int, default=500)
-    args = p.parse_args()
-    print("\n".join(report(run(args.attempts, args.warm))))
+    cli(run, report, attempts=2000, warm=500)
 
 
 if __name__ == "__main__":
