@@ -21,8 +21,8 @@ from ingest.app import create_app
 from shared import queue
 from tests.faults import redis_ha
 from tests.faults.ledger import Ledger
-from tests.faults.load import Traffic
-from tests.faults.stack import wait_until
+from tests.faults.load import Load, Traffic
+from tests.faults.stack import Stack, wait_until
 from workers import tasks
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(90)]
@@ -253,3 +253,31 @@ def _idle(rt) -> bool:
     except redis.RedisError:
         return False
     return not (d.inbox or d.retry or d.leases)
+
+
+def test_real_processes_behind_sentinel_survive_a_failover(ha, make_rt, base_env, tmp_path):
+    """hookline ingest, worker and scheduler with REDIS_URL=redis+sentinel://: the inbox
+    and the Celery broker (kombu's sentinel:// transport) both follow the new master."""
+    group = redis_ha.sentinel_group(ha)
+    rt = _sentinel_rt(make_rt, group, wait=True)  # cleans PostgreSQL, audits at the end
+    env = {**base_env, "REDIS_URL": group.url, "HOOKLINE_INBOX_SHARDS": "2",
+           "HOOKLINE_INBOX_WAIT_REPLICAS": "1", "HOOKLINE_INBOX_WAIT_TIMEOUT_MS": "200",
+           "HOOKLINE_LOG_FORMAT": "text", **ENV}
+    stack = Stack(env, tmp_path)
+    ledger = Ledger()
+    try:
+        stack.start(workers=1)
+        load = Load(stack.base, ledger, Traffic("rp"), rate=200, seconds=12).start()
+        wait_until(lambda: len(ledger) >= 300, 20, 0.1, "202s before the fault")
+        _fail_over(ha, group)
+        before = len(ledger)
+        wait_until(lambda: len(ledger) > before + 200, 20, 0.1, "202s after the failover")
+        load.join()
+        try:
+            wait_until(lambda: _settled(rt, ledger), 40, 0.25, "ledger settled")
+        except TimeoutError:
+            pytest.fail(f"not settled: {ledger.codes}\n{stack.logs()}\n{ha.logs()}")
+        _audit(rt, ledger, ha)
+        print(f"\nreal processes, sentinel failover with WAIT: {dict(ledger.codes)}")
+    finally:
+        stack.stop()
