@@ -140,6 +140,14 @@ def test_a_cluster_inbox_spreads_its_shards_over_masters_and_loses_nothing(ha, m
     owners = {rt.redis.get_node_from_key(s.inbox).port for s in shards}
     assert len(owners) >= 2, "the shards' hash tags all landed on one master"
     assert rt.redis.llen(shards[5].inbox) == 50  # ingest took turns
+    # Every script on a Cluster, reclaim included (it names lease keys it builds itself,
+    # in the slot of the keys it was given).
+    leases = [rt.inbox.lease(10) for _ in shards]
+    assert {lease.shard.index for lease in leases} == set(range(6))
+    assert rt.inbox.reclaim_expired(now=1e12) == 60
+    retried = rt.inbox.lease(5, from_retry=True)
+    rt.inbox.release(retried, requeue=retried.items)  # back to its shard's retry list
+    assert rt.redis.llen(retried.shard.retry) == 10
     _settle(rt, ledger, ha)
     _audit(rt, ledger, ha)
 
