@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -127,6 +127,25 @@ def _settle(rt, ledger: Ledger, servers: redis_ha.Servers, timeout: float = 30) 
         drainer.stop()
 
 
+def _fault_under_load(rt, ha: redis_ha.Servers, prefix: str,
+                      fault: Callable[[], None]) -> tuple[Ledger, Drainer]:
+    """Callbacks and drains at once; ``fault`` after 200 202s, and 200 more after it.
+    Returns the ledger once it balances (audited) and the drainer, for its error count."""
+    ledger = Ledger()
+    poster, drainer = Poster(rt, ledger, Traffic(prefix)), Drainer(rt)
+    poster.start()
+    drainer.start()
+    wait_until(lambda: len(ledger) >= 200, 20, 0.05, "202s before the fault")
+    fault()
+    before = len(ledger)
+    wait_until(lambda: len(ledger) > before + 200, 30, 0.1, "202s after the fault")
+    poster.stop()
+    drainer.stop()
+    _settle(rt, ledger, ha)
+    _audit(rt, ledger, ha)
+    return ledger, drainer
+
+
 def test_a_cluster_inbox_spreads_its_shards_over_masters_and_loses_nothing(ha, make_rt):
     nodes = redis_ha.cluster(ha, masters=3)
     url = "redis+cluster://" + ",".join(f"{redis_ha.HOST}:{n.port}" for n in nodes[:2])
@@ -158,22 +177,11 @@ def test_a_cluster_master_lost_with_wait_loses_nothing_answered_202(ha, make_rt)
     rt = make_rt(REDIS_URL=url, HOOKLINE_BROKER_URL="redis://127.0.0.1:1/0",
                  HOOKLINE_INBOX_SHARDS="4", HOOKLINE_INBOX_WAIT_REPLICAS="1",
                  HOOKLINE_INBOX_WAIT_TIMEOUT_MS="300", **ENV)
-    ledger = Ledger()
-    poster, drainer = Poster(rt, ledger, Traffic("cf")), Drainer(rt)
-    poster.start()
-    drainer.start()
-    wait_until(lambda: len(ledger) >= 200, 20, 0.05, "202s before the fault")
     victim_port = rt.redis.get_node_from_key(rt.inbox.shards()[0].inbox).port
     victim = next(n for n in nodes if n.port == victim_port)
-    victim.kill()
-    before = len(ledger)
     # The replica takes over its slots; the shards there answer 202 again only once a
     # replica confirms, and the promoted one has none: those refuse, the rest accept.
-    wait_until(lambda: len(ledger) > before + 200, 30, 0.1, "202s after the failover")
-    poster.stop()
-    drainer.stop()
-    _settle(rt, ledger, ha)
-    _audit(rt, ledger, ha)
+    ledger, drainer = _fault_under_load(rt, ha, "cf", victim.kill)
     print(f"\ncluster master lost: {dict(ledger.codes)}, drain errors {drainer.errors}")
 
 
@@ -196,18 +204,7 @@ def _fail_over(ha: redis_ha.Servers, group: redis_ha.Group) -> None:
 def test_sentinel_failover_with_wait_loses_nothing_answered_202(ha, make_rt):
     group = redis_ha.sentinel_group(ha)
     rt = _sentinel_rt(make_rt, group, wait=True)
-    ledger = Ledger()
-    poster, drainer = Poster(rt, ledger, Traffic("sf")), Drainer(rt)
-    poster.start()
-    drainer.start()
-    wait_until(lambda: len(ledger) >= 200, 20, 0.05, "202s before the fault")
-    _fail_over(ha, group)
-    before = len(ledger)
-    wait_until(lambda: len(ledger) > before + 200, 20, 0.1, "202s after the failover")
-    poster.stop()
-    drainer.stop()
-    _settle(rt, ledger, ha)
-    _audit(rt, ledger, ha)
+    ledger, drainer = _fault_under_load(rt, ha, "sf", lambda: _fail_over(ha, group))
     assert ledger.codes["503"] > 0, "no request fell in the failover"
     print(f"\nsentinel failover with WAIT: {dict(ledger.codes)}, "
           f"drain errors {drainer.errors}")
