@@ -14,6 +14,7 @@ makes every effect exactly-once. Every script touches one shard's keys only.
 from __future__ import annotations
 
 import itertools
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -189,7 +190,9 @@ class Pusher:
         self.shards = inbox_shards.shards(shards, inbox_shards.tagged(client))
         self.replicas = replicas
         self.wait_ms = wait_ms
-        self._turn = itertools.count()
+        # Each process starts its turns somewhere else: many ingest processes, each just
+        # started, do not all fill shard 0 first.
+        self._turn = itertools.count(random.randrange(len(self.shards)))
         self._marked = -self.MARK_SECONDS
 
     def push(self, envelope: bytes) -> bool:
