@@ -140,7 +140,11 @@ def push(client: redis.Redis, envelope: bytes, shard: Shard | None = None,
     than its batch kicks another process itself. Under load that makes a
     callback one Redis command, as cheap as a bare LPUSH (docs/benchmarks.md);
     the scheduler's tick remains the safety net for a drain message lost.
-    With ``replicas``, returns only once that many replicas hold the envelope.
+    Sharded, "the inbox" is the envelope's shard: a push that finds its shard empty
+    kicks, and a drain ends only after a whole turn of the shards found nothing.
+    With ``replicas``, returns only once that many replicas hold the envelope (if
+    they do not, NotReplicated: the envelope is queued all the same, and the tick
+    starts its drain).
     """
     if shard is None:
         shard = inbox_shards.shard(0, inbox_shards.tagged(client))
