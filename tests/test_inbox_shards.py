@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from ingest.app import create_app
-from shared import inbox_shards, queue
+from shared import inbox_shards, queue, status
 from tests.helpers import drain_all, receipt
+from workers.metrics import StateCollector
 
 SOURCE = "kaleyra-rcs"
 
@@ -133,3 +134,14 @@ def test_no_replica_confirming_within_the_wait_is_503(make_rt):
     # The master has them: processed, and the provider's retry of the 503 is a duplicate
     # that PostgreSQL's dedupe absorbs (tests/faults/test_redis_ha.py has the replicas).
     assert rt.redis.llen(queue.INBOX) == 2
+
+
+def test_status_and_gauges_count_every_shard(make_rt):
+    rt = make_rt(HOOKLINE_INBOX_SHARDS="4")
+    _post(_app(rt), 8, "k")
+    rt.inbox.lease(1)
+    doc = status.gather(rt.settings)
+    assert doc["inbox"]["queued"] == 7 and doc["inbox"]["leases"] == 1
+    assert doc["inbox"]["shards"] == 4 and "shards" in status.render(doc)
+    gauges = {m.name: m.samples[0].value for m in StateCollector(rt.settings)._queue()}
+    assert gauges["hookline_inbox_depth"] == 7 and gauges["hookline_inbox_shards"] == 4
