@@ -33,6 +33,7 @@ def create_app(
     get_rt = (lambda: rt) if rt is not None else runtime.get
     app.extensions["hookline.runtime"] = get_rt
     app.extensions["hookline.redis"] = lambda: get_rt().redis
+    app.extensions["hookline.pusher"] = lambda: get_rt().pusher
     app.extensions["hookline.send_drain"] = send_drain or _celery_send_drain
     metrics.install(app)
 

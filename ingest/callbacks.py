@@ -116,6 +116,7 @@ class Callbacks:
         self.policies = policies(settings)
         self.max_body = settings.max_body_bytes
         self.redis: Callable[[], redis.Redis] = app.extensions["hookline.redis"]
+        self.pusher: Callable[[], queue.Pusher] = app.extensions["hookline.pusher"]
         self.send_drain: Callable[[], object] = app.extensions["hookline.send_drain"]
         self.observe = app.extensions["hookline.observe"]
         self.enqueue_failed = app.extensions["hookline.enqueue_failed"]
@@ -163,7 +164,8 @@ class Callbacks:
     def _enqueue(self, envelope: Envelope) -> Response:
         client = self.redis()
         try:
-            claimed = queue.push(client, envelope.encode())
+            # With HOOKLINE_INBOX_WAIT_REPLICAS, a replica holds it too (else 503).
+            claimed = self.pusher().push(envelope.encode())
         except redis.RedisError as exc:
             self.enqueue_failed()
             log.error("enqueue failed: %s", exc, extra={"source": envelope.source})

@@ -8,6 +8,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from shared import redis_urls
+from shared.inbox_shards import MAX_SHARDS
+
 
 class ConfigError(Exception):
     """A configuration value is missing or malformed; the message names the variable."""
@@ -237,6 +240,11 @@ class Settings:
     breaker_failures: int = 5
     breaker_cooldown: float = 30.0
     max_retry_after: float = 3600.0
+    # The inbox (see shared/inbox_shards.py and docs/operations.md).
+    inbox_shards: int = 1
+    # A 202 waits until this many replicas hold the envelope (Redis WAIT), else 503.
+    inbox_wait_replicas: int = 0
+    inbox_wait_timeout_ms: int = 500
 
     def callback_token_for(self, source: str) -> str | None:
         return self.callback_tokens.get(source_env_suffix(source), self.callback_token)
@@ -278,18 +286,58 @@ def _fanout(env: Mapping[str, str]) -> dict:
     return out
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", *redis_urls.CLUSTER_SCHEMES,
+                 *redis_urls.SENTINEL_SCHEMES)
+BROKER_SCHEMES = ("redis://", "rediss://", "redis+socket://", "amqp://",
+                  *redis_urls.SENTINEL_SCHEMES)
+
+
+def _redis_urls(env: Mapping[str, str]) -> dict:
+    redis_url = _url(env, "REDIS_URL", REDIS_SCHEMES)
+    broker = env.get("HOOKLINE_BROKER_URL", "")
+    if redis_urls.is_cluster(broker):
+        raise ConfigError("HOOKLINE_BROKER_URL cannot be a Redis Cluster: Celery's Redis "
+                          "broker does not support one; use redis://, redis+sentinel:// "
+                          "or amqp://")
+    broker_url = _url(env, "HOOKLINE_BROKER_URL", BROKER_SCHEMES)
+    if redis_url and redis_urls.is_cluster(redis_url) and not broker_url:
+        raise ConfigError("REDIS_URL names a Redis Cluster, which Celery cannot use as its "
+                          "broker: set HOOKLINE_BROKER_URL (redis://, redis+sentinel:// "
+                          "or amqp://)")
+    for name, url in (("REDIS_URL", redis_url), ("HOOKLINE_BROKER_URL", broker_url)):
+        _check_hosts(name, url)
+    return dict(redis_url=redis_url, broker_url=broker_url)
+
+
+def _check_hosts(name: str, url: str | None) -> None:
+    """A Cluster's or Sentinel group's host list is read here, not at first use."""
+    try:
+        if url and redis_urls.is_sentinel(url):
+            redis_urls.sentinel_master(url)
+        elif url and redis_urls.is_cluster(url):
+            redis_urls.parse(url, redis_urls.REDIS_PORT)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _inbox(env: Mapping[str, str]) -> dict:
+    return dict(
+        inbox_shards=_int(env, "HOOKLINE_INBOX_SHARDS", 1, maximum=MAX_SHARDS),
+        inbox_wait_replicas=_int(env, "HOOKLINE_INBOX_WAIT_REPLICAS", 0, minimum=0,
+                                 maximum=16),
+        inbox_wait_timeout_ms=_int(env, "HOOKLINE_INBOX_WAIT_TIMEOUT_MS", 500, minimum=10,
+                                   maximum=5000),
+    )
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     log_format = env.get("HOOKLINE_LOG_FORMAT", "json").strip().lower() or "json"
     if log_format not in ("json", "text"):
         raise ConfigError(f"HOOKLINE_LOG_FORMAT must be json or text, got {log_format!r}")
-    redis_url = _url(env, "REDIS_URL", ("redis://", "rediss://", "unix://"))
     return Settings(
         database_url=_url(env, "DATABASE_URL", ("postgresql://", "postgres://")),
-        redis_url=redis_url,
-        broker_url=_url(
-            env, "HOOKLINE_BROKER_URL", ("redis://", "rediss://", "redis+socket://", "amqp://")
-        ),
+        **_redis_urls(env),
         api_token=env.get("HOOKLINE_API_TOKEN") or None,
         secret_key=_secret_key(env),
         callback_token=env.get("HOOKLINE_CALLBACK_TOKEN") or None,
@@ -311,4 +359,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         retention_days=_int(env, "HOOKLINE_RETENTION_DAYS", 30),
         log_format=log_format,
         **_fanout(env),
+        **_inbox(env),
     )

@@ -1,28 +1,35 @@
 """The Redis inbox: a reliable queue of raw envelopes with leased batches.
 
-Ingest LPUSHes envelopes onto ``INBOX``. A drain leases up to N of the oldest
+Ingest LPUSHes envelopes onto ``INBOX`` (or, sharded, onto one shard's list:
+shared.inbox_shards). A drain leases up to N of the oldest
 envelopes atomically (Lua): they move into a per-lease list and the lease id
 goes into a sorted set scored by its deadline. After the batch commits in
 PostgreSQL the lease is released. A lease whose deadline passed (its worker
 died) is reclaimed: its envelopes move to ``RETRY``, which drains lease one at
 a time, so one envelope that kills its worker cannot take its batch-mates down
 with it more than once. Reprocessing is harmless: deduplication in PostgreSQL
-makes every effect exactly-once.
+makes every effect exactly-once. Every script touches one shard's keys only.
 """
 
 from __future__ import annotations
 
+import itertools
+import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 
-INBOX = "hookline:inbox"
-RETRY = "hookline:inbox:retry"
-LEASES = "hookline:leases"
-LEASE_PREFIX = "hookline:lease:"
+from shared import inbox_shards
+from shared.inbox_shards import Shard
+
+# Shard 0's keys on a single Redis: the names the inbox has always had.
+INBOX = inbox_shards.LEGACY_INBOX
+RETRY = inbox_shards.LEGACY_RETRY
+LEASES = inbox_shards.LEGACY_LEASES
+LEASE_PREFIX = inbox_shards.LEGACY_LEASE_PREFIX
 ATTEMPTS = "hookline:attempts"
 ERRORS = "hookline:errors"
 KICK = "hookline:drain:kick"
@@ -110,13 +117,20 @@ class Lease:
     id: str
     items: list[bytes]  # oldest first
     from_retry: bool = False
+    shard: Shard = field(default_factory=lambda: inbox_shards.shard(0, False))
 
     @property
     def key(self) -> str:
-        return LEASE_PREFIX + self.id
+        return self.shard.lease_prefix + self.id
 
 
-def push(client: redis.Redis, envelope: bytes) -> bool:
+class NotReplicated(redis.RedisError):
+    """The envelope is on the master, but fewer replicas than required confirmed it
+    in time: no promise can be made (ingest answers 503, the provider retries)."""
+
+
+def push(client: redis.Redis, envelope: bytes, shard: Shard | None = None,
+         replicas: int = 0, wait_ms: int = 0) -> bool:
     """Queue one envelope; True when the caller should kick a drain.
 
     Only the push that finds the inbox empty tries to claim the kick flag. Any
@@ -126,8 +140,19 @@ def push(client: redis.Redis, envelope: bytes) -> bool:
     than its batch kicks another process itself. Under load that makes a
     callback one Redis command, as cheap as a bare LPUSH (docs/benchmarks.md);
     the scheduler's tick remains the safety net for a drain message lost.
+    Sharded, "the inbox" is the envelope's shard: a push that finds its shard empty
+    kicks, and a drain ends only after a whole turn of the shards found nothing.
+    With ``replicas``, returns only once that many replicas hold the envelope (if
+    they do not, NotReplicated: the envelope is queued all the same, and the tick
+    starts its drain).
     """
-    if client.lpush(INBOX, envelope) != 1:
+    if shard is None:
+        shard = inbox_shards.shard(0, inbox_shards.tagged(client))
+    if replicas:
+        length = _push_replicated(client, shard.inbox, envelope, replicas, wait_ms)
+    else:
+        length = client.lpush(shard.inbox, envelope)
+    if length != 1:
         return False
     try:
         return claim_kick(client)
@@ -135,6 +160,52 @@ def push(client: redis.Redis, envelope: bytes) -> bool:
         # The envelope is queued: that is what the caller's answer must say. The
         # scheduler's tick starts a drain for it within a second.
         return False
+
+
+def _push_replicated(client: redis.Redis, key: str, envelope: bytes, replicas: int,
+                     wait_ms: int) -> int:
+    """LPUSH, then WAIT on the same server: asynchronous replication means a failover
+    can lose what the master acknowledged but had not yet sent on."""
+    if inbox_shards.tagged(client):
+        # WAIT names no key: a Cluster client must be told which master to ask.
+        length = client.lpush(key, envelope)
+        node = client.get_node_from_key(key)
+        acked = client.execute_command("WAIT", replicas, wait_ms, target_nodes=node)
+    else:
+        pipe = client.pipeline(transaction=False)
+        pipe.lpush(key, envelope)
+        pipe.execute_command("WAIT", replicas, wait_ms)
+        length, acked = pipe.execute()
+    if int(acked) < replicas:
+        raise NotReplicated(f"{acked} of {replicas} replicas confirmed within {wait_ms} ms")
+    return int(length)
+
+
+class Pusher:
+    """Ingest's side of the inbox: which shard the next envelope goes to (in turn),
+    and how many replicas must hold it before it is answered 202."""
+
+    # Re-recorded this often: a failover or a FLUSHALL may have lost the mark.
+    MARK_SECONDS = 5.0
+
+    def __init__(self, client: redis.Redis, shards: int = 1, replicas: int = 0,
+                 wait_ms: int = 0) -> None:
+        self.client = client
+        self.shards = inbox_shards.shards(shards, inbox_shards.tagged(client))
+        self.replicas = replicas
+        self.wait_ms = wait_ms
+        # Each process starts its turns somewhere else: many ingest processes, each just
+        # started, do not all fill shard 0 first.
+        self._turn = itertools.count(random.randrange(len(self.shards)))
+        self._marked = -self.MARK_SECONDS
+
+    def push(self, envelope: bytes) -> bool:
+        if len(self.shards) > 1 and time.monotonic() - self._marked > self.MARK_SECONDS:
+            # Before any push to a shard the drains might not know of yet.
+            inbox_shards.raise_high_water(self.client, len(self.shards))
+            self._marked = time.monotonic()
+        shard = self.shards[next(self._turn) % len(self.shards)]
+        return push(self.client, envelope, shard, self.replicas, self.wait_ms)
 
 
 def claim_kick(client: redis.Redis) -> bool:
@@ -175,46 +246,87 @@ def recovered(client: redis.Redis) -> None:
 
 
 class Inbox:
-    """Leases, releases and reclaims batches; one per worker process."""
+    """Leases, releases and reclaims batches; one per worker process. Leases come from
+    the shards in turn: a lease that finds one shard empty tries the next."""
 
-    def __init__(self, client: redis.Redis, lease_seconds: int, batch_bytes: int) -> None:
+    # How long the shard count read from Redis is trusted.
+    SHARDS_SECONDS = 1.0
+
+    def __init__(self, client: redis.Redis, lease_seconds: int, batch_bytes: int,
+                 shards: int = 1) -> None:
         self.client = client
         self.lease_seconds = lease_seconds
         self.batch_bytes = batch_bytes
+        self.configured = shards
+        self._cluster = inbox_shards.tagged(client)
+        self._shards = inbox_shards.shards(shards, self._cluster)
+        self._read_at = -self.SHARDS_SECONDS
+        self._turn = itertools.count()
         self._lease = client.register_script(_LEASE)
         self._reclaim = client.register_script(_RECLAIM)
         self._release = client.register_script(_RELEASE)
 
+    def shards(self) -> list[Shard]:
+        """Every shard that may hold envelopes: this process's setting or the high-water
+        mark another process recorded, whichever is more."""
+        now = time.monotonic()
+        if now - self._read_at > self.SHARDS_SECONDS:
+            count = max(self.configured, inbox_shards.high_water(self.client))
+            if count != len(self._shards):
+                self._shards = inbox_shards.shards(count, self._cluster)
+            self._read_at = now
+        return self._shards
+
     def lease(self, n: int, from_retry: bool = False) -> Lease | None:
+        shards = self.shards()
+        start = next(self._turn)
+        for k in range(len(shards)):
+            lease = self._lease_from(shards[(start + k) % len(shards)], n, from_retry)
+            if lease is not None:
+                return lease
+        return None
+
+    def _lease_from(self, shard: Shard, n: int, from_retry: bool) -> Lease | None:
         lease_id = uuid.uuid4().hex
-        source = RETRY if from_retry else INBOX
+        source = shard.retry if from_retry else shard.inbox
         deadline = time.time() + self.lease_seconds
         items = self._lease(
-            keys=[source, LEASES, LEASE_PREFIX + lease_id],
+            keys=[source, shard.leases, shard.lease_prefix + lease_id],
             args=[n, deadline, lease_id, self.batch_bytes],
         )
         if not items:
             return None
         items.reverse()  # LRANGE -n -1 lists newest first; process oldest first
-        return Lease(lease_id, items, from_retry)
+        return Lease(lease_id, items, from_retry, shard)
+
+    def backlog(self, lease: Lease) -> int:
+        """Envelopes still queued on the shard ``lease`` came from."""
+        return int(self.client.llen(lease.shard.inbox))
 
     def release(
         self, lease: Lease, requeue: list[bytes] = (), to_inbox: bool = False
     ) -> None:
         """Drop a finished lease. ``requeue`` goes, in the same step, to the retry
-        list, or with ``to_inbox`` back to the inbox's oldest end, to go first."""
+        list, or with ``to_inbox`` back to the inbox's oldest end, to go first
+        (both of the lease's own shard)."""
+        shard = lease.shard
         if requeue and to_inbox:
-            target, side, items = RETRY if lease.from_retry else INBOX, "right", reversed(requeue)
+            target = shard.retry if lease.from_retry else shard.inbox
+            side, items = "right", reversed(requeue)
         elif requeue:
-            target, side, items = RETRY, "left", requeue
+            target, side, items = shard.retry, "left", requeue
         else:
-            target, side, items = RETRY, "", ()
-        self._release(keys=[LEASES, lease.key, target], args=[lease.id, side, *items])
+            target, side, items = shard.retry, "", ()
+        self._release(keys=[shard.leases, lease.key, target], args=[lease.id, side, *items])
 
     def reclaim_expired(self, now: float | None = None, limit: int = 100) -> int:
-        """Return the envelopes of expired leases to the retry list; how many moved."""
+        """Return the envelopes of expired leases, on every shard, to their shard's
+        retry list; how many moved."""
         now = time.time() if now is None else now
-        return int(self._reclaim(keys=[LEASES, RETRY], args=[now, LEASE_PREFIX, limit]))
+        return sum(
+            int(self._reclaim(keys=[s.leases, s.retry], args=[now, s.lease_prefix, limit]))
+            for s in self.shards()
+        )
 
     def bump_attempts(self, envelope_id: str) -> int:
         # Cleared by forget_attempts once the envelope is applied or dead-lettered.
@@ -242,16 +354,23 @@ class Depths:
     retry: int
     leases: int
     oldest_lease_age: float  # seconds since the oldest live lease was taken
+    shards: int = 1  # how many shards were counted
 
 
-def depths(client: redis.Redis, lease_seconds: int) -> Depths:
+def depths(client: redis.Redis, lease_seconds: int, shards: int = 1) -> Depths:
+    """Summed over every shard below the high-water mark (or ``shards``, if more)."""
+    count = max(shards, inbox_shards.high_water(client))
+    layout = inbox_shards.shards(count, inbox_shards.tagged(client))
     pipe = client.pipeline(transaction=False)
-    pipe.llen(INBOX)
-    pipe.llen(RETRY)
-    pipe.zcard(LEASES)
-    pipe.zrange(LEASES, 0, 0, withscores=True)
-    inbox, retry, leases, oldest = pipe.execute()
+    for s in layout:
+        pipe.llen(s.inbox)
+        pipe.llen(s.retry)
+        pipe.zcard(s.leases)
+        pipe.zrange(s.leases, 0, 0, withscores=True)
+    answers = pipe.execute()
+    inbox, retry, leases = (sum(int(a) for a in answers[i::4]) for i in range(3))
+    deadlines = [oldest[0][1] for oldest in answers[3::4] if oldest]
     age = 0.0
-    if oldest:
-        age = max(0.0, time.time() - (oldest[0][1] - lease_seconds))
-    return Depths(int(inbox), int(retry), int(leases), age)
+    if deadlines:
+        age = max(0.0, time.time() - (min(deadlines) - lease_seconds))
+    return Depths(inbox, retry, leases, age, count)

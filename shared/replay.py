@@ -33,7 +33,7 @@ def replay(runtime: Runtime, letter_id: int, body: bytes | None = None) -> str |
             replay_of=letter_id,
         )
         # Queued before it is marked, so a crash in between leaves it replayable.
-        if queue.push(runtime.redis, envelope.encode()):
+        if runtime.pusher.push(envelope.encode()):
             # This push claimed the kick flag but cannot send a drain from here;
             # left set, the flag would hold off the scheduler's tick for 2 s.
             queue.clear_kick(runtime.redis)

@@ -12,15 +12,14 @@ import threading
 import redis
 from psycopg_pool import ConnectionPool
 
-from shared import config
+from shared import config, redis_urls
 from shared.db.pool import make_pool
-from shared.queue import Inbox
+from shared.queue import Inbox, Pusher
 
 
 def redis_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(
-        url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
-    )
+    """A single server, a Cluster or a Sentinel group's master (shared.redis_urls)."""
+    return redis_urls.client(url, health_check_interval=30)
 
 
 class Runtime:
@@ -31,6 +30,7 @@ class Runtime:
         self._redis: redis.Redis | None = None
         self._pool: ConnectionPool | None = None
         self._inbox: Inbox | None = None
+        self._pusher: Pusher | None = None
 
     @property
     def redis(self) -> redis.Redis:
@@ -53,16 +53,25 @@ class Runtime:
     @property
     def inbox(self) -> Inbox:
         if self._inbox is None:
-            self._inbox = Inbox(
-                self.redis, self.settings.lease_seconds, self.settings.batch_bytes)
+            self._inbox = Inbox(self.redis, self.settings.lease_seconds,
+                                self.settings.batch_bytes, self.settings.inbox_shards)
         return self._inbox
+
+    @property
+    def pusher(self) -> Pusher:
+        """Ingest's side of the inbox: the shard each envelope goes to, and WAIT."""
+        if self._pusher is None:
+            s = self.settings
+            self._pusher = Pusher(self.redis, s.inbox_shards, s.inbox_wait_replicas,
+                                  s.inbox_wait_timeout_ms)
+        return self._pusher
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
         if self._redis is not None:
             self._redis.close()
-        self._pool = self._redis = self._inbox = None
+        self._pool = self._redis = self._inbox = self._pusher = None
 
 
 _current: Runtime | None = None

@@ -77,10 +77,11 @@ def gather(settings: config.Settings) -> dict[str, Any]:
     }
     try:
         client = redis_client(settings.require_redis())
-        d = queue.depths(client, settings.lease_seconds)
+        d = queue.depths(client, settings.lease_seconds, settings.inbox_shards)
         client.close()
         doc["inbox"] = {"queued": d.inbox, "retry": d.retry, "leases": d.leases,
-                        "oldest_lease_age_seconds": round(d.oldest_lease_age, 1)}
+                        "oldest_lease_age_seconds": round(d.oldest_lease_age, 1),
+                        "shards": d.shards}
     except Exception as exc:
         doc["errors"]["redis"] = _first_line(exc)
     try:
@@ -126,6 +127,7 @@ def render(doc: dict[str, Any]) -> str:
             ("queued", inbox["queued"]), ("retry list", inbox["retry"]),
             ("leased batches", inbox["leases"]),
             ("oldest lease", f"{inbox['oldest_lease_age_seconds']:.1f} s"),
+            ("shards", inbox.get("shards", 1)),
         ])
     if (letters := doc["dead_letters"]) is not None:
         lines += _rows("Dead letters (not replayed)", [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,8 +41,8 @@ class Broker:
     def push(self, n: int) -> None:
         for _ in range(n):
             self.pushed += 1
-            # What ingest does: queue.push, then send a drain when it claimed the flag.
-            if queue.push(self.rt.redis, _envelope(self.rt)):
+            # What ingest does: push, then send a drain when it claimed the flag.
+            if self.rt.pusher.push(_envelope(self.rt)):
                 self.send()
 
     def run_one(self, during: list[int]) -> None:
@@ -73,13 +74,17 @@ def test_a_drain_that_emptied_the_inbox_is_followed_by_a_kick(rt, monkeypatch):
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 33
 
 
+@pytest.mark.parametrize("shards", ["1", "4"])
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(script=st.lists(
     st.tuples(st.integers(0, 8), st.lists(st.integers(0, 6), max_size=4)),
     min_size=1, max_size=6))
-def test_no_envelope_is_stranded_without_a_drain(rt, monkeypatch, script):
-    rt.redis.delete(queue.INBOX, queue.KICK)
+def test_no_envelope_is_stranded_without_a_drain(make_rt, monkeypatch, shards, script):
+    # With shards, a push finds its own shard empty, and a drain ends only when a
+    # whole turn of the shards found nothing.
+    rt = make_rt(HOOKLINE_INBOX_SHARDS=shards)
+    rt.redis.flushdb()
     broker = Broker(rt, monkeypatch)
     for before, during in script:
         broker.push(before)
@@ -88,4 +93,5 @@ def test_no_envelope_is_stranded_without_a_drain(rt, monkeypatch, script):
         else:
             broker.push(sum(during))
     broker.run_all()  # every drain that was sent, nothing else
-    assert rt.redis.llen(queue.INBOX) == 0 and rt.redis.llen(queue.RETRY) == 0
+    depths = queue.depths(rt.redis, 5, int(shards))
+    assert (depths.inbox, depths.retry, depths.shards) == (0, 0, int(shards))

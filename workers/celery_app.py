@@ -8,7 +8,7 @@ import signal
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from shared import config, runtime
+from shared import config, redis_urls, runtime
 from workers import hooks, kombu_fix, prefork_fix, queues  # noqa: F401  (hooks connects signals)
 
 kombu_fix.install()
@@ -29,22 +29,26 @@ PURGE_SECONDS = 600.0
 
 
 def broker_url(settings: config.Settings) -> str:
-    if settings.broker_url:
-        return settings.broker_url
-    url = settings.redis_url or "redis://127.0.0.1:6379/0"
+    return _broker(settings)[0]
+
+
+def _broker(settings: config.Settings) -> tuple[str, dict]:
+    """kombu's URL and transport options (a Sentinel group's master name)."""
+    url = settings.broker_url or settings.redis_url or "redis://127.0.0.1:6379/0"
     if url.startswith("unix://"):
         # kombu names a Redis unix socket differently from redis-py.
         path, _, query = url[len("unix://"):].partition("?")
-        return f"redis+socket://{path}" + (f"?{query}" if query else "")
-    return url
+        return f"redis+socket://{path}" + (f"?{query}" if query else ""), {}
+    # A Cluster REDIS_URL without HOOKLINE_BROKER_URL was refused by config.load.
+    return redis_urls.kombu_broker(url)
 
 
 def make_app(settings: config.Settings | None = None) -> Celery:
     settings = settings or config.load()
-    app = Celery("hookline", broker=broker_url(settings),
-                 include=["workers.tasks", "workers.fanout"])
+    url, transport = _broker(settings)
+    app = Celery("hookline", broker=url, include=["workers.tasks", "workers.fanout"])
     app.conf.update(
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT, **transport},
         broker_connection_retry_on_startup=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -106,7 +106,8 @@ class StateCollector(Collector):
         if self._redis is None:
             return
         try:
-            d = queue.depths(self._redis, self.settings.lease_seconds)
+            d = queue.depths(self._redis, self.settings.lease_seconds,
+                             self.settings.inbox_shards)
         except Exception as exc:
             log.warning("metrics: cannot read the inbox: %s", exc)
             return
@@ -117,6 +118,8 @@ class StateCollector(Collector):
                      d.leases)
         yield _gauge("hookline_oldest_lease_age_seconds", "Age of the oldest live lease",
                      d.oldest_lease_age)
+        yield _gauge("hookline_inbox_shards", "Inbox shards counted in the depths above",
+                     d.shards)
 
     def _endpoints(self) -> Iterator[GaugeMetricFamily]:
         if not self.settings.database_url:

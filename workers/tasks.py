@@ -78,7 +78,7 @@ def drain_round(rt: runtime.Runtime, ahead: ReadAhead | None = None) -> Outcome 
         # A retry list of duplicates (a worker died between commit and release)
         # applies nothing, yet is work: left to the tick, it drained 20 a second.
         return total if retried else None
-    more = rt.redis.llen(queue.INBOX)
+    more = inbox.backlog(lease)
     if more:
         # More work than one batch: let another worker process start on it now.
         kick_drain()
@@ -146,7 +146,7 @@ def tick() -> None:
     """Once a second: reclaim expired leases and make sure queued work has a drain."""
     rt = runtime.get()
     rt.inbox.reclaim_expired()
-    depths = queue.depths(rt.redis, rt.settings.lease_seconds)
+    depths = queue.depths(rt.redis, rt.settings.lease_seconds, rt.settings.inbox_shards)
     if (depths.inbox or depths.retry) and not queue.backing_off(rt.redis):
         kick_drain()
 

@@ -4,10 +4,14 @@ one no-op task per event on the same machine.
 
     python deploy/bench/processing.py [--events 100000] [--processes 1 2]
                                       [--variants current] [--rounds 1] [--cpu-quota F]
+                                      [--shards 1]
 
 ``--cpu-quota 0.35`` holds each worker pool process to 0.35 of one CPU (cgroup v1,
 root): scaling from 1 to 2 processes with the CPU per process held constant, so two
 cores shared with PostgreSQL are not what it measures.
+
+``--shards 1 4`` runs each with HOOKLINE_INBOX_SHARDS set so, the inbox pre-filled
+round-robin over that many shards, as ingest would (docs/benchmarks.md, sharded inbox).
 
 ``--variants current no-ahead before`` compares hookline with some of its
 optimisations undone (undo.py), runs interleaved, medians reported.
@@ -39,30 +43,36 @@ from common import (
 )
 from undo import VARIANTS
 
-from shared import config, queue
+from shared import config, inbox_shards, queue
 from workers.celery_app import make_app
 
 
-def fill_inbox(r: redis.Redis, n: int, **rates: float) -> None:
+def fill_inbox(r: redis.Redis, n: int, shards: int = 1, **rates: float) -> None:
     from workload import envelopes
 
     items = envelopes(n, **rates)
+    keys = [s.inbox for s in inbox_shards.shards(shards, False)]
     pipe = r.pipeline(transaction=False)
-    for i in range(0, len(items), 1000):
-        pipe.lpush(queue.INBOX, *items[i:i + 1000])
+    for k, key in enumerate(keys):
+        mine = items[k::len(keys)]  # round-robin, as ingest's pushes take turns
+        for i in range(0, len(mine), 1000):
+            pipe.lpush(key, *mine[i:i + 1000])
     pipe.execute()
+    inbox_shards.raise_high_water(r, shards)
 
 
-def drained(r: redis.Redis) -> bool:
-    d = queue.depths(r, 60)
+def drained(r: redis.Redis, shards: int = 1) -> bool:
+    d = queue.depths(r, 60, shards)
     return d.inbox == 0 and d.retry == 0 and d.leases == 0
 
 
 def run_hookline(n: int, processes: int, variant: str = "current",
-                 cpu_quota: float | None = None) -> dict[str, float]:
+                 cpu_quota: float | None = None, shards: int = 1) -> dict[str, float]:
     with services() as env:
         r = redis.Redis.from_url(env["REDIS_URL"])
-        fill_inbox(r, n)
+        fill_inbox(r, n, shards)
+        if shards > 1:
+            env = {**env, "HOOKLINE_INBOX_SHARDS": str(shards)}
         if variant != "current":
             env = {**env, "BENCH_VARIANT": variant,
                    "PYTHONPATH": str(Path(__file__).resolve().parent / "variants")}
@@ -84,7 +94,7 @@ def run_hookline(n: int, processes: int, variant: str = "current",
                 m.start()
             started = time.perf_counter()
             app.send_task("hookline.drain", queue="hookline-drain")
-            while not drained(r):
+            while not drained(r, shards):
                 time.sleep(0.01)
             elapsed = time.perf_counter() - started
             cpu = {k: m.stop() for k, m in meters.items()}
@@ -126,13 +136,15 @@ def run_noop(n: int) -> dict[str, float]:
 
 def run(events: int = 100_000, noop_tasks: int = 20_000, processes: tuple[int, ...] = (1, 2),
         variants: tuple[str, ...] = ("current",), rounds: int = 1,
-        cpu_quota: float | None = None) -> dict:
+        cpu_quota: float | None = None, shards: tuple[int, ...] = (1,)) -> dict:
     runs: dict[tuple[int, str], list[dict[str, float]]] = {}
     for _ in range(rounds):
         for procs in processes:
             for variant in variants:
-                runs.setdefault((procs, variant), []).append(
-                    run_hookline(events, procs, variant, cpu_quota))
+                for count in shards:
+                    name = variant if count == 1 else f"{variant}, {count} shards"
+                    runs.setdefault((procs, name), []).append(
+                        run_hookline(events, procs, variant, cpu_quota, count))
     hookline_runs = {key: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
                      for key, rs in runs.items()}
     return {"noop": run_noop(noop_tasks), "hookline": hookline_runs}
@@ -171,9 +183,11 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=["current"], choices=VARIANTS)
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--cpu-quota", type=float, help="each pool process's share of one CPU")
+    p.add_argument("--shards", type=int, nargs="+", default=[1],
+                   help="HOOKLINE_INBOX_SHARDS values to run (interleaved)")
     args = p.parse_args()
     res = run(args.events, args.noop_tasks, tuple(args.processes), tuple(args.variants),
-              args.rounds, args.cpu_quota)
+              args.rounds, args.cpu_quota, tuple(args.shards))
     res["cpu_quota"] = args.cpu_quota
     print("\n".join(report(res)))
 
