@@ -75,13 +75,16 @@ def endpoint_health(conn: psycopg.Connection) -> list[dict[str, Any]] | None:
 
 # --- the console's overview ----------------------------------------------------------
 
-# Rows per minute, from the first id at each minute's start: one index probe per
-# minute (and one for max(id)) whatever the volume, where a count(*) over the hour
-# would read every row of it. Ids follow arrival order, so the difference is the
-# count up to the few rows a retried or replayed batch applies out of order.
+# Rows per minute, from the first id at each minute's start: one short index range per
+# minute (and one probe for max(id)) whatever the volume, where a count(*) over the
+# hour would read every row of it. A batch numbers its rows in key order, not arrival
+# order, so the first id is the least of the next BOUNDARY_ROWS rows (a default
+# batch); a row near a minute's edge may be counted in the minute beside it.
+BOUNDARY_ROWS = 500
 _SERIES = {"events": ("events", "received_at"), "dead_letters": ("dead_letters", "created_at")}
 _FIRST_IDS = """
-SELECT b.t, (SELECT id FROM {table} WHERE {column} >= b.t ORDER BY {column} LIMIT 1)
+SELECT b.t, (SELECT min(id) FROM (SELECT id FROM {table} WHERE {column} >= b.t
+                                  ORDER BY {column} LIMIT %(rows)s) f)
 FROM generate_series(date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1),
                      date_trunc('minute', now()), interval '1 minute') AS b(t)
 ORDER BY b.t
@@ -94,7 +97,7 @@ def per_minute(conn: psycopg.Connection, series: str, minutes: int = 60
     ``series`` is ``events`` (by receipt time) or ``dead_letters``."""
     table, column = _SERIES[series]
     firsts = conn.execute(_FIRST_IDS.format(table=table, column=column),
-                          {"minutes": minutes}).fetchall()
+                          {"minutes": minutes, "rows": BOUNDARY_ROWS}).fetchall()
     top = conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()[0]
     out = []
     for i, (minute, first) in enumerate(firsts):
