@@ -17,7 +17,7 @@ import pytest
 
 from tests.helpers import receipt
 from tests.procs import running_stack
-from tests.receiver import Receiver, Reply
+from tests.receiver import Reply
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
@@ -28,6 +28,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 TOKEN = "test-api-token"
 XSS = "<script>window.__xss = 1</script>"
 FIXTURES = Path(__file__).parent / "fixtures"
+pytest_plugins = ("tests.fanout_fixtures",)  # receiver
 
 
 @pytest.fixture
@@ -36,13 +37,6 @@ def stack(rt, base_env, tmp_path) -> Iterator[str]:  # rt: start from empty serv
            "HOOKLINE_RETRY_SCHEDULE": "0.5,0.5,0.5"}
     with running_stack(env, tmp_path) as base:
         yield base
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture

@@ -6,9 +6,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from flask import flash, request
+import psycopg
+from flask import abort, flash, request
 from werkzeug.exceptions import HTTPException
 
+from ingest.console import rt
 from shared.timeutil import parse_timestamp
 
 PAGE = 50
@@ -56,3 +58,12 @@ def attempt(action: Callable[[], T]) -> T | None:
             raise
         flash(exc.description or exc.name, "error")
         return None
+
+
+def one(read: Callable[[psycopg.Connection], T | None], what: str, ident: object) -> T:
+    """The row ``read`` finds, or a 404 naming it."""
+    with rt().pool.connection() as conn:
+        row = read(conn)
+    if row is None:
+        abort(404, f"no {what} {ident!r}")
+    return row

@@ -9,7 +9,7 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from ingest.console import bp, rt
-from ingest.console.forms import PAGE, integer, moment, text
+from ingest.console.forms import PAGE, integer, moment, one, text
 from shared import replay as replays
 from shared.db import dead_letters, events
 
@@ -48,10 +48,7 @@ def outcome(ingest_id: str | None) -> dict[str, Any] | None:
 
 @bp.get("/dead-letters/<int:letter_id>")
 def dead_letter(letter_id: int) -> str:
-    with rt().pool.connection() as conn:
-        letter = dead_letters.get(conn, letter_id)
-    if letter is None:
-        abort(404, f"no dead letter {letter_id}")
+    letter = one(lambda conn: dead_letters.get(conn, letter_id), "dead letter", letter_id)
     body = bytes(letter["body"]).decode("utf-8", errors="replace")
     return render_template("console/dead_letter.html", letter=letter, body=body,
                            outcome=outcome(letter["replay_ingest_id"]))

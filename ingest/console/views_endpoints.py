@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from ingest import endpoints_api
 from ingest.console import bp, rt, settings
-from ingest.console.forms import PAGE, attempt, integer, text, words
+from ingest.console.forms import PAGE, attempt, integer, one, text, words
 from shared.db import deliveries, endpoints
 from shared.model import EVENT_TYPES
 
@@ -90,11 +90,7 @@ def endpoint_create() -> str | tuple[str, int]:
 
 
 def _endpoint(endpoint_id: str) -> dict[str, Any]:
-    with rt().pool.connection() as conn:
-        row = endpoints.get(conn, endpoint_id)
-    if row is None:
-        abort(404, f"no endpoint {endpoint_id!r}")
-    return row
+    return one(lambda conn: endpoints.get(conn, endpoint_id), "endpoint", endpoint_id)
 
 
 @bp.get("/endpoints/<endpoint_id>")
@@ -164,10 +160,7 @@ def request_headers(row: dict[str, Any], at: datetime) -> dict[str, str]:
 
 @bp.get("/deliveries/<delivery_id>")
 def delivery(delivery_id: str) -> str:
-    with rt().pool.connection() as conn:
-        row = deliveries.get(conn, delivery_id)
-    if row is None:
-        abort(404, f"no delivery {delivery_id!r}")
+    row = one(lambda conn: deliveries.get(conn, delivery_id), "delivery", delivery_id)
     body = orjson.dumps(row["payload"], option=orjson.OPT_INDENT_2).decode()
     for a in row["attempts_made"]:
         a["headers"] = request_headers(row, a["attempted_at"])
