@@ -97,7 +97,6 @@ def test_operator_flow_in_a_real_browser(stack, receiver, page, tmp_path):
     # It shows under dead letters; its raw body is text, not a script.
     page.goto(f"{stack}/console/dead-letters")
     reload_until(page, lambda: page.locator("td.reason", has_text="invalid JSON").count() > 0)
-    shot(page, "dead_letters")
     page.locator("tr", has_text="invalid JSON").locator("a").first.click()
     expect(page.locator("#raw-body")).to_contain_text(XSS)
     assert page.evaluate("window.__xss") is None
@@ -108,6 +107,10 @@ def test_operator_flow_in_a_real_browser(stack, receiver, page, tmp_path):
     page.click("text=Replay the edited body")
     expect(page.locator(".flash.ok")).to_contain_text("with the edited body")
     reload_until(page, lambda: page.locator("#outcome .s-applied").count() > 0)
+    shot(page, "dead_letter_replayed")
+    page.goto(f"{stack}/console/dead-letters")
+    shot(page, "dead_letters")
+    page.go_back()
     page.click("#outcome a:has-text('message e2e-1')")
     expect(page.locator("h2").first).to_contain_text("delivered")
 

@@ -56,7 +56,7 @@ def _form_doc() -> dict[str, Any]:
     """An endpoint form as the /v1 JSON body."""
     return {
         "url": text("url") or "",
-        "event_types": request.form.getlist("event_types") or words("event_types_other"),
+        "event_types": request.form.getlist("event_types"),
         "filter": {k: words(f"filter_{k}") for k in endpoints.FILTER_KEYS
                    if words(f"filter_{k}")},
         "description": text("description"),
