@@ -9,7 +9,7 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from ingest import api, callbacks, consent_api, endpoints_api, metrics, openapi
+from ingest import api, callbacks, consent_api, console, endpoints_api, metrics, openapi
 from ingest.jsonio import OrjsonProvider
 from shared import config, runtime
 
@@ -42,6 +42,7 @@ def create_app(
     app.register_blueprint(consent_api.bp)  # subscriptions, inbound, events
     app.register_blueprint(endpoints_api.bp)  # fan-out: endpoints, deliveries, replay
     app.register_blueprint(openapi.bp)  # outside api.bp: served without the token
+    console.install(app, settings)  # /console, unless HOOKLINE_CONSOLE=0
     app.add_url_rule("/healthz", "healthz", lambda: jsonify(status="ok"))
     app.add_url_rule("/readyz", "readyz", lambda: _ready(get_rt()))
     app.register_error_handler(HTTPException, _http_error)

@@ -8,6 +8,8 @@ are listed but do not decide it, since a message's category is not known here.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, abort, jsonify, request
 
 from ingest import api
@@ -48,12 +50,18 @@ def _blocked_by(own: dict | None, every: dict | None) -> list[str]:
 @bp.get("/subscriptions/<channel>/<sender>/<msisdn>")
 def get_subscription(channel: str, sender: str, msisdn: str) -> Response:
     """Whether sender may message msisdn on channel, and the consent history behind it."""
+    return jsonify(decision(channel, sender, msisdn))
+
+
+def decision(channel: str, sender: str, msisdn: str) -> dict[str, Any]:
+    """may_send, why not (blocked_by), and the rows and history behind it (the console
+    shows the same)."""
     with api.rt().pool.connection() as conn:
         found = subscriptions.status_of(conn, channel, sender, msisdn)
     own, every = found["sender"], found["all"]
     # Asked about sender '*' itself, its own row is the all-senders row.
     blocked_by = _blocked_by(own, every) if sender != ALL_SENDERS else _blocked_by(None, every)
-    return jsonify(
+    return dict(
         channel=channel, sender=sender, msisdn=msisdn,
         status=own["status"] if own else "unknown",
         may_send=not blocked_by,

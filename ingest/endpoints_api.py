@@ -130,10 +130,9 @@ def _found(row: dict | None, what: str, ident: str) -> dict:
     return row
 
 
-@bp.post("/endpoints")
-def create_endpoint() -> tuple[Response, int]:
-    """Create an endpoint; the answer holds its secret (the only one that does, with rotate)."""
-    doc = _body(CREATE_FIELDS)
+def create(doc: dict[str, Any]) -> dict[str, Any]:
+    """Validate a create body and store the endpoint; the answer holds its secret
+    (the only one that does, with rotate). The console creates through this too."""
     for required in ("url", "event_types"):
         if required not in doc:
             abort(400, f"{required} is required")
@@ -145,7 +144,13 @@ def create_endpoint() -> tuple[Response, int]:
                                filters=c.get("filter"), description=c.get("description"),
                                ordered=c.get("ordered", False))
     log.info("endpoint %s created", row["id"], extra={"endpoint_id": row["id"]})
-    return jsonify({**endpoint_json(row), "secret": secret}), 201
+    return {**endpoint_json(row), "secret": secret}
+
+
+@bp.post("/endpoints")
+def create_endpoint() -> tuple[Response, int]:
+    """Create an endpoint; the answer holds its secret (the only one that does, with rotate)."""
+    return jsonify(create(_body(CREATE_FIELDS))), 201
 
 
 @bp.get("/endpoints")
@@ -169,10 +174,14 @@ def get_endpoint(endpoint_id: str) -> Response:
 @bp.patch("/endpoints/<endpoint_id>")
 def patch_endpoint(endpoint_id: str) -> Response:
     """Change url, event_types, filter, description, ordered or enabled."""
-    changes = _changes(_body(PATCH_FIELDS))
+    return jsonify(endpoint_json(update(endpoint_id, _body(PATCH_FIELDS))))
+
+
+def update(endpoint_id: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """Validate a PATCH body and apply it; the endpoint's row (404 when there is none)."""
+    changes = _changes(doc)
     with api.rt().pool.connection() as conn:
-        row = _found(endpoints.update(conn, endpoint_id, changes), "endpoint", endpoint_id)
-    return jsonify(endpoint_json(row))
+        return _found(endpoints.update(conn, endpoint_id, changes), "endpoint", endpoint_id)
 
 
 @bp.delete("/endpoints/<endpoint_id>")
@@ -191,12 +200,17 @@ def _box() -> secretbox.SecretBox:
 @bp.post("/endpoints/<endpoint_id>/rotate-secret")
 def rotate_secret(endpoint_id: str) -> Response:
     """A new secret; the old one keeps signing beside it for 24 h."""
+    return jsonify(rotate(endpoint_id))
+
+
+def rotate(endpoint_id: str) -> dict[str, Any]:
+    """Rotate the endpoint's secret; the answer holds the new one."""
     secret = signing.new_secret()
     with api.rt().pool.connection() as conn:
         row = _found(endpoints.rotate_secret(conn, endpoint_id, _box().seal(secret)), "endpoint",
                      endpoint_id)
     log.info("endpoint %s secret rotated", endpoint_id, extra={"endpoint_id": endpoint_id})
-    return jsonify({**endpoint_json(row), "secret": secret})
+    return {**endpoint_json(row), "secret": secret}
 
 
 def delivery_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -246,6 +260,12 @@ def _kick() -> None:
 @bp.post("/deliveries/<delivery_id>/retry")
 def retry_delivery(delivery_id: str) -> tuple[Response, int]:
     """Send one delivery again now (a fresh retry schedule; same webhook-id)."""
+    retry(delivery_id)
+    return jsonify(id=delivery_id, status="pending"), 202
+
+
+def retry(delivery_id: str) -> None:
+    """Queue one delivery now (404 when there is none, 409 while it is being sent)."""
     with api.rt().pool.connection() as conn:
         outcome = deliveries.retry(conn, delivery_id)
     if outcome is None:
@@ -253,7 +273,6 @@ def retry_delivery(delivery_id: str) -> tuple[Response, int]:
     if outcome == "in_flight":
         abort(409, "the delivery is being sent right now; try again when it has an outcome")
     _kick()
-    return jsonify(id=delivery_id, status="pending"), 202
 
 
 def _replay_statuses(value: Any) -> list[str]:
@@ -277,7 +296,11 @@ def _time(doc: dict, name: str) -> datetime | None:
 @bp.post("/endpoints/<endpoint_id>/replay")
 def replay(endpoint_id: str) -> tuple[Response, int]:
     """Queue again the deliveries created in [since, until) (default: up to now)."""
-    doc = _body({"since", "until", "status"})
+    return jsonify(replay_window(endpoint_id, _body({"since", "until", "status"}))), 202
+
+
+def replay_window(endpoint_id: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """Validate a replay body and queue the window: ``queued`` and ``endpoint_enabled``."""
     since = _time(doc, "since")
     if since is None:
         abort(400, "since is required (ISO-8601)")
@@ -292,4 +315,4 @@ def replay(endpoint_id: str) -> tuple[Response, int]:
              extra={"endpoint_id": endpoint_id, "queued": queued})
     if queued:
         _kick()
-    return jsonify(queued=queued, endpoint_enabled=row["enabled"]), 202
+    return {"queued": queued, "endpoint_enabled": row["enabled"]}

@@ -109,6 +109,30 @@ def _secret_key(env: Mapping[str, str]) -> str | None:
     return raw
 
 
+# Hash formats werkzeug.security.generate_password_hash makes (method$salt$hash).
+_PASSWORD_METHODS = ("scrypt", "pbkdf2")
+
+
+def _console_users(env: Mapping[str, str]) -> dict[str, str]:
+    """HOOKLINE_CONSOLE_USERS: ``name:hash,name:hash``; a hash is werkzeug's
+    ``method:params$salt$digest`` (its first ``:`` belongs to the hash)."""
+    raw = env.get("HOOKLINE_CONSOLE_USERS", "")
+    users: dict[str, str] = {}
+    for entry in (e.strip() for e in raw.split(",")):
+        if not entry:
+            continue
+        name, _, hashed = entry.partition(":")
+        method = hashed.split(":", 1)[0].split("$", 1)[0]
+        if not name.strip() or method not in _PASSWORD_METHODS or hashed.count("$") != 2:
+            raise ConfigError("HOOKLINE_CONSOLE_USERS must be name:hash pairs separated by "
+                              "commas, each hash from werkzeug's generate_password_hash "
+                              f"(scrypt or pbkdf2); got an entry for {name.strip()!r}")
+        if name.strip() in users:
+            raise ConfigError(f"HOOKLINE_CONSOLE_USERS names {name.strip()!r} twice")
+        users[name.strip()] = hashed
+    return users
+
+
 def source_env_suffix(source: str) -> str:
     """'kaleyra-rcs' -> 'KALEYRA_RCS', as used by per-source variables."""
     return source.upper().replace("-", "_")
@@ -245,6 +269,9 @@ class Settings:
     # A 202 waits until this many replicas hold the envelope (Redis WAIT), else 503.
     inbox_wait_replicas: int = 0
     inbox_wait_timeout_ms: int = 500
+    # The operator console (/console; ingest.console).
+    console_enabled: bool = True
+    console_users: dict[str, str] = field(default_factory=dict, repr=False)
 
     def callback_token_for(self, source: str) -> str | None:
         return self.callback_tokens.get(source_env_suffix(source), self.callback_token)
@@ -360,4 +387,14 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         log_format=log_format,
         **_fanout(env),
         **_inbox(env),
+        **_console(env),
     )
+
+
+def _console(env: Mapping[str, str]) -> dict:
+    users = _console_users(env)
+    if users and not (env.get("HOOKLINE_SECRET_KEY") or env.get("HOOKLINE_API_TOKEN")):
+        # The session cookie is signed with a key derived from one of them.
+        raise ConfigError("HOOKLINE_CONSOLE_USERS needs HOOKLINE_SECRET_KEY (or "
+                          "HOOKLINE_API_TOKEN) set: the console's session is signed with it")
+    return dict(console_enabled=_bool(env, "HOOKLINE_CONSOLE", True), console_users=users)

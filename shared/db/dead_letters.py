@@ -122,3 +122,10 @@ def unreplayed_ids(
     ORDER BY id LIMIT %(limit)s
     """
     return [r[0] for r in conn.execute(sql, params)]
+
+
+def by_ingest_id(conn: psycopg.Connection, ingest_id: str) -> dict[str, Any] | None:
+    """The dead letter a callback (e.g. a replay) became, if it became one."""
+    cur = conn.cursor(row_factory=dict_row)
+    return cur.execute("SELECT id, reason, created_at FROM dead_letters WHERE ingest_id = %s",
+                       (ingest_id,)).fetchone()

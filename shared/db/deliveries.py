@@ -401,3 +401,48 @@ def replay(
     sql = _REQUEUE.format(
         where="endpoint_id = %s AND created_at >= %s AND created_at < %s AND status = ANY(%s)")
     return conn.execute(sql, (endpoint_id, since, until, list(statuses))).rowcount
+
+
+def for_events(conn: psycopg.Connection, event_ids: Sequence[int], limit: int = 200
+               ) -> list[dict[str, Any]]:
+    """The deliveries these events caused (the deliveries_once index leads with event_id),
+    each with its attempts, oldest first."""
+    cur = conn.cursor(row_factory=dict_row)
+    rows = cur.execute(f"SELECT {_COLUMNS} FROM deliveries WHERE event_id = ANY(%s) "
+                       "ORDER BY seq LIMIT %s", (list(event_ids), limit)).fetchall()
+    attempts: dict[str, list] = {r["id"]: [] for r in rows}
+    if rows:
+        for a in cur.execute("""
+            SELECT delivery_id, attempted_at, duration_ms, status_code, response_body, error
+            FROM delivery_attempts WHERE delivery_id = ANY(%s) ORDER BY delivery_id, id
+        """, (list(attempts),)):
+            attempts[a.pop("delivery_id")].append(a)
+    for r in rows:
+        r["attempts_made"] = attempts[r["id"]]
+    return rows
+
+
+# Each endpoint's last deliveries, through (endpoint_id, seq): bounded per endpoint.
+_RECENT = """
+SELECT e.id, count(d.*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
+       count(d.*) FILTER (WHERE d.status IN ('failed', 'dead')) AS failed,
+       (array_agg(d.last_error ORDER BY d.seq DESC)
+            FILTER (WHERE d.last_error IS NOT NULL))[1] AS last_error
+FROM unnest(%s::text[]) AS e(id)
+LEFT JOIN LATERAL (
+    SELECT status, last_error, seq FROM deliveries
+    WHERE endpoint_id = e.id ORDER BY seq DESC LIMIT %s
+) d ON true
+GROUP BY e.id
+"""
+
+
+def recent_outcomes(conn: psycopg.Connection, endpoint_ids: Sequence[str], window: int = 100
+                    ) -> dict[str, dict[str, Any]]:
+    """Per endpoint, of its last ``window`` deliveries: how many succeeded, how many
+    failed or died, and the newest error among them."""
+    if not endpoint_ids:
+        return {}
+    rows = conn.cursor(row_factory=dict_row).execute(
+        _RECENT, (list(endpoint_ids), window)).fetchall()
+    return {r.pop("id"): r for r in rows}

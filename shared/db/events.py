@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
 from shared.db import arrays
 from shared.model import NormalisedEvent
@@ -80,3 +81,12 @@ def _columns(rows: list[Incoming]) -> list[arrays.Array]:
         arrays.jsonb([e.data for e in ev]), arrays.jsonb([i.raw for i in rows]),
         arrays.timestamptz([i.received_at for i in rows]),
     ]
+
+
+def by_ingest_id(conn: psycopg.Connection, ingest_id: str, limit: int = 50
+                 ) -> list[dict[str, Any]]:
+    """The events one callback (e.g. a replay) was applied as (events_ingest_id index)."""
+    cur = conn.cursor(row_factory=dict_row)
+    return cur.execute(
+        "SELECT id, source, type, message_id, status, occurred_at, processed_at FROM events "
+        "WHERE ingest_id = %s ORDER BY id LIMIT %s", (ingest_id, limit)).fetchall()

@@ -71,3 +71,48 @@ def endpoint_health(conn: psycopg.Connection) -> list[dict[str, Any]] | None:
     if not (table_exists(conn, "endpoints") and table_exists(conn, "deliveries")):
         return None
     return conn.cursor(row_factory=dict_row).execute(_ENDPOINTS).fetchall()
+
+
+# --- the console's overview ----------------------------------------------------------
+
+# Rows per minute, from the first id at each minute's start: one short index range per
+# minute (and one probe for max(id)) whatever the volume, where a count(*) over the
+# hour would read every row of it. A batch numbers its rows in key order, not arrival
+# order, so the first id is the least of the next BOUNDARY_ROWS rows (a default
+# batch); a row near a minute's edge may be counted in the minute beside it.
+BOUNDARY_ROWS = 500
+_SERIES = {"events": ("events", "received_at"), "dead_letters": ("dead_letters", "created_at")}
+_FIRST_IDS = """
+SELECT b.t, (SELECT min(id) FROM (SELECT id FROM {table} WHERE {column} >= b.t
+                                  ORDER BY {column} LIMIT %(rows)s) f)
+FROM generate_series(date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1),
+                     date_trunc('minute', now()), interval '1 minute') AS b(t)
+ORDER BY b.t
+"""
+
+
+def per_minute(conn: psycopg.Connection, series: str, minutes: int = 60
+               ) -> list[tuple[Any, int]]:
+    """(minute start, rows in that minute) for the last ``minutes`` minutes, oldest first;
+    ``series`` is ``events`` (by receipt time) or ``dead_letters``."""
+    table, column = _SERIES[series]
+    firsts = conn.execute(_FIRST_IDS.format(table=table, column=column),
+                          {"minutes": minutes, "rows": BOUNDARY_ROWS}).fetchall()
+    top = conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()[0]
+    out = []
+    for i, (minute, first) in enumerate(firsts):
+        nxt = next((f for _, f in firsts[i + 1:] if f is not None), top)
+        out.append((minute, 0 if first is None else max(0, nxt - first)))
+    return out
+
+
+def failing_endpoints(conn: psycopg.Connection, limit: int = 50) -> list[dict[str, Any]]:
+    """Enabled endpoints whose last attempts failed, longest failing first (the
+    endpoints table is one row per customer endpoint: small)."""
+    if not table_exists(conn, "endpoints"):
+        return []
+    return conn.cursor(row_factory=dict_row).execute(
+        "SELECT id, url, consecutive_failures, failing_since, paused_until, last_failure_at, "
+        "last_success_at FROM endpoints "
+        "WHERE enabled AND (failing_since IS NOT NULL OR consecutive_failures > 0) "
+        "ORDER BY failing_since NULLS LAST, id LIMIT %s", (limit,)).fetchall()

@@ -1,0 +1,173 @@
+"""Console sign-in, its session cookie and CSRF tokens.
+
+Sign in with HOOKLINE_API_TOKEN (no user name) or a HOOKLINE_CONSOLE_USERS name and
+password. The session is Flask's signed cookie, signed with a key derived from
+HOOKLINE_SECRET_KEY, else from HOOKLINE_API_TOKEN (never a constant); it holds the
+user and the CSRF token, never an endpoint secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from datetime import timedelta
+from functools import cache
+
+import redis
+from flask import (
+    Flask,
+    Request,
+    Response,
+    abort,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask.sessions import SecureCookieSessionInterface
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from ingest.console import PREFIX, bp, rt, settings
+from shared import config
+
+log = logging.getLogger(__name__)
+
+SESSION_HOURS = 12
+MAX_FAILURES = 10          # failed sign-ins per address ...
+FAILURE_WINDOW = 300       # ... within this many seconds, then 429 until it passes
+_FAILURES_KEY = "hookline:console:login-failures:"
+_OPEN = {"console.login", "console.static"}
+
+
+def session_key(s: config.Settings) -> bytes:
+    """The session-signing key: HMAC of a fixed label under HOOKLINE_SECRET_KEY, else
+    under HOOKLINE_API_TOKEN. With neither nobody can sign in, and a random key serves."""
+    base = s.secret_key or s.api_token
+    if base is None:
+        return secrets.token_bytes(32)
+    return hmac.new(base.encode(), b"hookline console session v1", hashlib.sha256).digest()
+
+
+class ConsoleSessionInterface(SecureCookieSessionInterface):
+    """Sessions for /console only (callbacks and /v1 open none: no cookie work on
+    the hot path); the cookie is Secure when the request came over HTTPS, as seen
+    through HOOKLINE_TRUSTED_PROXY_HOPS' X-Forwarded-Proto."""
+
+    def open_session(self, app: Flask, request: Request):  # type: ignore[override]
+        if not request.path.startswith(PREFIX):
+            return None
+        return super().open_session(app, request)
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return request.is_secure
+
+
+def configure(app: Flask, s: config.Settings) -> None:
+    app.secret_key = session_key(s)
+    app.session_interface = ConsoleSessionInterface()
+    app.config.update(
+        SESSION_COOKIE_NAME="hookline_console", SESSION_COOKIE_PATH=PREFIX,
+        SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
+    )
+    app.jinja_env.globals["csrf_token"] = csrf_token
+
+
+def csrf_token() -> str:
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+def _csrf_ok() -> bool:
+    expected = session.get("csrf")
+    presented = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token")
+    if not expected or not presented:
+        return False
+    return hmac.compare_digest(expected.encode(), presented.encode())
+
+
+@bp.before_request
+def _guard() -> Response | None:
+    if request.method not in ("GET", "HEAD", "OPTIONS") and not _csrf_ok():
+        abort(403, "missing or wrong CSRF token: reload the page and try again")
+    if request.endpoint in _OPEN or session.get("user"):
+        return None
+    if request.headers.get("HX-Request"):
+        return Response("sign in again", status=401)  # a partial: no redirect to swap in
+    return redirect(url_for("console.login", next=request.full_path.rstrip("?")))
+
+
+@cache
+def _dummy_hash() -> str:
+    # Checked for unknown users, so a wrong name costs the same time as a wrong password.
+    return generate_password_hash(secrets.token_hex(16))
+
+
+def check_login(s: config.Settings, username: str, password: str) -> str | None:
+    """The signed-in name, or None."""
+    if username:
+        hashed = s.console_users.get(username)
+        ok = check_password_hash(hashed or _dummy_hash(), password)
+        return username if hashed is not None and ok else None
+    if s.api_token is not None and hmac.compare_digest(s.api_token.encode(), password.encode()):
+        return "api-token"
+    return None
+
+
+def _failures(add: bool = False) -> int:
+    """Failed sign-ins from this address in the window (Redis, shared by every process);
+    0 when Redis cannot say, so an outage does not lock operators out."""
+    key = _FAILURES_KEY + (request.remote_addr or "?")
+    try:
+        client = rt().redis
+        if not add:
+            return int(client.get(key) or 0)
+        pipe = client.pipeline()
+        pipe.set(key, 0, ex=FAILURE_WINDOW, nx=True)  # the window starts at the first failure
+        pipe.incr(key)
+        return int(pipe.execute()[1])
+    except redis.RedisError as exc:
+        log.warning("console sign-in limit unavailable: %s", exc, extra={"error": repr(exc)})
+        return 0
+
+
+def _safe_next(target: str | None) -> str:
+    # Only a path inside the console: never an open redirect.
+    if target and target.startswith(PREFIX + "/") and not target.startswith("//"):
+        return target
+    return url_for("console.overview")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Response | str | tuple[str, int]:
+    s = settings()
+    can_sign_in = bool(s.api_token or s.console_users)
+    if request.method == "GET":
+        return render_template("console/login.html", can_sign_in=can_sign_in,
+                               next=request.args.get("next", ""))
+    if _failures() >= MAX_FAILURES:
+        return render_template("console/login.html", can_sign_in=can_sign_in,
+                               error="too many failed sign-ins; wait a few minutes"), 429
+    user = check_login(s, request.form.get("username", "").strip(),
+                       request.form.get("password", ""))
+    if user is None:
+        _failures(add=True)
+        log.warning("console sign-in refused", extra={"remote_addr": request.remote_addr})
+        return render_template("console/login.html", can_sign_in=can_sign_in,
+                               error="wrong name, password or token",
+                               next=request.form.get("next", "")), 401
+    session.clear()  # a new session (and CSRF token) for the signed-in user
+    session.permanent = True
+    session["user"] = user
+    log.info("console sign-in by %s", user, extra={"user": user})
+    return redirect(_safe_next(request.form.get("next")))
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    session.clear()
+    return redirect(url_for("console.login"))

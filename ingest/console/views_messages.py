@@ -1,0 +1,28 @@
+"""Message lookup: status, per-status times, history, and the deliveries it caused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import render_template
+
+from ingest.console import bp, rt
+from ingest.console.forms import text
+from shared.db import deliveries, messages
+from shared.model import STATUS_ORDER
+
+
+def lookup(message_id: str, source: str | None) -> list[dict[str, Any]]:
+    with rt().pool.connection() as conn:
+        rows = messages.get(conn, message_id, source)
+        for row in rows:
+            row["deliveries"] = deliveries.for_events(conn, [e["id"] for e in row["events"]])
+    return rows
+
+
+@bp.get("/messages")
+def message() -> str:
+    message_id, source = text("message_id"), text("source")
+    rows = lookup(message_id, source) if message_id else []
+    return render_template("console/message.html", message_id=message_id, source=source,
+                           rows=rows, statuses=STATUS_ORDER)
