@@ -106,7 +106,8 @@ def _build(url: str, depth: int, ordered: bool) -> dict[str, float | None]:
 
 def _claims(url: str, n: int, warm: int = 5) -> list[float]:
     times: list[float] = []
-    with psycopg.connect(url, autocommit=True) as conn:
+    # As the worker's pool sets it up (shared.db.pool): no JIT.
+    with psycopg.connect(url, autocommit=True, options="-c jit=off") as conn:
         for i in range(warm + n):
             started = time.perf_counter()
             got = deliveries.claim(conn, 200, RULES)
