@@ -172,6 +172,8 @@ def patch_endpoint(endpoint_id: str) -> Response:
     changes = _changes(_body(PATCH_FIELDS))
     with api.rt().pool.connection() as conn:
         row = _found(endpoints.update(conn, endpoint_id, changes), "endpoint", endpoint_id)
+        if changes.get("ordered") is False:
+            deliveries.unhold(conn, endpoint_id)  # what waited for its turn goes now
     return jsonify(endpoint_json(row))
 
 
