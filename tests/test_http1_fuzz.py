@@ -7,13 +7,13 @@ in LENIENT with what http1 does, and h11's refusal is asserted too."""
 from __future__ import annotations
 
 import http.client
-import socket
 
 import h11
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from tests.test_http1 import _connection
 from workers import http1
 
 KEEP = 16
@@ -22,12 +22,7 @@ ERROR = "error"
 
 
 def ours(answer: bytes, close: bool) -> tuple | str:
-    mine, theirs = socket.socketpair()
-    mine.settimeout(2)
-    theirs.sendall(answer)  # waits in the socket buffer until the request is sent
-    if close:
-        theirs.shutdown(socket.SHUT_WR)
-    conn = http1.Connection("hooks.example", 80, 2, lambda address, timeout: mine)
+    conn, theirs = _connection(answer, close)  # a socket pair, the answer waiting in it
     try:
         got, reusable = conn.post("/hook", b"{}", [("X-A", "1")], KEEP, DRAIN)
         return got.status, got.body, got.retry_after, reusable
