@@ -10,6 +10,9 @@
 * ``record`` stores the attempts and moves each delivery on (succeeded, failed
   with its next attempt on the schedule, or dead) -- only if the recorder still
   holds the claim.
+* An ordered endpoint's delivery waits *held* (``next_attempt_at`` NULL, never due)
+  while an earlier one of its message is pending; whatever settles or requeues one
+  lets the first pending one of its message go, in the same transaction.
 """
 
 from __future__ import annotations
