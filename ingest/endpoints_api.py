@@ -181,7 +181,10 @@ def update(endpoint_id: str, doc: dict[str, Any]) -> dict[str, Any]:
     """Validate a PATCH body and apply it; the endpoint's row (404 when there is none)."""
     changes = _changes(doc)
     with api.rt().pool.connection() as conn:
-        return _found(endpoints.update(conn, endpoint_id, changes), "endpoint", endpoint_id)
+        row = _found(endpoints.update(conn, endpoint_id, changes), "endpoint", endpoint_id)
+        if changes.get("ordered") is False:
+            deliveries.unhold(conn, endpoint_id)  # what waited for its turn goes now
+    return row
 
 
 @bp.delete("/endpoints/<endpoint_id>")

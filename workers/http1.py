@@ -23,6 +23,9 @@ MAX_LINE = 65536      # http.client's limits: a longer line or more headers is r
 MAX_HEADERS = 100
 _RECV = 65536
 _BAD_TARGET = re.compile(r"[\x00-\x20\x7f]")   # http.client's check (CVE-2019-9740)
+# chunk-size = 1*HEXDIG (RFC 9112 7.1). Not int(s, 16): it also reads "0x1a", "+a"
+# and "1_0", which are not sizes (and which h11 refuses).
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
 _WANTED = (b"content-length", b"transfer-encoding", b"connection", b"retry-after",
            b"keep-alive")
 
@@ -110,17 +113,27 @@ class Connection:
         """The wanted headers; a repeated one's values joined with commas (RFC 9110
         5.3), so a second Transfer-Encoding or Content-Length is not overlooked."""
         fields: dict[bytes, bytes] = {}
+        name = b""
         for _ in range(MAX_HEADERS + 1):
             line = self._line()
-            if line in (b"\r\n", b"\n", b""):
+            if line in (b"\r\n", b"\n"):
                 return fields
+            if not line.endswith(b"\n"):
+                # Closed before the blank line that ends the head: not an answer (a
+                # 200 cut after its status line was taken for a whole one).
+                raise http.client.IncompleteRead(b"")
             if line[:1] in (b" ", b"\t"):
-                continue  # the continuation of a folded header, not a header of its own
+                # obs-fold: the value goes on, after one space (RFC 9112 5.2).
+                if name in fields:
+                    fields[name] += b" " + line.strip()
+                continue
             name, sep, value = line.partition(b":")
             name = name.strip().lower()
             if sep and name in _WANTED:
                 value = value.strip()
                 fields[name] = fields[name] + b", " + value if name in fields else value
+            else:
+                name = b""
         raise http.client.HTTPException(f"got more than {MAX_HEADERS} headers")
 
     def _body(self, status: int, will_close: bool, fields: dict[bytes, bytes],
@@ -149,12 +162,11 @@ class Connection:
     def _chunked(self, keep: int, limit: int) -> tuple[bytes, bool]:
         kept, read = bytearray(), 0
         while True:
-            try:
-                size = int(self._line().split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                size = -1
-            if size < 0:
+            # Whitespace may come before an extension or the line end, not before the size.
+            digits = self._line().split(b";", 1)[0].rstrip()
+            if not _CHUNK_SIZE.fullmatch(digits):
                 raise http.client.IncompleteRead(bytes(kept))
+            size = int(digits, 16)
             if size == 0:
                 self._fields()  # trailers
                 return bytes(kept), True
@@ -167,6 +179,9 @@ class Connection:
             if not self._need(size + 2):
                 raise http.client.IncompleteRead(bytes(kept))
             chunk = self._take(size + 2)
+            if chunk[size:] != b"\r\n":
+                # Not where the chunk ends: the sizes do not frame this body.
+                raise http.client.IncompleteRead(bytes(kept))
             read += size
             if len(kept) < keep:
                 kept += chunk[:min(size, keep - len(kept))]
@@ -233,14 +248,15 @@ def _will_close(version: str, fields: dict[bytes, bytes]) -> bool:
 
 
 def _length(value: bytes | None) -> int | None:
-    """Content-Length as http.client reads it: a bad or negative one is none at all."""
+    """Content-Length: digits only (int() also takes "+2" and "2_0"); repeated with one
+    value, that value (RFC 9110 8.6). A bad one is none at all, as http.client had it."""
     if value is None:
         return None
-    try:
-        length = int(value)
-    except ValueError:
+    values = {v.strip() for v in value.split(b",")}
+    if len(values) != 1:
         return None
-    return length if length >= 0 else None
+    (digits,) = values
+    return int(digits) if digits.isdigit() else None
 
 
 def _host_header(host: str, port: int, default_port: int) -> str:

@@ -10,6 +10,9 @@
 * ``record`` stores the attempts and moves each delivery on (succeeded, failed
   with its next attempt on the schedule, or dead) -- only if the recorder still
   holds the claim.
+* An ordered endpoint's delivery waits *held* (``next_attempt_at`` NULL, never due)
+  while an earlier one of its message is pending; whatever settles or requeues one
+  lets the first pending one of its message go, in the same transaction.
 """
 
 from __future__ import annotations
@@ -78,20 +81,30 @@ def _rank(n: Notification) -> int:
     return STATUS_RANK[status] if status is not None and n.type == n.event.type else 0
 
 
+# A delivery of an ordered endpoint that has a message key is written held
+# (next_attempt_at NULL: never due) and only the first of its message is let go
+# (_RELEASE_FIRST); each one that settles lets the next go. A claim then never
+# walks the followers, however many there are.
 _ENQUEUE = """
-INSERT INTO deliveries (endpoint_id, event_id, type, payload, message_key, occurred_at, rank,
-                        next_attempt_at)
-SELECT e.id, n.event_id, n.type, n.payload::jsonb, n.message_key, n.occurred_at, n.rank, now()
-FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-            %b::text[], %b::timestamptz[], %b::smallint[])
-     AS n(event_id, type, payload, source, channel, sender, message_key, occurred_at, rank)
-JOIN endpoints e ON e.enabled
-    AND ('*' = ANY (e.event_types) OR n.type = ANY (e.event_types))
-    AND (e.filter_source IS NULL OR n.source = ANY (e.filter_source))
-    AND (e.filter_channel IS NULL OR n.channel = ANY (e.filter_channel))
-    AND (e.filter_sender IS NULL OR n.sender = ANY (e.filter_sender))
-ORDER BY n.event_id, e.id
-ON CONFLICT (event_id, endpoint_id, type) DO NOTHING
+WITH ins AS (
+    INSERT INTO deliveries (endpoint_id, event_id, type, payload, message_key, occurred_at,
+                            rank, next_attempt_at)
+    SELECT e.id, n.event_id, n.type, n.payload::jsonb, n.message_key, n.occurred_at, n.rank,
+           CASE WHEN e.ordered AND n.message_key IS NOT NULL THEN NULL ELSE now() END
+    FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+                %b::text[], %b::timestamptz[], %b::smallint[])
+         AS n(event_id, type, payload, source, channel, sender, message_key, occurred_at, rank)
+    JOIN endpoints e ON e.enabled
+        AND ('*' = ANY (e.event_types) OR n.type = ANY (e.event_types))
+        AND (e.filter_source IS NULL OR n.source = ANY (e.filter_source))
+        AND (e.filter_channel IS NULL OR n.channel = ANY (e.filter_channel))
+        AND (e.filter_sender IS NULL OR n.sender = ANY (e.filter_sender))
+    ORDER BY n.event_id, e.id
+    ON CONFLICT (event_id, endpoint_id, type) DO NOTHING
+    RETURNING endpoint_id, message_key, next_attempt_at
+)
+SELECT (SELECT count(*) FROM ins), array_agg(h.endpoint_id), array_agg(h.message_key)
+FROM (SELECT DISTINCT endpoint_id, message_key FROM ins WHERE next_attempt_at IS NULL) h
 """
 
 
@@ -100,14 +113,78 @@ def enqueue(cur: psycopg.Cursor, notes: Sequence[Notification]) -> int:
     if not notes or not endpoints.any_enabled(cur):
         return 0
     events = [n.event for n in notes]
-    return cur.execute(_ENQUEUE, [
+    count, held_eps, held_keys = cur.execute(_ENQUEUE, [
         arrays.bigint([n.event_id for n in notes]), arrays.text([n.type for n in notes]),
         arrays.text([orjson.dumps(payload(n)).decode() for n in notes]),
         arrays.text([e.source for e in events]), arrays.text([e.channel for e in events]),
         arrays.text([e.sender for e in events]), arrays.text([_message_key(n) for n in notes]),
         arrays.timestamptz([e.occurred_at for e in events]),
         arrays.smallint([_rank(n) for n in notes]),
-    ]).rowcount
+    ]).fetchone()
+    if held_eps:
+        _lock_order(cur, held_eps)
+        _release_first(cur, held_eps, held_keys)
+    return count
+
+
+# What may let a held delivery go is serialised per endpoint: writing held ones
+# (enqueue, retry, replay), settling one (record) and ending the ordering (PATCH).
+# Each takes the lock before the statement that lets the first of a message go, so
+# that statement sees what the others committed: else a delivery written held
+# while its predecessor settled could be seen by neither, and wait for ever. The
+# lock is held to the end of the transaction; its class key differs from the claim's.
+_ORDER_LOCK = 0x686F6F6C
+_LOCK_ORDER = """
+SELECT count(pg_advisory_xact_lock(%s, s.k))
+FROM (SELECT DISTINCT hashtext(id) AS k FROM unnest(%s::text[]) AS id ORDER BY 1) s
+"""
+
+
+def _lock_order(cur: psycopg.Cursor, endpoint_ids: Sequence[str]) -> None:
+    cur.execute(_LOCK_ORDER, (_ORDER_LOCK, list(endpoint_ids)))
+
+
+# For each (endpoint, message key): an ordered endpoint's first pending delivery
+# of that message goes if it was held; an endpoint no longer ordered lets all go.
+_RELEASE_FIRST = """
+WITH c AS (
+    SELECT DISTINCT c.endpoint_id, c.message_key, e.ordered
+    FROM unnest(%(eps)s::text[], %(keys)s::text[]) AS c(endpoint_id, message_key)
+    JOIN endpoints e ON e.id = c.endpoint_id
+), go AS (
+    SELECT f.id FROM c CROSS JOIN LATERAL (
+        SELECT x.id, x.next_attempt_at FROM deliveries x
+        WHERE x.endpoint_id = c.endpoint_id AND x.message_key = c.message_key
+          AND x.status IN ('pending', 'failed')
+        ORDER BY x.occurred_at, x.rank, x.seq
+        LIMIT 1) f
+    WHERE c.ordered AND f.next_attempt_at IS NULL
+    UNION ALL
+    SELECT x.id FROM c JOIN deliveries x
+        ON x.endpoint_id = c.endpoint_id AND x.message_key = c.message_key
+    WHERE NOT c.ordered AND x.status IN ('pending', 'failed') AND x.next_attempt_at IS NULL
+)
+UPDATE deliveries d SET next_attempt_at = now()
+FROM go WHERE d.id = go.id AND d.status IN ('pending', 'failed') AND d.next_attempt_at IS NULL
+"""
+
+
+def _release_first(cur: psycopg.Cursor, endpoint_ids: Sequence[str],
+                   message_keys: Sequence[str]) -> int:
+    return cur.execute(_RELEASE_FIRST, dict(eps=list(endpoint_ids),
+                                            keys=list(message_keys))).rowcount
+
+
+def unhold(conn: psycopg.Connection, endpoint_id: str) -> int:
+    """Let every held delivery of an endpoint go (it is no longer ordered); call it in
+    the transaction that changed the endpoint."""
+    with conn.transaction():
+        cur = conn.cursor()
+        _lock_order(cur, [endpoint_id])
+        return cur.execute("""
+            UPDATE deliveries SET next_attempt_at = now()
+            WHERE endpoint_id = %s AND status IN ('pending', 'failed') AND next_attempt_at IS NULL
+        """, (endpoint_id,)).rowcount
 
 
 @dataclass(slots=True)
@@ -120,18 +197,24 @@ class Claimed:
     token: uuid.UUID
 
 
-# A delivery of endpoint ``e`` that may be sent now. Ordered endpoints: nothing
-# of a message goes while an earlier event of it to the same endpoint is still
-# pending or being retried, nor while another of its events is in flight (one
-# that arrived late may order before the one being sent).
+# A delivery of endpoint ``e`` that may be sent now (a held one is never due).
+# Ordered endpoints: nothing of a message goes while an earlier event of it to the
+# same endpoint is still pending or being retried, nor while another of its events
+# is in flight (one that arrived late may order before the one being sent). Two
+# probes, each an index range: the message's earlier pending ones
+# (deliveries_order_rank, empty for the first), and the endpoint's in flight
+# (deliveries_in_flight, at most the claim cap).
 _SENDABLE = """
     d.endpoint_id = e.id AND d.status IN ('pending', 'failed') AND d.next_attempt_at <= now()
-    AND (NOT e.ordered OR d.message_key IS NULL OR NOT EXISTS (
+    AND (NOT e.ordered OR d.message_key IS NULL OR (NOT EXISTS (
         SELECT 1 FROM deliveries p
         WHERE p.endpoint_id = d.endpoint_id AND p.message_key = d.message_key
           AND p.status IN ('pending', 'failed')
-          AND ((p.occurred_at, p.rank, p.seq) < (d.occurred_at, d.rank, d.seq)
-               OR (p.claim_token IS NOT NULL AND p.next_attempt_at > now()))))
+          AND (p.occurred_at, p.rank, p.seq) < (d.occurred_at, d.rank, d.seq))
+    AND NOT EXISTS (
+        SELECT 1 FROM deliveries f
+        WHERE f.endpoint_id = d.endpoint_id AND f.claim_token IS NOT NULL
+          AND f.next_attempt_at > now() AND f.message_key = d.message_key)))
 """
 _ENDPOINT_OPEN = "e.enabled AND (e.paused_until IS NULL OR e.paused_until <= now())"
 
@@ -265,7 +348,16 @@ FROM unnest(%(ids)b::text[], %(tokens)b::uuid[], %(at)b::timestamptz[], %(ok)b::
 -- Only while this attempt still holds the claim: a lease that ran out (and
 -- was claimed again) or a manual retry has moved the delivery on already.
 WHERE d.id = r.id AND d.claim_token = r.token
-RETURNING d.id, d.status
+RETURNING d.id, d.status, d.endpoint_id, d.message_key
+"""
+# Before anything else in a record: the order locks of the batch's ordered
+# endpoints (which this returns), taken before its rows are (a replay holding an
+# endpoint's lock waits for those rows).
+_RECORD_START = f"""
+SELECT {_ASYNC_COMMIT}, (SELECT array_agg(s.id) FROM (
+    SELECT e.id, pg_advisory_xact_lock({_ORDER_LOCK}, e.k) FROM (
+        SELECT id, hashtext(id) AS k FROM endpoints
+        WHERE id = ANY(%s::text[]) AND ordered ORDER BY 2) e) s)
 """
 
 
@@ -313,9 +405,16 @@ def record(conn: psycopg.Connection, results: Sequence[Result], schedule: Sequen
     stopped: set[str] = set()
     with conn.transaction():
         cur = conn.cursor()
-        cur.execute(f"SELECT {_ASYNC_COMMIT}")
+        ordered_eps = set(cur.execute(
+            _RECORD_START, (sorted({r.endpoint_id for r in results}),)).fetchone()[1] or ())
         cur.execute(_ATTEMPTS, attempts)
-        statuses = dict(cur.execute(_ADVANCE, advance).fetchall())
+        advanced = cur.execute(_ADVANCE, advance).fetchall()
+        statuses = {row[0]: row[1] for row in advanced}
+        # A settled delivery lets the next of its message go.
+        done = [(ep, key) for _, status, ep, key in advanced
+                if status in ("succeeded", "dead") and key is not None and ep in ordered_eps]
+        if done:
+            _release_first(cur, [ep for ep, _ in done], [key for _, key in done])
         for h in health(results):
             row = endpoints.apply_health(cur, h, rules)
             if row is not None and row[0]:
@@ -377,17 +476,42 @@ def get(conn: psycopg.Connection, delivery_id: str) -> dict[str, Any] | None:
 
 
 # A requeued delivery starts the retry schedule afresh; its attempt history stays.
-_REQUEUE = f"""
-UPDATE deliveries SET status = 'pending', round_attempts = 0, next_attempt_at = now(),
-    claim_token = NULL, requeued_at = now()
-WHERE {{where}} AND NOT {_IN_FLIGHT}
+# An ordered endpoint's is requeued held, then the first of each message goes.
+_REQUEUE = """
+WITH q AS (
+    UPDATE deliveries d SET status = 'pending', round_attempts = 0, claim_token = NULL,
+        requeued_at = now(),
+        next_attempt_at = CASE WHEN e.ordered AND d.message_key IS NOT NULL THEN NULL
+                               ELSE now() END
+    FROM endpoints e
+    WHERE e.id = d.endpoint_id AND {where}
+      AND NOT (d.claim_token IS NOT NULL AND d.next_attempt_at > now())
+    RETURNING d.endpoint_id, d.message_key, d.next_attempt_at
+)
+SELECT (SELECT count(*) FROM q), array_agg(h.endpoint_id), array_agg(h.message_key)
+FROM (SELECT DISTINCT endpoint_id, message_key FROM q WHERE next_attempt_at IS NULL) h
 """
+
+
+def _requeue(conn: psycopg.Connection, endpoint_id: str, where: str,
+             params: Sequence[Any]) -> int:
+    with conn.transaction():
+        cur = conn.cursor()
+        _lock_order(cur, [endpoint_id])
+        count, held_eps, held_keys = cur.execute(_REQUEUE.format(where=where),
+                                                 params).fetchone()
+        if held_eps:
+            _release_first(cur, held_eps, held_keys)
+    return count
 
 
 def retry(conn: psycopg.Connection, delivery_id: str) -> str | None:
     """Queue one delivery now: 'queued', 'in_flight' (being sent, left alone) or None."""
-    sql = _REQUEUE.format(where="id = %s")
-    if conn.execute(sql, (delivery_id,)).rowcount:
+    row = conn.execute("SELECT endpoint_id FROM deliveries WHERE id = %s",
+                       (delivery_id,)).fetchone()
+    if row is None:
+        return None
+    if _requeue(conn, row[0], "d.id = %s", (delivery_id,)):
         return "queued"
     exists = conn.execute("SELECT 1 FROM deliveries WHERE id = %s", (delivery_id,)).fetchone()
     return "in_flight" if exists else None
@@ -398,9 +522,10 @@ def replay(
     statuses: Sequence[str],
 ) -> int:
     """Queue again the endpoint's deliveries created in [since, until) with these statuses."""
-    sql = _REQUEUE.format(
-        where="endpoint_id = %s AND created_at >= %s AND created_at < %s AND status = ANY(%s)")
-    return conn.execute(sql, (endpoint_id, since, until, list(statuses))).rowcount
+    return _requeue(conn, endpoint_id,
+                    "d.endpoint_id = %s AND d.created_at >= %s AND d.created_at < %s "
+                    "AND d.status = ANY(%s)",
+                    (endpoint_id, since, until, list(statuses)))
 
 
 def for_events(conn: psycopg.Connection, event_ids: Sequence[int], limit: int = 200
