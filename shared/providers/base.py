@@ -17,7 +17,7 @@ from marshmallow.decorators import POST_LOAD, PRE_LOAD, VALIDATES, VALIDATES_SCH
 from marshmallow.error_store import ErrorStore
 from marshmallow.validate import And, Validator
 
-from shared.model import NormalisedEvent
+from shared.model import FAILURE_STATUSES, NormalisedEvent
 from shared.timeutil import parse_timestamp
 
 
@@ -100,6 +100,33 @@ def optional_text(value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() <= 64:
         return str(value)
     return None
+
+
+# A failure reason is the provider's prose, a code its identifier: bounded, since a
+# callback may be 256 KiB and both are stored on the message and in its history.
+REASON_CHARS = 1000
+CODE_CHARS = 100
+
+
+def failure(status: str, reason: Any, code: Any) -> dict[str, str | None]:
+    """The failure_reason / failure_code fields of a receipt: the provider's reason
+    text and code, on a failing status only (none on any other receipt)."""
+    if status not in FAILURE_STATUSES:
+        return {}
+    reason, code = optional_text(reason), optional_text(code)
+    return {"failure_reason": reason[:REASON_CHARS] if reason else None,
+            "failure_code": code[:CODE_CHARS] if code else None}
+
+
+def error_parts(error: Any) -> tuple[str | None, str | None]:
+    """(reason, code) of an error a Kaleyra receipt carries: a string is the reason;
+    an object gives its message (else title, description, details) and its code."""
+    if isinstance(error, str):
+        return error or None, None
+    if not isinstance(error, Mapping):
+        return None, None
+    texts = (optional_text(error.get(k)) for k in ("message", "title", "description", "details"))
+    return next((t for t in texts if t), None), optional_text(error.get("code"))
 
 
 Plan = tuple[tuple[str, str, fields.Field, bool], ...]

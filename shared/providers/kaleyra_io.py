@@ -18,6 +18,10 @@ Decisions:
   statuses are SMPP (DELIVRD, UNDELIV, ...). Anything else is status
   ``unknown`` (type message.unknown) with the raw value in provider_status. The
   documented ``"sent|delivered|read|failed|deleted"`` is such a value.
+- Failure reason and code (failed and expired receipts; seed 004 shows neither):
+  a wrapped status's ``reason``, else its ``error`` (a string, or an object's
+  message / title / description / details), and the error's ``code``; an SMS
+  DLR's SMPP ``err`` code (its text is only the SMPP status: no reason).
 - occurred_at: wrapped status -> the status's own time (``delivered_at`` /
   ``read_at``), else ``timestamp``, else ``processed_at``; SMS status ->
   ``deliv_time``, else ``sent_time``, else ``submit_time`` (naive times are UTC);
@@ -63,6 +67,8 @@ from shared.providers.base import (
     ParseError,
     UnsupportedEvent,
     UTCDateTime,
+    error_parts,
+    failure,
     load,
 )
 from shared.providers.base import (
@@ -171,7 +177,7 @@ class SmsStatusSchema(BaseSchema):
     status = _required_text()
     sender, credits, units = _optional(LooseString, 3)
     deliv_time, sent_time, submit_time = _optional(UTCDateTime, 3)
-    cid, custom = _optional(LooseString, 2)
+    cid, custom, err = _optional(LooseString, 3)
 
 
 class UnsubscriptionSchema(BaseSchema):
@@ -279,10 +285,12 @@ def _message_status(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]
     data.update(foreign_id=r["foreign_id"])
     if status == "failed":
         data.update(reason=r["reason"], details=r["error"])
+    reason, code = error_parts(r["error"])
     return _message_event(
         STATUS_EVENT_TYPE[status], r["id"], r["status"], doc,
         channel=r["channel"] or _channel(event), occurred_at=occurred,
         sender=r["from_"], msisdn=r["to"], status=status, provider_status=r["status"], data=data,
+        **failure(status, r["reason"] or reason, code),
     )
 
 
@@ -336,7 +344,7 @@ def _sms_status(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
         STATUS_EVENT_TYPE[status], r["id"], r["status"], doc,
         channel="sms", occurred_at=occurred,
         sender=r["sender"], msisdn=r["mobile"], status=status, provider_status=r["status"],
-        data=data,
+        data=data, **failure(status, None, r["err"]),
     )
 
 
