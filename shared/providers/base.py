@@ -208,6 +208,12 @@ class BaseSchema(Schema):
         return out
 
 
+def instances(*classes: type[BaseSchema]) -> tuple[BaseSchema, ...]:
+    """One instance of each schema, made once at import: a schema keeps no state between
+    loads, and ``shared.providers.schemas()`` finds these module-level instances."""
+    return tuple(cls() for cls in classes)
+
+
 def _load_field(f: fields.Field, plain: bool, value: Any, name: str, data: Any) -> Any:
     """Field.deserialize(value, name, data). For a plain field, its steps inline:
     most fields of a callback are absent or null, and this skips three calls each."""

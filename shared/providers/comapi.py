@@ -52,6 +52,7 @@ from shared.providers.base import (
     ParseError,
     UTCDateTime,
     failure,
+    instances,
     load,
 )
 from shared.providers.base import optional_text as _text
@@ -140,10 +141,8 @@ class ClickPayloadSchema(BaseSchema):
     updated_on = UTCDateTime(data_key="updatedOn", load_default=None)
 
 
-_EVENT = EventSchema()
-_RECEIPT = ReceiptPayloadSchema()
-_INBOUND = InboundPayloadSchema()
-_CLICK = ClickPayloadSchema()
+_EVENT, _RECEIPT, _INBOUND, _CLICK = instances(
+    EventSchema, ReceiptPayloadSchema, InboundPayloadSchema, ClickPayloadSchema)
 
 
 # --- small, total helpers over untrusted JSON -------------------------------------------

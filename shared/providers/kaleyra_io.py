@@ -69,6 +69,7 @@ from shared.providers.base import (
     UTCDateTime,
     error_parts,
     failure,
+    instances,
     load,
 )
 from shared.providers.base import (
@@ -213,15 +214,10 @@ class ContactSchema(BaseSchema):
     status = fields.String(load_default=None)
 
 
-_STATUS = StatusSchema()
-_INBOUND = InboundSchema()
-_TEXT = TextContentSchema()
-_MEDIA = MediaContentSchema()
-_LOCATION = LocationContentSchema()
-_SMS_STATUS = SmsStatusSchema()
-_UNSUBSCRIPTION = UnsubscriptionSchema()
-_VOICE = VoiceSchema()
-_CONTACT = ContactSchema()
+(_STATUS, _INBOUND, _TEXT, _MEDIA, _LOCATION, _SMS_STATUS, _UNSUBSCRIPTION, _VOICE,
+ _CONTACT) = instances(StatusSchema, InboundSchema, TextContentSchema, MediaContentSchema,
+                       LocationContentSchema, SmsStatusSchema, UnsubscriptionSchema,
+                       VoiceSchema, ContactSchema)
 
 
 # --- helpers -----------------------------------------------------------------------------
