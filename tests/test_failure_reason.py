@@ -155,3 +155,15 @@ def test_the_failure_fields_are_documented(api):
         for name in names:
             assert props[name]["type"] == ["string", "null"], (name, props[name])
             assert "provider" in props[name]["description"], name
+
+
+def test_a_fan_out_body_carries_the_reason():
+    from shared.db.apply import Notification
+    from shared.db.deliveries import payload
+    from shared.providers import parse
+
+    rel = "comapi/message_failed__email.json"
+    (event,) = parse("comapi", None, _fixture(rel))
+    data = payload(Notification(7, event.type, event))["data"]
+    assert (data["failure_reason"], data["failure_code"]) == (
+        "Not delivering to unsubscribed address", "606")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing
@@ -108,12 +109,17 @@ REASON_CHARS = 1000
 CODE_CHARS = 100
 
 
-def failure(status: str, reason: Any, code: Any) -> dict[str, str | None]:
-    """The failure_reason / failure_code fields of a receipt: the provider's reason
-    text and code, on a failing status only (none on any other receipt)."""
+Failure = Callable[[], tuple[Any, Any]]
+_NO_FAILURE: Mapping[str, str | None] = MappingProxyType({})
+
+
+def failure(status: str, parts: Failure) -> Mapping[str, str | None]:
+    """The failure_reason / failure_code fields of a receipt: ``parts()`` gives the
+    provider's (reason, code), asked for on a failing status only (most receipts are
+    not, and need not look); any other receipt has none."""
     if status not in FAILURE_STATUSES:
-        return {}
-    reason, code = optional_text(reason), optional_text(code)
+        return _NO_FAILURE
+    reason, code = (optional_text(v) for v in parts())
     return {"failure_reason": reason[:REASON_CHARS] if reason else None,
             "failure_code": code[:CODE_CHARS] if code else None}
 

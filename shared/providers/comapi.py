@@ -239,15 +239,15 @@ def _validation_failures(channel_details: Any) -> tuple[str | None, str | None]:
     return "; ".join(reasons) or None, ",".join(codes) or None
 
 
-def _failure(status: str, details: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
-    """failure_reason / failure_code: the most specific the event gives."""
+def _failure(details: dict[str, Any], entry: dict[str, Any]) -> tuple[Any, Any]:
+    """(reason, code): the most specific the event gives."""
     channel_details = entry.get("details")
     reason, code = _validation_failures(channel_details)
     reason = (reason or _text(_dig(channel_details, ("reason",)))
               or _text(entry.get("description")) or _text(entry.get("reason"))
               or details.get("reason"))
     code = code or _text(entry.get("code")) or _text(_dig(channel_details, ("data", "statusid")))
-    return failure(status, reason, code)
+    return reason, code
 
 
 def _receipt_data(
@@ -284,7 +284,7 @@ def _parse_receipt(ev: dict[str, Any], doc: Any) -> list[NormalisedEvent]:
         sender=_first_text(raw, SENDER_PATHS, channel) if phone else None,
         msisdn=_first_text(raw, MSISDN_PATHS, channel) if phone else None,
         status=status, data=_receipt_data(ev, p, details, entry),
-        **_failure(status, details, entry),
+        **failure(status, lambda: _failure(details, entry)),
     )
 
 

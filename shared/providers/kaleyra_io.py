@@ -274,6 +274,11 @@ def _message_event(
 # --- wrapped: whatsapp / rcs message status ----------------------------------------------
 
 
+def _status_failure(r: dict[str, Any]) -> tuple[Any, Any]:
+    reason, code = error_parts(r["error"])
+    return r["reason"] or reason, code
+
+
 def _message_status(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
     r = load(_STATUS, payload, f"{SOURCE} {event} payload")
     status = WRAPPED_STATUS.get(r["status"].lower(), "unknown")
@@ -281,12 +286,11 @@ def _message_status(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]
     data.update(foreign_id=r["foreign_id"])
     if status == "failed":
         data.update(reason=r["reason"], details=r["error"])
-    reason, code = error_parts(r["error"])
     return _message_event(
         STATUS_EVENT_TYPE[status], r["id"], r["status"], doc,
         channel=r["channel"] or _channel(event), occurred_at=occurred,
         sender=r["from_"], msisdn=r["to"], status=status, provider_status=r["status"], data=data,
-        **failure(status, r["reason"] or reason, code),
+        **failure(status, lambda: _status_failure(r)),
     )
 
 
@@ -340,7 +344,7 @@ def _sms_status(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
         STATUS_EVENT_TYPE[status], r["id"], r["status"], doc,
         channel="sms", occurred_at=occurred,
         sender=r["sender"], msisdn=r["mobile"], status=status, provider_status=r["status"],
-        data=data, **failure(status, None, r["err"]),
+        data=data, **failure(status, lambda: (None, r["err"])),
     )
 
 

@@ -57,10 +57,10 @@ def matches(doc: Any, event: str | None) -> bool:
     return isinstance(kind, str) and kind in STATUS_MAP
 
 
-def _failure(status: str, r: dict[str, Any], doc: Any) -> dict[str, str | None]:
+def _failure(r: dict[str, Any], doc: Any) -> tuple[Any, Any]:
     envelope = doc if isinstance(doc, dict) and "code" in doc else {}
     reason, code = error_parts(r["error"] or envelope.get("error"))
-    return failure(status, reason or envelope.get("message"), code or envelope.get("code"))
+    return reason or envelope.get("message"), code or envelope.get("code")
 
 
 def parse(doc: Any, event: str | None) -> list[NormalisedEvent]:
@@ -87,7 +87,7 @@ def parse(doc: Any, event: str | None) -> list[NormalisedEvent]:
             provider_status=r["type"],
             provider_event_id=r["eventId"],
             data=data,
-            **_failure(status, r, doc),
+            **failure(status, lambda: _failure(r, doc)),
         )
     ]
 
