@@ -44,8 +44,15 @@ from typing import Any
 
 from marshmallow import fields, validate
 
-from shared.model import STATUS_EVENT_TYPE, EventType, NormalisedEvent, dedupe_key
+from shared.model import (
+    FAILURE_STATUSES,
+    STATUS_EVENT_TYPE,
+    EventType,
+    NormalisedEvent,
+    dedupe_key,
+)
 from shared.providers.base import (
+    NO_FAILURE,
     BaseSchema,
     Format,
     LooseString,
@@ -239,15 +246,15 @@ def _validation_failures(channel_details: Any) -> tuple[str | None, str | None]:
     return "; ".join(reasons) or None, ",".join(codes) or None
 
 
-def _failure(details: dict[str, Any], entry: dict[str, Any]) -> tuple[Any, Any]:
-    """(reason, code): the most specific the event gives."""
+def _failure(details: dict[str, Any], entry: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(failure_reason, failure_code): the most specific the event gives."""
     channel_details = entry.get("details")
     reason, code = _validation_failures(channel_details)
     reason = (reason or _text(_dig(channel_details, ("reason",)))
               or _text(entry.get("description")) or _text(entry.get("reason"))
               or details.get("reason"))
     code = code or _text(entry.get("code")) or _text(_dig(channel_details, ("data", "statusid")))
-    return reason, code
+    return failure(reason, code)
 
 
 def _receipt_data(
@@ -277,6 +284,7 @@ def _parse_receipt(ev: dict[str, Any], doc: Any) -> list[NormalisedEvent]:
     phone = channel in PHONE_CHANNELS
     status = RECEIPT_STATUS[ev["name"]]
     occurred = _first(p["updated_on"], _status_time(entry), ev["timestamp"])
+    reason, code = _failure(details, entry) if status in FAILURE_STATUSES else NO_FAILURE
     return _event(
         ev, STATUS_EVENT_TYPE[status], channel=channel,
         occurred_at=_require_time(occurred, ev["name"]),
@@ -284,7 +292,7 @@ def _parse_receipt(ev: dict[str, Any], doc: Any) -> list[NormalisedEvent]:
         sender=_first_text(raw, SENDER_PATHS, channel) if phone else None,
         msisdn=_first_text(raw, MSISDN_PATHS, channel) if phone else None,
         status=status, data=_receipt_data(ev, p, details, entry),
-        **failure(status, lambda: _failure(details, entry)),
+        failure_reason=reason, failure_code=code,
     )
 
 

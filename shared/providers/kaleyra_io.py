@@ -52,6 +52,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from shared.model import (
+    FAILURE_STATUSES,
     STATUS_EVENT_TYPE,
     STATUS_ORDER,
     Consent,
@@ -61,6 +62,7 @@ from shared.model import (
     dedupe_key,
 )
 from shared.providers.base import (
+    NO_FAILURE,
     BaseSchema,
     Format,
     LooseString,
@@ -274,9 +276,9 @@ def _message_event(
 # --- wrapped: whatsapp / rcs message status ----------------------------------------------
 
 
-def _status_failure(r: dict[str, Any]) -> tuple[Any, Any]:
+def _status_failure(r: dict[str, Any]) -> tuple[str | None, str | None]:
     reason, code = error_parts(r["error"])
-    return r["reason"] or reason, code
+    return failure(r["reason"] or reason, code)
 
 
 def _message_status(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
@@ -286,11 +288,12 @@ def _message_status(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]
     data.update(foreign_id=r["foreign_id"])
     if status == "failed":
         data.update(reason=r["reason"], details=r["error"])
+    reason, code = _status_failure(r) if status in FAILURE_STATUSES else NO_FAILURE
     return _message_event(
         STATUS_EVENT_TYPE[status], r["id"], r["status"], doc,
         channel=r["channel"] or _channel(event), occurred_at=occurred,
         sender=r["from_"], msisdn=r["to"], status=status, provider_status=r["status"], data=data,
-        **failure(status, lambda: _status_failure(r)),
+        failure_reason=reason, failure_code=code,
     )
 
 
@@ -340,11 +343,12 @@ def _sms_status(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
     status = SMPP_STATUS.get(r["status"].upper(), "unknown")
     occurred, data = _when(r["deliv_time"], r["sent_time"], r["submit_time"])
     data.update({k: r[k] for k in ("credits", "units", "cid", "custom") if r[k] is not None})
+    reason, code = failure(None, r["err"]) if status in FAILURE_STATUSES else NO_FAILURE
     return _message_event(
         STATUS_EVENT_TYPE[status], r["id"], r["status"], doc,
         channel="sms", occurred_at=occurred,
         sender=r["sender"], msisdn=r["mobile"], status=status, provider_status=r["status"],
-        data=data, **failure(status, lambda: (None, r["err"])),
+        data=data, failure_reason=reason, failure_code=code,
     )
 
 

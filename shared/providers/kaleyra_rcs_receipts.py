@@ -16,8 +16,9 @@ from typing import Any
 
 from marshmallow import fields, validate
 
-from shared.model import STATUS_EVENT_TYPE, NormalisedEvent, dedupe_key
+from shared.model import FAILURE_STATUSES, STATUS_EVENT_TYPE, NormalisedEvent, dedupe_key
 from shared.providers.base import (
+    NO_FAILURE,
     BaseSchema,
     Format,
     LooseString,
@@ -57,10 +58,10 @@ def matches(doc: Any, event: str | None) -> bool:
     return isinstance(kind, str) and kind in STATUS_MAP
 
 
-def _failure(r: dict[str, Any], doc: Any) -> tuple[Any, Any]:
+def _failure(r: dict[str, Any], doc: Any) -> tuple[str | None, str | None]:
     envelope = doc if isinstance(doc, dict) and "code" in doc else {}
     reason, code = error_parts(r["error"] or envelope.get("error"))
-    return reason or envelope.get("message"), code or envelope.get("code")
+    return failure(reason or envelope.get("message"), code or envelope.get("code"))
 
 
 def parse(doc: Any, event: str | None) -> list[NormalisedEvent]:
@@ -73,6 +74,7 @@ def parse(doc: Any, event: str | None) -> list[NormalisedEvent]:
         data["code"] = doc.get("code")
         if doc.get("error"):
             data["error"] = doc["error"]
+    reason, code = _failure(r, doc) if status in FAILURE_STATUSES else NO_FAILURE
     return [
         NormalisedEvent(
             type=STATUS_EVENT_TYPE[status].value,
@@ -87,7 +89,8 @@ def parse(doc: Any, event: str | None) -> list[NormalisedEvent]:
             provider_status=r["type"],
             provider_event_id=r["eventId"],
             data=data,
-            **failure(status, lambda: _failure(r, doc)),
+            failure_reason=reason,
+            failure_code=code,
         )
     ]
 
