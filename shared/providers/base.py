@@ -108,13 +108,10 @@ REASON_CHARS = 1000
 CODE_CHARS = 100
 
 
-NO_FAILURE: tuple[None, None] = (None, None)
-
-
 def failure(reason: Any, code: Any) -> tuple[str | None, str | None]:
     """(failure_reason, failure_code) of a failing receipt (FAILURE_STATUSES) from the
     provider's reason and code: text, bounded. A format module asks only on a failing
-    status and passes NO_FAILURE otherwise: most receipts are not failing, and a
+    status and passes (None, None) otherwise: most receipts are not failing, and a
     call, a closure or a ``**`` per receipt costs the drain more than the test."""
     reason, code = optional_text(reason), optional_text(code)
     return (reason[:REASON_CHARS] if reason else None, code[:CODE_CHARS] if code else None)

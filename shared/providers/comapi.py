@@ -44,15 +44,8 @@ from typing import Any
 
 from marshmallow import fields, validate
 
-from shared.model import (
-    FAILURE_STATUSES,
-    STATUS_EVENT_TYPE,
-    EventType,
-    NormalisedEvent,
-    dedupe_key,
-)
+from shared.model import FAILURE_STATUSES, STATUS_EVENT_TYPE, EventType, NormalisedEvent, dedupe_key
 from shared.providers.base import (
-    NO_FAILURE,
     BaseSchema,
     Format,
     LooseString,
@@ -284,7 +277,7 @@ def _parse_receipt(ev: dict[str, Any], doc: Any) -> list[NormalisedEvent]:
     phone = channel in PHONE_CHANNELS
     status = RECEIPT_STATUS[ev["name"]]
     occurred = _first(p["updated_on"], _status_time(entry), ev["timestamp"])
-    reason, code = _failure(details, entry) if status in FAILURE_STATUSES else NO_FAILURE
+    reason, code = _failure(details, entry) if status in FAILURE_STATUSES else (None, None)
     return _event(
         ev, STATUS_EVENT_TYPE[status], channel=channel,
         occurred_at=_require_time(occurred, ev["name"]),

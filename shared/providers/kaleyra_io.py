@@ -62,7 +62,6 @@ from shared.model import (
     dedupe_key,
 )
 from shared.providers.base import (
-    NO_FAILURE,
     BaseSchema,
     Format,
     LooseString,
@@ -288,7 +287,7 @@ def _message_status(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]
     data.update(foreign_id=r["foreign_id"])
     if status == "failed":
         data.update(reason=r["reason"], details=r["error"])
-    reason, code = _status_failure(r) if status in FAILURE_STATUSES else NO_FAILURE
+    reason, code = _status_failure(r) if status in FAILURE_STATUSES else (None, None)
     return _message_event(
         STATUS_EVENT_TYPE[status], r["id"], r["status"], doc,
         channel=r["channel"] or _channel(event), occurred_at=occurred,
@@ -343,7 +342,7 @@ def _sms_status(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
     status = SMPP_STATUS.get(r["status"].upper(), "unknown")
     occurred, data = _when(r["deliv_time"], r["sent_time"], r["submit_time"])
     data.update({k: r[k] for k in ("credits", "units", "cid", "custom") if r[k] is not None})
-    reason, code = failure(None, r["err"]) if status in FAILURE_STATUSES else NO_FAILURE
+    reason, code = failure(None, r["err"]) if status in FAILURE_STATUSES else (None, None)
     return _message_event(
         STATUS_EVENT_TYPE[status], r["id"], r["status"], doc,
         channel="sms", occurred_at=occurred,

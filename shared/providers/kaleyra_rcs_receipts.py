@@ -18,7 +18,6 @@ from marshmallow import fields, validate
 
 from shared.model import FAILURE_STATUSES, STATUS_EVENT_TYPE, NormalisedEvent, dedupe_key
 from shared.providers.base import (
-    NO_FAILURE,
     BaseSchema,
     Format,
     LooseString,
@@ -74,7 +73,7 @@ def parse(doc: Any, event: str | None) -> list[NormalisedEvent]:
         data["code"] = doc.get("code")
         if doc.get("error"):
             data["error"] = doc["error"]
-    reason, code = _failure(r, doc) if status in FAILURE_STATUSES else NO_FAILURE
+    reason, code = _failure(r, doc) if status in FAILURE_STATUSES else (None, None)
     return [
         NormalisedEvent(
             type=STATUS_EVENT_TYPE[status].value,
