@@ -112,7 +112,8 @@ def failure(reason: Any, code: Any) -> tuple[str | None, str | None]:
     """(failure_reason, failure_code) of a failing receipt (FAILURE_STATUSES) from the
     provider's reason and code: text, bounded. A format module asks only on a failing
     status and passes (None, None) otherwise: most receipts are not failing, and a
-    call, a closure or a ``**`` per receipt costs the drain more than the test."""
+    call, closure or ``**`` for each of them showed in the drain's instruction count
+    (docs/benchmarks.md, History, 2 Dec)."""
     reason, code = optional_text(reason), optional_text(code)
     return (reason[:REASON_CHARS] if reason else None, code[:CODE_CHARS] if code else None)
 
