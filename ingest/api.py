@@ -95,6 +95,7 @@ def get_message(message_id: str) -> Response:
     row = rows[0]
     row["events"] = [
         {"status": e["status"], "provider_status": e["provider_status"],
+         "reason": e["reason"], "code": e["code"],
          "occurred_at": e["occurred_at"], "event_id": e["provider_event_id"],
          "type": e["type"]}
         for e in row["events"]

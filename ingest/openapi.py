@@ -175,6 +175,12 @@ def openapi_document() -> Response:
 class MessageEventSchema(Schema):
     status = fields.Str(required=True, validate=validate.OneOf(STATUS_ORDER))
     provider_status = fields.Str(allow_none=True, metadata={"description": "As sent"})
+    reason = fields.Str(allow_none=True, metadata={
+        "description": "Why this receipt failed, in the provider's words (failed and "
+                       "expired receipts that give one; null otherwise)"})
+    code = fields.Str(allow_none=True, metadata={
+        "description": "The provider's failure code, where it gives one (e.g. an SMPP err, "
+                       "a Comapi failureCode or statusid, an RCS error code)"})
     occurred_at = fields.DateTime(required=True)
     event_id = fields.Str(allow_none=True, metadata={"description": "The provider's event id"})
     type = fields.Str(required=True, metadata={"description": "Normalised event type"})
@@ -189,6 +195,12 @@ MessageSchema = Schema.from_dict(
         "msisdn": fields.Str(allow_none=True),
         "status": fields.Str(required=True, validate=validate.OneOf(STATUS_ORDER),
                              metadata={"description": "The highest-ranked status seen"}),
+        "failure_reason": fields.Str(allow_none=True, metadata={
+            "description": "While the status is failed or expired: why, in the provider's "
+                           "words, from the receipt that set it (null when it gave none, and "
+                           "once a higher-ranked status such as delivered arrives)"}),
+        "failure_code": fields.Str(allow_none=True, metadata={
+            "description": "The provider's code for that failure, where it gives one"}),
         **{f"{s}_at": fields.DateTime(allow_none=True, metadata={
             "description": f"Earliest time the message was {s}"}) for s in STATUS_ORDER},
         "last_event_at": fields.DateTime(required=True),

@@ -38,6 +38,10 @@ STATUS_ORDER: tuple[str, ...] = (
 )
 STATUS_RANK: dict[str, int] = {s: i for i, s in enumerate(STATUS_ORDER)}
 
+# Statuses that say the message did not get through: only these carry a failure
+# reason and code (the provider's own words and code for why).
+FAILURE_STATUSES: frozenset[str] = frozenset({"expired", "failed"})
+
 STATUS_EVENT_TYPE: dict[str, EventType] = {
     "unknown": EventType.MESSAGE_UNKNOWN,
     "sent": EventType.MESSAGE_SENT,
@@ -80,6 +84,10 @@ class NormalisedEvent:
     status: str | None = None
     provider_status: str | None = None
     provider_event_id: str | None = None
+    # Why a failing receipt (FAILURE_STATUSES) failed, as the provider put it; None
+    # on every other event. Each provider module maps its own fields into these.
+    failure_reason: str | None = None
+    failure_code: str | None = None
     consent: Consent | None = None
     consent_scope: ConsentScope = ConsentScope.SENDER
     data: dict[str, Any] = field(default_factory=dict)

@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 from shared.consent import apply_keywords, keyword_consent
 from shared.db.apply import apply_batch
 from shared.db.events import Incoming, rows
-from shared.model import STATUS_ORDER, STATUS_RANK, Consent, EventType, NormalisedEvent
+from shared.model import (
+    FAILURE_STATUSES,
+    STATUS_ORDER,
+    STATUS_RANK,
+    Consent,
+    EventType,
+    NormalisedEvent,
+)
 from tests.consent_support import (
     FIXTURES,
     apply,
@@ -243,18 +250,21 @@ def test_older_opt_in_after_newer_opt_out_is_no_transition(rt):
 
 # --- permutations: delivery status ----------------------------------------------------------
 
-def receipt_event(status: str, seconds: int, key: str) -> NormalisedEvent:
+def receipt_event(status: str, seconds: int, key: str,
+                  failure: tuple[str | None, str | None] = (None, None)) -> NormalisedEvent:
+    reason, code = failure if status in FAILURE_STATUSES else (None, None)
     return NormalisedEvent(
         type=f"message.{status}", source="kaleyra-rcs", channel="rcs",
         occurred_at=T0 + timedelta(seconds=seconds), dedupe_key=f"e:{key}",
         message_id="m-1", sender="agent_1", msisdn=MSISDN, status=status,
-        provider_status=status.upper(),
+        provider_status=status.upper(), failure_reason=reason, failure_code=code,
     )
 
 
-receipts = st.lists(st.tuples(st.sampled_from(STATUS_ORDER), st.integers(0, 4)),
+failures = st.tuples(st.sampled_from([None, "b", "a"]), st.sampled_from([None, "2", "1"]))
+receipts = st.lists(st.tuples(st.sampled_from(STATUS_ORDER), st.integers(0, 4), failures),
                     min_size=1, max_size=8).map(
-    lambda specs: [receipt_event(s, t, f"r{i}") for i, (s, t) in enumerate(specs)])
+    lambda specs: [receipt_event(s, t, f"r{i}", f) for i, (s, t, f) in enumerate(specs)])
 
 
 def message_row(rt) -> dict[str, Any]:
@@ -266,10 +276,15 @@ def message_row(rt) -> dict[str, Any]:
 
 def expected_message(events: list[NormalisedEvent]) -> dict[str, Any]:
     top = max(events, key=lambda e: STATUS_RANK[e.status])
+    # The winning status's receipt with a reason or code, then the smallest (reason, code).
+    chosen = min((e for e in events if e.status == top.status), key=lambda e: (
+        e.failure_reason is None and e.failure_code is None,
+        e.failure_reason or "", e.failure_code or ""))
     row: dict[str, Any] = {
         "source": "kaleyra-rcs", "message_id": "m-1", "channel": "rcs", "sender": "agent_1",
         "msisdn": MSISDN, "status": top.status, "status_rank": STATUS_RANK[top.status],
         "last_event_at": max(e.occurred_at for e in events),
+        "failure_reason": chosen.failure_reason, "failure_code": chosen.failure_code,
     }
     for s in STATUS_ORDER:
         times = [e.occurred_at for e in events if e.status == s]
@@ -280,6 +295,23 @@ def expected_message(events: list[NormalisedEvent]) -> dict[str, Any]:
 @PROPERTY
 @given(data=st.data(), events=receipts)
 def test_message_status_is_the_same_for_every_order(rt, data, events):
+    _same_in_every_order(rt, data, events)
+
+
+# Mostly failing receipts: two of the winning status with other reasons are common here.
+failing_receipts = st.lists(
+    st.tuples(st.sampled_from(["sent", "expired", "failed"]), st.integers(0, 4), failures),
+    min_size=2, max_size=6).map(
+    lambda specs: [receipt_event(s, t, f"r{i}", f) for i, (s, t, f) in enumerate(specs)])
+
+
+@PROPERTY
+@given(data=st.data(), events=failing_receipts)
+def test_failure_reason_is_the_same_for_every_order(rt, data, events):
+    _same_in_every_order(rt, data, events)
+
+
+def _same_in_every_order(rt, data, events: list[NormalisedEvent]) -> None:
     order = data.draw(st.permutations(events))
     expected = expected_message(events)
     empty(rt)

@@ -70,13 +70,17 @@ def test_fixture_is_applied_with_its_effects(rt, rel):
 
 
 def _check_status(rt, exp: dict[str, Any]) -> None:
-    found = rows(rt, "SELECT status, sender, msisdn FROM messages")
+    found = rows(rt, "SELECT status, sender, msisdn, failure_reason, failure_code FROM messages")
     if exp["status"] is None:
         assert found == []
         return
-    assert found == [{"status": exp["status"], "sender": exp["sender"], "msisdn": exp["msisdn"]}]
-    (history,) = rows(rt, "SELECT status, provider_status FROM message_status_history")
-    assert history == {"status": exp["status"], "provider_status": exp["provider_status"]}
+    failure = {"reason": exp.get("failure_reason"), "code": exp.get("failure_code")}
+    assert found == [{"status": exp["status"], "sender": exp["sender"], "msisdn": exp["msisdn"],
+                      **{f"failure_{k}": v for k, v in failure.items()}}]
+    (history,) = rows(rt, "SELECT status, provider_status, reason, code "
+                          "FROM message_status_history")
+    assert history == {"status": exp["status"], "provider_status": exp["provider_status"],
+                       **failure}
 
 
 def _check_consent(rt, rel: str, exp: dict[str, Any], notes: list) -> None:

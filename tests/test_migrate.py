@@ -74,3 +74,42 @@ def test_two_migrations_at_once_both_succeed(fresh_url):
         t.join(60)
     assert sorted(map(str, out.values())) == sorted(
         [str([v for v, _ in migration_files()]), "[]"]), out
+
+
+def test_the_failure_columns_are_added_without_a_rewrite(fresh_url):
+    # 007 on a table with rows: nullable columns without a default change the catalogue
+    # only, so the table keeps its file (a rewrite would give it a new one).
+    migrate(fresh_url)
+    with psycopg.connect(fresh_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE messages DROP COLUMN failure_reason, DROP COLUMN failure_code")
+        conn.execute("ALTER TABLE message_status_history DROP COLUMN reason, DROP COLUMN code")
+        conn.execute("DELETE FROM schema_migrations WHERE version = '007_failure_reason'")
+        conn.execute("INSERT INTO messages (source, message_id, channel, status, status_rank, "
+                     "last_event_at) SELECT 'comapi', 'm' || i, 'sms', 'sent', 1, now() "
+                     "FROM generate_series(1, 1000) i")
+        before = conn.execute("SELECT pg_relation_filenode('messages')").fetchone()
+    assert migrate(fresh_url) == ["007_failure_reason"]
+    with psycopg.connect(fresh_url) as conn:
+        assert conn.execute("SELECT pg_relation_filenode('messages')").fetchone() == before
+        columns = conn.execute(
+            "SELECT table_name, column_name, is_nullable, column_default "
+            "FROM information_schema.columns WHERE (table_name, column_name) IN "
+            "(('messages', 'failure_reason'), ('messages', 'failure_code'), "
+            "('message_status_history', 'reason'), ('message_status_history', 'code')) "
+            "ORDER BY 1, 2").fetchall()
+    assert columns == [("message_status_history", "code", "YES", None),
+                       ("message_status_history", "reason", "YES", None),
+                       ("messages", "failure_code", "YES", None),
+                       ("messages", "failure_reason", "YES", None)]
+
+
+def test_the_failure_columns_give_up_rather_than_queue_behind_a_long_transaction(fresh_url):
+    migrate(fresh_url)
+    with psycopg.connect(fresh_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE messages DROP COLUMN failure_reason, DROP COLUMN failure_code")
+        conn.execute("DELETE FROM schema_migrations WHERE version = '007_failure_reason'")
+    with psycopg.connect(fresh_url) as reader:
+        reader.execute("SELECT count(*) FROM messages")  # a long read holds its lock
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            migrate(fresh_url)
+    assert migrate(fresh_url) == ["007_failure_reason"]

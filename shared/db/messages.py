@@ -3,6 +3,12 @@
 The upsert keeps the highest-ranked status and, for each status, its earliest
 occurred_at. Two workers applying events for one message at once serialise on
 the row lock of the upsert; neither can lose the other's update.
+
+The failure reason and code belong to the status that wins: a failing receipt that
+wins sets them, a higher-ranked one (a delivered after a failed) clears them, since
+the message is no longer failed; the history keeps every receipt's own. Two failing
+receipts of the winning status: the one with a reason or code, then the smaller
+(reason, code), so again the order of arrival does not matter.
 """
 
 from __future__ import annotations
@@ -18,24 +24,40 @@ from shared.model import STATUS_ORDER, STATUS_RANK
 
 _AT = [f"{s}_at" for s in STATUS_ORDER]
 
+# Which of a message's receipts of one rank gives the failure fields, first: one
+# that has any, then by text. The batch's GROUP BY and the conflict clause both
+# order by it (as a sort key, and as a row comparison of the same values).
+_FAILURE_KEY = "({t}failure_reason IS NULL AND {t}failure_code IS NULL), " \
+               "COALESCE({t}failure_reason, ''), COALESCE({t}failure_code, '')"
+_TAKES_FAILURE = f"""(EXCLUDED.status_rank > m.status_rank
+        OR EXCLUDED.status_rank = m.status_rank
+           AND ({_FAILURE_KEY.format(t="EXCLUDED.")}) < ({_FAILURE_KEY.format(t="m.")}))"""
+
 # One statement per batch. Receipts of one message within the batch are folded
 # by GROUP BY with the same rules the conflict clause applies across batches, so
 # the rules live in SQL only; groups go in key order (no deadlocks).
 _UPSERT = f"""
 INSERT INTO messages AS m (source, message_id, channel, sender, msisdn, status, status_rank,
-                           {", ".join(_AT)}, last_event_at)
+                           {", ".join(_AT)}, last_event_at, failure_reason, failure_code)
 SELECT source, message_id, min(channel), min(sender), min(msisdn),
        (array_agg(status ORDER BY rank DESC))[1], max(rank),
        {", ".join(f"min(occurred_at) FILTER (WHERE status = '{st}')" for st in STATUS_ORDER)},
-       max(occurred_at)
+       max(occurred_at),
+       (array_agg(failure_reason ORDER BY rank DESC, {_FAILURE_KEY.format(t="")}))[1],
+       (array_agg(failure_code ORDER BY rank DESC, {_FAILURE_KEY.format(t="")}))[1]
 FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-            %b::smallint[], %b::timestamptz[])
-     AS r(source, message_id, channel, sender, msisdn, status, rank, occurred_at)
+            %b::smallint[], %b::timestamptz[], %b::text[], %b::text[])
+     AS r(source, message_id, channel, sender, msisdn, status, rank, occurred_at,
+          failure_reason, failure_code)
 GROUP BY source, message_id
 ORDER BY source, message_id
 ON CONFLICT (source, message_id) DO UPDATE SET
     status = CASE WHEN EXCLUDED.status_rank > m.status_rank
                   THEN EXCLUDED.status ELSE m.status END,
+    failure_reason = CASE WHEN {_TAKES_FAILURE}
+                          THEN EXCLUDED.failure_reason ELSE m.failure_reason END,
+    failure_code = CASE WHEN {_TAKES_FAILURE}
+                        THEN EXCLUDED.failure_code ELSE m.failure_code END,
     status_rank = GREATEST(m.status_rank, EXCLUDED.status_rank),
     {", ".join(f"{c} = LEAST(m.{c}, EXCLUDED.{c})" for c in _AT)},
     -- LEAST ignores NULLs and picks the same value whatever the order of arrival.
@@ -47,9 +69,9 @@ ON CONFLICT (source, message_id) DO UPDATE SET
 
 _HISTORY = """
 INSERT INTO message_status_history (event_id, source, message_id, status, provider_status,
-                                    occurred_at)
+                                    occurred_at, reason, code)
 SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[],
-                     %b::timestamptz[])
+                     %b::timestamptz[], %b::text[], %b::text[])
 """
 
 
@@ -62,26 +84,31 @@ def apply_statuses(cur: psycopg.Cursor, stored: list[Stored]) -> None:
     message_id = arrays.text([e.message_id for e in receipts])
     status = arrays.text([e.status for e in receipts])
     occurred_at = arrays.timestamptz([e.occurred_at for e in receipts])
+    reason = arrays.text([e.failure_reason for e in receipts])
+    code = arrays.text([e.failure_code for e in receipts])
     cur.execute(_UPSERT, [
         source, message_id, arrays.text([e.channel for e in receipts]),
         arrays.text([e.sender for e in receipts]), arrays.text([e.msisdn for e in receipts]),
         status, arrays.smallint([STATUS_RANK[e.status] for e in receipts]), occurred_at,
+        reason, code,
     ])
     ids = [s.id for s in stored if s.event.status is not None and s.event.message_id]
     cur.execute(_HISTORY, [
         arrays.bigint(ids), source, message_id, status,
-        arrays.text([e.provider_status for e in receipts]), occurred_at,
+        arrays.text([e.provider_status for e in receipts]), occurred_at, reason, code,
     ])
 
 
 _GET = f"""
-SELECT source, message_id, channel, sender, msisdn, status, {", ".join(_AT)}, last_event_at
+SELECT source, message_id, channel, sender, msisdn, status, failure_reason, failure_code,
+       {", ".join(_AT)}, last_event_at
 FROM messages WHERE message_id = %s AND (%s::text IS NULL OR source = %s)
 ORDER BY source
 """
 
 _HISTORY_OF = """
-SELECT h.status, h.provider_status, h.occurred_at, e.provider_event_id, e.type, e.id
+SELECT h.status, h.provider_status, h.reason, h.code, h.occurred_at, e.provider_event_id,
+       e.type, e.id
 FROM message_status_history h JOIN events e ON e.id = h.event_id
 WHERE h.source = %s AND h.message_id = %s
 ORDER BY h.occurred_at, h.id

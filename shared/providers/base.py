@@ -102,6 +102,33 @@ def optional_text(value: Any) -> str | None:
     return None
 
 
+# A failure reason is the provider's prose, a code its identifier: bounded, since a
+# callback may be 256 KiB and both are stored on the message and in its history.
+REASON_CHARS = 1000
+CODE_CHARS = 100
+
+
+def failure(reason: Any, code: Any) -> tuple[str | None, str | None]:
+    """(failure_reason, failure_code) of a failing receipt (FAILURE_STATUSES) from the
+    provider's reason and code: text, bounded. A format module asks only on a failing
+    status and passes (None, None) otherwise: most receipts are not failing, and a
+    call, closure or ``**`` for each of them showed in the drain's instruction count
+    (docs/benchmarks.md, History, 2 Dec)."""
+    reason, code = optional_text(reason), optional_text(code)
+    return (reason[:REASON_CHARS] if reason else None, code[:CODE_CHARS] if code else None)
+
+
+def error_parts(error: Any) -> tuple[str | None, str | None]:
+    """(reason, code) of an error a Kaleyra receipt carries: a string is the reason;
+    an object gives its message (else title, description, details) and its code."""
+    if isinstance(error, str):
+        return error or None, None
+    if not isinstance(error, Mapping):
+        return None, None
+    texts = (optional_text(error.get(k)) for k in ("message", "title", "description", "details"))
+    return next((t for t in texts if t), None), optional_text(error.get("code"))
+
+
 Plan = tuple[tuple[str, str, fields.Field, bool], ...]
 _LOAD_HOOKS = (PRE_LOAD, POST_LOAD, VALIDATES, VALIDATES_SCHEMA)
 
@@ -179,6 +206,12 @@ class BaseSchema(Schema):
             if value is not missing:
                 out[key] = value
         return out
+
+
+def instances(*classes: type[BaseSchema]) -> tuple[BaseSchema, ...]:
+    """One instance of each schema, made once at import: a schema keeps no state between
+    loads, and ``shared.providers.schemas()`` finds these module-level instances."""
+    return tuple(cls() for cls in classes)
 
 
 def _load_field(f: fields.Field, plain: bool, value: Any, name: str, data: Any) -> Any:

@@ -8,6 +8,12 @@ timestamp}``; ``name`` picks the event:
   (``{"sms": {status, details, updatedOn}}``, sent and failed events) or the
   channel's own raw receipt (delivered / read events). It is kept whole in
   ``data["details"]``; a failure's reason goes to ``data["reason"]``.
+  failure_reason / failure_code (failed and expired events) are the most specific
+  the event gives: the channel's validation failures (``details`` and
+  ``failureCode``), else the channel's own reason (``details.reason``, email's
+  ``description``, ``reason``), else the general ``details.reason``; the code is
+  the channel's ``code`` (email) or its gateway ``statusid`` (sms). An expired
+  event carries neither.
 - ``message.inbound``: text from ``body`` (or the text parts), media from
   ``messageParts`` / appMessaging parts / Messenger attachments.
 - ``interaction.click``: no sample is published, so it is read leniently (message
@@ -38,8 +44,17 @@ from typing import Any
 
 from marshmallow import fields, validate
 
-from shared.model import STATUS_EVENT_TYPE, EventType, NormalisedEvent, dedupe_key
-from shared.providers.base import BaseSchema, Format, LooseString, ParseError, UTCDateTime, load
+from shared.model import FAILURE_STATUSES, STATUS_EVENT_TYPE, EventType, NormalisedEvent, dedupe_key
+from shared.providers.base import (
+    BaseSchema,
+    Format,
+    LooseString,
+    ParseError,
+    UTCDateTime,
+    failure,
+    instances,
+    load,
+)
 from shared.providers.base import optional_text as _text
 from shared.timeutil import parse_timestamp
 
@@ -126,10 +141,8 @@ class ClickPayloadSchema(BaseSchema):
     updated_on = UTCDateTime(data_key="updatedOn", load_default=None)
 
 
-_EVENT = EventSchema()
-_RECEIPT = ReceiptPayloadSchema()
-_INBOUND = InboundPayloadSchema()
-_CLICK = ClickPayloadSchema()
+_EVENT, _RECEIPT, _INBOUND, _CLICK = instances(
+    EventSchema, ReceiptPayloadSchema, InboundPayloadSchema, ClickPayloadSchema)
 
 
 # --- small, total helpers over untrusted JSON -------------------------------------------
@@ -218,6 +231,25 @@ def _failure_reason(details: dict[str, Any], entry: dict[str, Any]) -> str | Non
     )
 
 
+def _validation_failures(channel_details: Any) -> tuple[str | None, str | None]:
+    found = _dig(channel_details, ("data", "validationFailures"))
+    found = [f for f in found if isinstance(f, dict)] if isinstance(found, list) else []
+    reasons = [t for t in (_text(f.get("details")) for f in found) if t]
+    codes = [t for t in (_text(f.get("failureCode")) for f in found) if t]
+    return "; ".join(reasons) or None, ",".join(codes) or None
+
+
+def _failure(details: dict[str, Any], entry: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(failure_reason, failure_code): the most specific the event gives."""
+    channel_details = entry.get("details")
+    reason, code = _validation_failures(channel_details)
+    reason = (reason or _text(_dig(channel_details, ("reason",)))
+              or _text(entry.get("description")) or _text(entry.get("reason"))
+              or details.get("reason"))
+    code = code or _text(entry.get("code")) or _text(_dig(channel_details, ("data", "statusid")))
+    return failure(reason, code)
+
+
 def _receipt_data(
     ev: dict[str, Any], p: dict[str, Any], details: dict[str, Any], entry: dict[str, Any]
 ) -> dict[str, Any]:
@@ -245,6 +277,7 @@ def _parse_receipt(ev: dict[str, Any], doc: Any) -> list[NormalisedEvent]:
     phone = channel in PHONE_CHANNELS
     status = RECEIPT_STATUS[ev["name"]]
     occurred = _first(p["updated_on"], _status_time(entry), ev["timestamp"])
+    reason, code = _failure(details, entry) if status in FAILURE_STATUSES else (None, None)
     return _event(
         ev, STATUS_EVENT_TYPE[status], channel=channel,
         occurred_at=_require_time(occurred, ev["name"]),
@@ -252,6 +285,7 @@ def _parse_receipt(ev: dict[str, Any], doc: Any) -> list[NormalisedEvent]:
         sender=_first_text(raw, SENDER_PATHS, channel) if phone else None,
         msisdn=_first_text(raw, MSISDN_PATHS, channel) if phone else None,
         status=status, data=_receipt_data(ev, p, details, entry),
+        failure_reason=reason, failure_code=code,
     )
 
 

@@ -18,6 +18,10 @@ Decisions:
   statuses are SMPP (DELIVRD, UNDELIV, ...). Anything else is status
   ``unknown`` (type message.unknown) with the raw value in provider_status. The
   documented ``"sent|delivered|read|failed|deleted"`` is such a value.
+- Failure reason and code (failed and expired receipts; seed 004 shows neither):
+  a wrapped status's ``reason``, else its ``error`` (a string, or an object's
+  message / title / description / details), and the error's ``code``; an SMS
+  DLR's SMPP ``err`` code (its text is only the SMPP status: no reason).
 - occurred_at: wrapped status -> the status's own time (``delivered_at`` /
   ``read_at``), else ``timestamp``, else ``processed_at``; SMS status ->
   ``deliv_time``, else ``sent_time``, else ``submit_time`` (naive times are UTC);
@@ -48,6 +52,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from shared.model import (
+    FAILURE_STATUSES,
     STATUS_EVENT_TYPE,
     STATUS_ORDER,
     Consent,
@@ -63,6 +68,9 @@ from shared.providers.base import (
     ParseError,
     UnsupportedEvent,
     UTCDateTime,
+    error_parts,
+    failure,
+    instances,
     load,
 )
 from shared.providers.base import (
@@ -171,7 +179,7 @@ class SmsStatusSchema(BaseSchema):
     status = _required_text()
     sender, credits, units = _optional(LooseString, 3)
     deliv_time, sent_time, submit_time = _optional(UTCDateTime, 3)
-    cid, custom = _optional(LooseString, 2)
+    cid, custom, err = _optional(LooseString, 3)
 
 
 class UnsubscriptionSchema(BaseSchema):
@@ -207,15 +215,10 @@ class ContactSchema(BaseSchema):
     status = fields.String(load_default=None)
 
 
-_STATUS = StatusSchema()
-_INBOUND = InboundSchema()
-_TEXT = TextContentSchema()
-_MEDIA = MediaContentSchema()
-_LOCATION = LocationContentSchema()
-_SMS_STATUS = SmsStatusSchema()
-_UNSUBSCRIPTION = UnsubscriptionSchema()
-_VOICE = VoiceSchema()
-_CONTACT = ContactSchema()
+(_STATUS, _INBOUND, _TEXT, _MEDIA, _LOCATION, _SMS_STATUS, _UNSUBSCRIPTION, _VOICE,
+ _CONTACT) = instances(StatusSchema, InboundSchema, TextContentSchema, MediaContentSchema,
+                       LocationContentSchema, SmsStatusSchema, UnsubscriptionSchema,
+                       VoiceSchema, ContactSchema)
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -272,6 +275,11 @@ def _message_event(
 # --- wrapped: whatsapp / rcs message status ----------------------------------------------
 
 
+def _status_failure(r: dict[str, Any]) -> tuple[str | None, str | None]:
+    reason, code = error_parts(r["error"])
+    return failure(r["reason"] or reason, code)
+
+
 def _message_status(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
     r = load(_STATUS, payload, f"{SOURCE} {event} payload")
     status = WRAPPED_STATUS.get(r["status"].lower(), "unknown")
@@ -279,10 +287,12 @@ def _message_status(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]
     data.update(foreign_id=r["foreign_id"])
     if status == "failed":
         data.update(reason=r["reason"], details=r["error"])
+    reason, code = _status_failure(r) if status in FAILURE_STATUSES else (None, None)
     return _message_event(
         STATUS_EVENT_TYPE[status], r["id"], r["status"], doc,
         channel=r["channel"] or _channel(event), occurred_at=occurred,
         sender=r["from_"], msisdn=r["to"], status=status, provider_status=r["status"], data=data,
+        failure_reason=reason, failure_code=code,
     )
 
 
@@ -332,11 +342,12 @@ def _sms_status(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
     status = SMPP_STATUS.get(r["status"].upper(), "unknown")
     occurred, data = _when(r["deliv_time"], r["sent_time"], r["submit_time"])
     data.update({k: r[k] for k in ("credits", "units", "cid", "custom") if r[k] is not None})
+    reason, code = failure(None, r["err"]) if status in FAILURE_STATUSES else (None, None)
     return _message_event(
         STATUS_EVENT_TYPE[status], r["id"], r["status"], doc,
         channel="sms", occurred_at=occurred,
         sender=r["sender"], msisdn=r["mobile"], status=status, provider_status=r["status"],
-        data=data,
+        data=data, failure_reason=reason, failure_code=code,
     )
 
 

@@ -1,8 +1,13 @@
 """Kaleyra RCS delivery receipts (seed 002): SENT, DELIVERED, READ, ERROR.
 
 ``from`` is the end user's number and ``to`` the agent service code. Receipts
-normally arrive flat; the carrier envelope form (``{code, message, data}``)
-is unwrapped too.
+normally arrive flat; the carrier envelope form (``{code, message, data, error}``,
+seed 001) is unwrapped too.
+
+An ERROR's failure reason and code come from its ``error`` (the receipt's own, else
+the envelope's: a string, or an object's message / title / description / details
+and code); else, in an envelope, from its ``message`` and ``code``. Seed 002 shows
+no ERROR sample, so a bare ERROR has neither.
 """
 
 from __future__ import annotations
@@ -11,8 +16,16 @@ from typing import Any
 
 from marshmallow import fields, validate
 
-from shared.model import STATUS_EVENT_TYPE, NormalisedEvent, dedupe_key
-from shared.providers.base import BaseSchema, Format, LooseString, UTCDateTime, load
+from shared.model import FAILURE_STATUSES, STATUS_EVENT_TYPE, NormalisedEvent, dedupe_key
+from shared.providers.base import (
+    BaseSchema,
+    Format,
+    LooseString,
+    UTCDateTime,
+    error_parts,
+    failure,
+    load,
+)
 
 SOURCE = "kaleyra-rcs"
 STATUS_MAP = {"SENT": "sent", "DELIVERED": "delivered", "READ": "read", "ERROR": "failed"}
@@ -44,6 +57,12 @@ def matches(doc: Any, event: str | None) -> bool:
     return isinstance(kind, str) and kind in STATUS_MAP
 
 
+def _failure(r: dict[str, Any], doc: Any) -> tuple[str | None, str | None]:
+    envelope = doc if isinstance(doc, dict) and "code" in doc else {}
+    reason, code = error_parts(r["error"] or envelope.get("error"))
+    return failure(reason or envelope.get("message"), code or envelope.get("code"))
+
+
 def parse(doc: Any, event: str | None) -> list[NormalisedEvent]:
     r = load(_SCHEMA, _unwrap(doc), "kaleyra-rcs receipt")
     status = STATUS_MAP[r["type"]]
@@ -54,6 +73,7 @@ def parse(doc: Any, event: str | None) -> list[NormalisedEvent]:
         data["code"] = doc.get("code")
         if doc.get("error"):
             data["error"] = doc["error"]
+    reason, code = _failure(r, doc) if status in FAILURE_STATUSES else (None, None)
     return [
         NormalisedEvent(
             type=STATUS_EVENT_TYPE[status].value,
@@ -68,6 +88,8 @@ def parse(doc: Any, event: str | None) -> list[NormalisedEvent]:
             provider_status=r["type"],
             provider_event_id=r["eventId"],
             data=data,
+            failure_reason=reason,
+            failure_code=code,
         )
     ]
 
