@@ -9,11 +9,12 @@ import re
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
+import orjson
 import pytest
 
 from shared import queue
 from shared.model import Consent, ConsentScope
-from tests.consent_support import apply, consent_event
+from tests.consent_support import FIXTURES, apply, consent_event
 from tests.console_support import client_for, post, sign_in
 from tests.fanout_helpers import apply_receipts, deliver, delivery_rows
 from tests.helpers import drain_all, enqueue, receipt
@@ -22,6 +23,7 @@ from tests.receiver import Reply
 pytest_plugins = ("tests.fanout_fixtures",)  # receiver, frt
 
 XSS = "<script>alert('x')</script>"
+DR = "kaleyra-rcs/dr_error.json"
 
 
 @pytest.fixture
@@ -90,15 +92,14 @@ def _only_endpoint(rt) -> str:
         return conn.execute("SELECT id FROM endpoints").fetchone()[0]
 
 
-def test_message_failure_reason_is_shown_when_the_data_layer_has_it(console, frt, monkeypatch):
-    from shared.db import messages
-
-    real = messages.get
-    monkeypatch.setattr(messages, "get", lambda *a: [
-        {**r, "failure_reason": XSS, "failure_code": "E42"} for r in real(*a)])
-    apply_receipts(frt, "ERROR")
-    page = html(console.get("/console/messages?message_id=msg-1"))
-    assert "E42" in page and "&lt;script&gt;" in page and XSS not in page
+def test_message_lookup_shows_the_providers_failure_reason(console, frt):
+    doc = orjson.loads((FIXTURES / DR).read_bytes())
+    doc["error"] = {"code": "E403", "message": XSS}
+    enqueue(frt, orjson.dumps(doc), source="kaleyra-rcs")
+    drain_all(frt)
+    page = html(console.get(f"/console/messages?message_id={quote(doc['messageId'])}"))
+    assert "E403" in page and XSS not in page
+    assert page.count("&lt;script&gt;alert(") == 2  # the message's reason and its history's
 
 
 def test_dead_letters_filter_view_and_escape(console, frt):
