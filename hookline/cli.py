@@ -41,7 +41,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     # Every server process counts into its own file; /metrics adds them all up.
     with multiprocess_dir("ingest"):
         Granian(
-            "ingest.wsgi:app", address=args.host, port=args.port, interface="wsgi",
+            "hookline.wsgi:app", address=args.host, port=args.port, interface="wsgi",
             workers=args.workers, blocking_threads=args.threads, backlog=2048,
             log_access=False,
             log_dictconfig=logs.granian_config(os.environ.get("HOOKLINE_LOG_FORMAT", "json")),
@@ -159,7 +159,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from shared.devrunner import run_dev
+    from hookline.devrunner import run_dev
 
     return run_dev(args)
 

@@ -1,8 +1,8 @@
-"""WSGI entry point for production servers: `ingest.wsgi:app`."""
+"""WSGI entry point for production servers: `hookline.wsgi:app`."""
 
 import os
 
-from ingest.app import create_app
+from hookline.app import create_app
 from shared import logs
 
 logs.setup(os.environ.get("HOOKLINE_LOG_FORMAT", "json"))

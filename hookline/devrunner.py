@@ -21,9 +21,9 @@ from pathlib import Path
 from shared import config
 from shared.db.migrate import migrate
 from shared.embedded import EmbeddedPostgres, EmbeddedRedis
+from shared.status import SERVICES_FILE
 
 STOP_GRACE_SECONDS = 20
-SERVICES_FILE = "services.json"
 
 
 def _die_with_parent() -> None:
@@ -71,7 +71,7 @@ class DevRunner:
         self.children.append((name, proc))
 
     def start_children(self, env: dict[str, str]) -> None:
-        hookline = [sys.executable, "-m", "shared.cli"]
+        hookline = [sys.executable, "-m", "hookline"]
         a = self.args
         self.spawn("ingest", [*hookline, "ingest", "--host", "127.0.0.1", "--port",
                               str(a.port), "--workers", "1"], env)
