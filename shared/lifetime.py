@@ -35,7 +35,9 @@ def die_with_parent(sig: int = signal.SIGTERM, parent: int | None = None) -> Non
 
     ``parent`` is the pid the caller expects as its parent: when it has died already
     (before the prctl call, so the kernel will never signal), ``sig`` is sent now.
-    Meant for a Popen ``preexec_fn`` (the setting survives exec) or a worker's start."""
+    Meant for a Popen ``preexec_fn`` (the setting survives exec) or a worker's start.
+    The kernel sends it when the *thread* that forked the child ends: start such
+    children from the main thread (hookline dev and the tests do)."""
     try:
         if _LIBC is None or _LIBC.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
             return
