@@ -182,6 +182,12 @@ def run_dev(args: argparse.Namespace) -> int:
     except config.ConfigError as exc:
         print(f"hookline: configuration error: {exc}", file=sys.stderr)
         return 2
+    except Exception:
+        if not runner.stop_requested:
+            raise
+        # Ctrl-C while PostgreSQL or Redis started: the terminal's SIGINT reached the
+        # initdb or pg_ctl it was running too, which then failed. Stopping was asked for.
+        return 0
     finally:
         runner.stop()
 
