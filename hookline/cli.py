@@ -46,8 +46,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         Granian(
             "hookline.wsgi:app", address=args.host, port=args.port, interface="wsgi",
             workers=args.workers, blocking_threads=args.threads, backlog=2048,
-            # A worker's graceful stop waits for every kept-alive client connection to
-            # close, without limit: bound it, then granian SIGKILLs the worker.
+            # A worker's graceful stop has no limit of its own (it goes on serving kept-alive
+            # connections that keep sending): bound it, then granian SIGKILLs the worker.
             workers_kill_timeout=args.workers_kill_timeout,
             log_access=False,
             log_dictconfig=logs.granian_config(os.environ.get("HOOKLINE_LOG_FORMAT", "json")),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import os
 import secrets
@@ -118,7 +117,7 @@ class DevRunner:
     def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         proc = subprocess.Popen(
             argv, env=env, stdin=subprocess.DEVNULL, process_group=0,
-            preexec_fn=functools.partial(lifetime.die_with_parent, signal.SIGTERM, os.getpid()))
+            preexec_fn=lifetime.child_dies_with_me())
         self.children.append((name, proc))
 
     def start_children(self, env: dict[str, str]) -> None:

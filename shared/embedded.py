@@ -7,11 +7,9 @@ collides with a Redis the machine already runs.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -87,7 +85,7 @@ class EmbeddedRedis:
         # Redis last, after the processes that use it.
         self._proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, process_group=0,
-            preexec_fn=functools.partial(lifetime.die_with_parent, signal.SIGTERM, os.getpid()))
+            preexec_fn=lifetime.child_dies_with_me())
         self._wait(timeout)
         return f"unix://{self.socket}"
 

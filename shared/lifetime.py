@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 _PR_SET_PDEATHSIG = 1
 # Set by `hookline ingest` for its granian workers: the pid they must not outlive.
@@ -45,6 +47,11 @@ def die_with_parent(sig: int = signal.SIGTERM, parent: int | None = None) -> Non
         return
     if parent is not None and os.getppid() != parent:
         os.kill(os.getpid(), sig)
+
+
+def child_dies_with_me(sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """A Popen ``preexec_fn``: the child gets ``sig`` when this process dies."""
+    return functools.partial(die_with_parent, sig, os.getpid())
 
 
 def server_worker() -> None:
