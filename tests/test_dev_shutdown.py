@@ -86,7 +86,7 @@ class Run:
             if stat[1] == self.proc.pid or self._names_us(args):
                 found.append(f"{pid} [{stat[0]}] {' '.join(args)[:150]}")
         found += [f"port {p} listening" for p in self.ports if listening(p)]
-        found += [f"{c.pid} (a descendant) {c.status()}" for c in self.descendants
+        found += [f"{c.pid} (a descendant) still running" for c in self.descendants
                   if _alive(c)]
         return found
 
@@ -109,10 +109,10 @@ def assert_all_gone(run: Run, signalled_at: float, keep_session: int | None = No
 
     remaining = signalled_at + STOP_SECONDS - time.monotonic()
     if not poll(gone, remaining, 0.1):
+        left = run.leftovers(keep_session)
         for c in run.descendants:
             if _alive(c):
                 c.kill()
-        left = run.leftovers(keep_session)
         pytest.fail(f"left running {STOP_SECONDS}s after the signal: {left}; "
                     f"log tail:\n{run.log.read_text()[-3000:]}")
     return time.monotonic() - signalled_at
