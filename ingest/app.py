@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
@@ -19,9 +20,13 @@ log = logging.getLogger(__name__)
 def create_app(
     settings: config.Settings | None = None,
     rt: runtime.Runtime | None = None,
-    send_drain: object | None = None,
+    send_drain: Callable[[], object] | None = None,
+    kick_fanout: Callable[[], object] | None = None,
 ) -> Flask:
-    """Build the app. Tests pass their own runtime (e.g. fakeredis) and drain sender."""
+    """Build the app. Tests pass their own runtime (e.g. fakeredis) and drain sender;
+    hookline.app passes the Celery ones (ingest does not import workers)."""
+    if send_drain is None:
+        raise TypeError("create_app() needs send_drain (hookline.app.create_app wires Celery's)")
     settings = settings or (rt.settings if rt else config.load())
     app = Flask("hookline")
     app.json = OrjsonProvider(app)
@@ -34,7 +39,9 @@ def create_app(
     app.extensions["hookline.runtime"] = get_rt
     app.extensions["hookline.redis"] = lambda: get_rt().redis
     app.extensions["hookline.pusher"] = lambda: get_rt().pusher
-    app.extensions["hookline.send_drain"] = send_drain or _celery_send_drain
+    app.extensions["hookline.send_drain"] = send_drain
+    if kick_fanout is not None:
+        app.extensions["hookline.kick_fanout"] = kick_fanout
     metrics.install(app)
 
     callbacks.install(app)
@@ -50,12 +57,6 @@ def create_app(
         hops = settings.trusted_proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     return app
-
-
-def _celery_send_drain() -> None:
-    from workers.tasks import send_drain
-
-    send_drain()
 
 
 def _ready(rt: runtime.Runtime) -> Response:

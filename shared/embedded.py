@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from shared import lifetime
+
 log = logging.getLogger(__name__)
 
 # sun_path is 108 bytes on Linux; leave room for the terminating NUL.
@@ -79,7 +81,11 @@ class EmbeddedRedis:
             "--maxmemory-policy", "noeviction", "--daemonize", "no",
             "--logfile", str(self.data_dir / "redis.log"),
         ]
-        self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        # Its own process group: a terminal's Ctrl-C goes to `hookline dev`, which stops
+        # Redis last, after the processes that use it.
+        self._proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, process_group=0,
+            preexec_fn=lifetime.child_dies_with_me())
         self._wait(timeout)
         return f"unix://{self.socket}"
 
@@ -112,11 +118,11 @@ class EmbeddedRedis:
             self._proc.wait()
         self._proc = None
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
             try:
-                self._proc.wait(10)
+                self._proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()

@@ -15,10 +15,11 @@ import psycopg
 
 from shared import config, queue
 from shared.db import stats
-from shared.devrunner import SERVICES_FILE
 from shared.runtime import redis_client
 
 DEFAULT_DATA_DIR = ".hookline"
+# Written by a running `hookline dev` into its data dir: the URLs of its services.
+SERVICES_FILE = "services.json"
 
 
 def service_env(data_dir: str | None, env: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-HOOKLINE = [sys.executable, "-m", "shared.cli"]
+HOOKLINE = [sys.executable, "-m", "hookline"]
 ROOT = Path(__file__).resolve().parents[1]
 
 

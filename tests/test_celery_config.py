@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from shared import cli
+from hookline import cli
 from workers import celery_app, queues, tasks
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -36,7 +36,7 @@ def test_per_source_callback_token():
 
 
 def test_cli_fails_at_start_naming_the_variable(monkeypatch, capsys):
-    from shared import cli
+    from hookline import cli
 
     monkeypatch.setenv("HOOKLINE_MAX_BODY_BYTES", "-3")
     with pytest.raises(SystemExit) as exc:

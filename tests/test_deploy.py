@@ -77,7 +77,7 @@ CONTRACT_ENV = {
 
 @pytest.fixture(scope="module")
 def parser() -> argparse.ArgumentParser:
-    from shared.cli import build_parser
+    from hookline.cli import build_parser
 
     return build_parser()
 
@@ -87,7 +87,7 @@ def subcommands(parser: argparse.ArgumentParser) -> set[str]:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return set(action.choices)
-    pytest.fail("shared.cli.build_parser() has no subcommands")
+    pytest.fail("hookline.cli.build_parser() has no subcommands")
 
 
 def hookline_args(argv: list[str]) -> list[str]:

@@ -47,6 +47,7 @@ def test_hookline_dev_on_the_embedded_default(tmp_path):
         banner = (tmp_path / "dev.log").read_text()
         token = re.search(r"Bearer (\S+)\)", banner).group(1)
         assert "unix://" in banner  # embedded Redis on a unix socket
+        assert f"http://127.0.0.1:{port}/console/" in banner
         children = psutil.Process(proc.pid).children(recursive=True)
         post_reverse_with_duplicates(base, "dev-msg", token)
     finally:

@@ -177,7 +177,7 @@ def test_replay_progress_bar_reaches_the_total():
 
 
 def test_flower_needs_basic_auth_off_loopback(monkeypatch):
-    from shared import cli
+    from hookline import cli
     from workers.celery_app import app
 
     started: list[list[str]] = []

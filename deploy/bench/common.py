@@ -75,7 +75,7 @@ def _drop(base: str, name: str) -> None:
 
 def hookline(args: list[str], env: dict[str, str], log: str) -> subprocess.Popen:
     out = open(log, "w")  # noqa: SIM115 - lives as long as the process
-    return subprocess.Popen([sys.executable, "-m", "shared.cli", *args], env=env, cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "hookline", *args], env=env, cwd=ROOT,
                             stdout=out, stderr=subprocess.STDOUT)
 
 

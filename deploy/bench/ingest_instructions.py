@@ -45,7 +45,7 @@ def _child(app_name: str, n: int) -> None:
 
         app = bare_app.app
     else:
-        from ingest.app import create_app
+        from hookline.app import create_app
 
         app = create_app()
     bodies = [p.read_bytes() for p in BODIES]

@@ -16,7 +16,7 @@ sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
 
 import granian  # noqa: E402
 
-from shared import cli  # noqa: E402
+from hookline import cli  # noqa: E402
 
 _Granian = granian.Granian
 TARGET = "bare_app:app"

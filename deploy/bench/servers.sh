@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Production HTTP server for ingest, by measurement: granian (WSGI, as `hookline ingest` runs it)
-# against gunicorn's gthread worker, both serving ingest.wsgi:app with 2 worker processes and
+# against gunicorn's gthread worker, both serving hookline.wsgi:app with 2 worker processes and
 # 8 threads each, under wrk with 32 connections posting a Kaleyra receipt.
 #
 #   deploy/bench/servers.sh                 # 20 s runs, each server twice, interleaved
@@ -33,13 +33,13 @@ trap 'rm -rf "$OUT"; [[ -n "${SERVER:-}" ]] && kill "$SERVER" 2>/dev/null || tru
 start() {
   case "$1" in
     granian)
-      exec "$PY" -m shared.cli ingest --host 127.0.0.1 --port "$PORT" --workers "$WORKERS" \
+      exec "$PY" -m hookline ingest --host 127.0.0.1 --port "$PORT" --workers "$WORKERS" \
         --threads "$THREADS" ;;
     gunicorn)
       # The same multi-process metrics `hookline ingest` uses, so both pay for them.
       PROMETHEUS_MULTIPROC_DIR="$OUT/prom-gunicorn" exec "$PY" -m gunicorn --bind "127.0.0.1:$PORT" \
         --workers "$WORKERS" --worker-class gthread --threads "$THREADS" --backlog 2048 \
-        --log-level warning ingest.wsgi:app ;;
+        --log-level warning hookline.wsgi:app ;;
   esac
 }
 

@@ -2,7 +2,7 @@
 crashes on demand: the poison callback of the fault suite.
 
 Run as ``python -m tests.faults.poison_worker worker ...``: it registers the
-format, then hands over to the real command line (shared.cli.main), so the
+format, then hands over to the real command line (hookline.cli.main), so the
 worker under test is the production one. Nothing in shared/ or workers/ knows
 about it, and no environment variable can switch it on in production.
 
@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 import shared.providers as registry
-from shared.cli import main
+from hookline.cli import main
 from shared.providers import Format
 
 KEY = "hooklineTestPoison"

@@ -3,6 +3,12 @@
 Starts PostgreSQL and Redis from pip packages when DATABASE_URL / REDIS_URL are
 not set, migrates, then runs ingest, a worker, the scheduler and Flower as
 child processes. Ctrl-C or SIGTERM stops them all and leaves nothing behind.
+
+Each child runs in a process group of its own, so a terminal's Ctrl-C reaches only
+this supervisor, which stops each child with one SIGTERM, waits for its whole group
+(Celery's pool processes) with a deadline, then SIGKILLs what is left. Children get
+SIGTERM from the kernel if the supervisor dies without stopping them, and granian's
+workers SIGKILL when their server does (shared.lifetime).
 """
 
 from __future__ import annotations
@@ -18,20 +24,62 @@ import sys
 import time
 from pathlib import Path
 
-from shared import config
+from shared import config, lifetime
 from shared.db.migrate import migrate
 from shared.embedded import EmbeddedPostgres, EmbeddedRedis
+from shared.status import SERVICES_FILE
 
-STOP_GRACE_SECONDS = 20
-SERVICES_FILE = "services.json"
+# Within the 15 s a Ctrl-C promises, leaving time to stop Redis and PostgreSQL after.
+# Longer than ingest's --workers-kill-timeout, so granian usually ends its own workers.
+STOP_GRACE_SECONDS = 8
+REDIS_STOP_SECONDS = 3
 
 
-def _die_with_parent() -> None:
-    # A child must not outlive a `hookline dev` that was killed outright.
-    with contextlib.suppress(Exception):
-        import ctypes
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member we may not signal still counts
+        return True
+    return True
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def stop_groups(procs: list[subprocess.Popen], grace: float) -> None:
+    """SIGTERM each child, wait up to ``grace`` seconds until every member of its
+    process group has exited, then SIGKILL the groups that have not."""
+    for proc in procs:
+        if proc.poll() is None:
+            # The child alone: it stops its own processes in order (a Celery worker lets
+            # its pool finish the batch in hand; signalled too, the pool would cut it short).
+            proc.send_signal(signal.SIGTERM)
+        else:
+            _signal_group(proc.pid, signal.SIGTERM)  # what a child that died left behind
+    pending = list(procs)
+    deadline = time.monotonic() + grace
+    while True:
+        for proc in pending:
+            proc.poll()  # reap the leader: a zombie still counts as a member
+        # A group seen empty is never signalled again: its id may be reused.
+        pending = [proc for proc in pending if _group_alive(proc.pid)]
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    for proc in pending:
+        _signal_group(proc.pid, signal.SIGKILL)
+    for proc in pending:
+        proc.wait()
+        # Members re-parented to init are reaped by it, a moment later.
+        end = time.monotonic() + 2
+        while _group_alive(proc.pid) and time.monotonic() < end:
+            time.sleep(0.02)
 
 
 def _persistent_secret(data_dir: Path, name: str = "api-token") -> str:
@@ -67,11 +115,13 @@ class DevRunner:
              "pid": os.getpid()}))
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        proc = subprocess.Popen(argv, env=env, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(
+            argv, env=env, stdin=subprocess.DEVNULL, process_group=0,
+            preexec_fn=lifetime.child_dies_with_me())
         self.children.append((name, proc))
 
     def start_children(self, env: dict[str, str]) -> None:
-        hookline = [sys.executable, "-m", "shared.cli"]
+        hookline = [sys.executable, "-m", "hookline"]
         a = self.args
         self.spawn("ingest", [*hookline, "ingest", "--host", "127.0.0.1", "--port",
                               str(a.port), "--workers", "1"], env)
@@ -87,18 +137,9 @@ class DevRunner:
         if self._stopped:
             return
         self._stopped = True
-        for _, proc in self.children:
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for _, proc in self.children:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_groups([proc for _, proc in self.children], STOP_GRACE_SECONDS)
         if self.redis:
-            self.redis.stop()
+            self.redis.stop(REDIS_STOP_SECONDS)
         if self.pg:
             self.pg.stop()
         with contextlib.suppress(FileNotFoundError):
@@ -133,12 +174,19 @@ def run_dev(args: argparse.Namespace) -> int:
         config.load(env)
         runner.services(env)
         migrate(env["DATABASE_URL"])
-        runner.start_children(env)
-        _banner(args, env)
+        if not runner.stop_requested:  # a Ctrl-C while the services started
+            runner.start_children(env)
+            _banner(args, env)
         return runner.wait()
     except config.ConfigError as exc:
         print(f"hookline: configuration error: {exc}", file=sys.stderr)
         return 2
+    except Exception:
+        if not runner.stop_requested:
+            raise
+        # Ctrl-C while PostgreSQL or Redis started: the terminal's SIGINT reached the
+        # initdb or pg_ctl it was running too, which then failed. Stopping was asked for.
+        return 0
     finally:
         runner.stop()
 
@@ -150,6 +198,7 @@ def _banner(args: argparse.Namespace, env: dict[str, str]) -> None:
         f"  API        http://127.0.0.1:{args.port}/v1  (Authorization: Bearer "
         f"{env['HOOKLINE_API_TOKEN']})",
         f"  metrics    http://127.0.0.1:{args.port}/metrics",
+        f"  console    http://127.0.0.1:{args.port}/console/  (sign in with the API token)",
     ]
     if not args.no_flower:
         lines.append(f"  Flower     http://127.0.0.1:{args.flower_port}")

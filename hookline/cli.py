@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from shared import config, logs
+from shared import config, lifetime, logs
 
 log = logging.getLogger("hookline")
 
@@ -38,11 +38,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from shared.promdir import multiprocess_dir
 
     _settings()  # fail now, naming the variable, rather than in every worker
+    # Read by hookline.wsgi in each worker (shared.lifetime.server_worker): the workers
+    # take signals from this process only, and die with it rather than keep the port.
+    os.environ[lifetime.PARENT_ENV] = str(os.getpid())
     # Every server process counts into its own file; /metrics adds them all up.
     with multiprocess_dir("ingest"):
         Granian(
-            "ingest.wsgi:app", address=args.host, port=args.port, interface="wsgi",
+            "hookline.wsgi:app", address=args.host, port=args.port, interface="wsgi",
             workers=args.workers, blocking_threads=args.threads, backlog=2048,
+            # A worker's graceful stop has no limit of its own (it goes on serving kept-alive
+            # connections that keep sending): bound it, then granian SIGKILLs the worker.
+            workers_kill_timeout=args.workers_kill_timeout,
             log_access=False,
             log_dictconfig=logs.granian_config(os.environ.get("HOOKLINE_LOG_FORMAT", "json")),
         ).serve()
@@ -159,7 +165,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from shared.devrunner import run_dev
+    from hookline.devrunner import run_dev
 
     return run_dev(args)
 
@@ -176,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--threads", type=int, default=4, help="blocking threads per worker")
+    s.add_argument("--workers-kill-timeout", type=int, default=5, metavar="SECONDS",
+                   help="on SIGTERM/SIGINT, SIGKILL workers still serving after this long")
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("worker", help="run a Celery worker on every hookline queue")
