@@ -152,17 +152,17 @@ def check_login(s: config.Settings, username: str, password: str) -> str | None:
     return None
 
 
-def _failures(add: bool = False) -> int:
-    """Failed sign-ins from this address in the window (Redis, shared by every process);
-    0 when Redis cannot say, so an outage does not lock operators out."""
+def _failures(add: int) -> int:
+    """Add ``add`` to the sign-ins from this address counted in the window (Redis, shared
+    by every process) and return the count; 0 when Redis cannot say, so an outage does
+    not lock operators out. Every attempt is counted before its password is checked
+    (a success takes its count back): reading the count first let a burst of
+    concurrent guesses all pass before any of them was counted."""
     key = _FAILURES_KEY + (request.remote_addr or "?")
     try:
-        client = rt().redis
-        if not add:
-            return int(client.get(key) or 0)
-        pipe = client.pipeline()
-        pipe.set(key, 0, ex=FAILURE_WINDOW, nx=True)  # the window starts at the first failure
-        pipe.incr(key)
+        pipe = rt().redis.pipeline()
+        pipe.set(key, 0, ex=FAILURE_WINDOW, nx=True)  # the window starts at the first attempt
+        pipe.incrby(key, add)
         return int(pipe.execute()[1])
     except redis.RedisError as exc:
         log.warning("console sign-in limit unavailable: %s", exc, extra={"error": repr(exc)})
@@ -183,17 +183,17 @@ def login() -> Response | str | tuple[str, int]:
     if request.method == "GET":
         return render_template("console/login.html", can_sign_in=can_sign_in,
                                next=request.args.get("next", ""))
-    if _failures() >= MAX_FAILURES:
+    if _failures(1) > MAX_FAILURES:
         return render_template("console/login.html", can_sign_in=can_sign_in,
                                error="too many failed sign-ins; wait a few minutes"), 429
     user = check_login(s, request.form.get("username", "").strip(),
                        request.form.get("password", ""))
     if user is None:
-        _failures(add=True)
         log.warning("console sign-in refused", extra={"remote_addr": request.remote_addr})
         return render_template("console/login.html", can_sign_in=can_sign_in,
                                error="wrong name, password or token",
                                next=request.form.get("next", "")), 401
+    _failures(-1)
     session.clear()  # a new session (and CSRF token) for the signed-in user
     session.permanent = True
     session["user"] = user
