@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 from itsdangerous import TimestampSigner
 from werkzeug.security import generate_password_hash
 
 from ingest.app import create_app
 from ingest.console import auth
+from shared import config
 from tests.console_support import client_for, sign_in
 
 KEY = "a-console-secret-key-0123"
@@ -59,3 +61,10 @@ def test_a_session_in_use_still_ends_after_its_hours(rt, monkeypatch):
         now[0] += 11 * 3600
         client.get("/console/overview/panel")
     assert client.get("/console/").status_code == 302
+
+
+def test_no_user_may_take_the_token_sign_ins_name():
+    # Else that user's session would be checked against the API token, not its password.
+    users = f"api-token:{generate_password_hash('w')}"
+    with pytest.raises(config.ConfigError, match="api-token"):
+        config.load({"HOOKLINE_CONSOLE_USERS": users, "HOOKLINE_SECRET_KEY": KEY})

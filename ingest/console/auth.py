@@ -41,7 +41,7 @@ MAX_FAILURES = 10          # failed sign-ins per address ...
 FAILURE_WINDOW = 300       # ... within this many seconds, then 429 until it passes
 _FAILURES_KEY = "hookline:console:login-failures:"
 _OPEN = {"console.login", "console.static"}
-API_TOKEN_USER = "api-token"
+API_TOKEN_USER = config.CONSOLE_TOKEN_USER
 
 
 def session_key(s: config.Settings) -> bytes:
