@@ -109,6 +109,8 @@ def _secret_key(env: Mapping[str, str]) -> str | None:
     return raw
 
 
+# Who a sign-in with HOOKLINE_API_TOKEN is, in the console: no user may take the name.
+CONSOLE_TOKEN_USER = "api-token"
 # Hash formats werkzeug.security.generate_password_hash makes (method$salt$hash).
 _PASSWORD_METHODS = ("scrypt", "pbkdf2")
 
@@ -129,6 +131,9 @@ def _console_users(env: Mapping[str, str]) -> dict[str, str]:
                               f"(scrypt or pbkdf2); got an entry for {name.strip()!r}")
         if name.strip() in users:
             raise ConfigError(f"HOOKLINE_CONSOLE_USERS names {name.strip()!r} twice")
+        if name.strip() == CONSOLE_TOKEN_USER:
+            raise ConfigError(f"HOOKLINE_CONSOLE_USERS cannot name {CONSOLE_TOKEN_USER!r}: "
+                              "the console's name for a sign-in with the API token")
         users[name.strip()] = hashed
     return users
 

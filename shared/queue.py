@@ -13,6 +13,7 @@ makes every effect exactly-once. Every script touches one shard's keys only.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
 import time
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
+from redis.exceptions import RedisClusterException
 
 from shared import inbox_shards
 from shared.inbox_shards import Shard
@@ -166,16 +168,28 @@ def _push_replicated(client: redis.Redis, key: str, envelope: bytes, replicas: i
                      wait_ms: int) -> int:
     """LPUSH, then WAIT on the same server: asynchronous replication means a failover
     can lose what the master acknowledged but had not yet sent on."""
-    if inbox_shards.tagged(client):
-        # WAIT names no key: a Cluster client must be told which master to ask.
-        length = client.lpush(key, envelope)
-        node = client.get_node_from_key(key)
-        acked = client.execute_command("WAIT", replicas, wait_ms, target_nodes=node)
-    else:
-        pipe = client.pipeline(transaction=False)
+    # WAIT counts the replicas holding this connection's writes, so both go down one
+    # connection (a pipeline): sent apart, another thread could take the LPUSH's
+    # connection in between, and the WAIT vouch for an older write of its own.
+    cluster = inbox_shards.tagged(client)
+    try:
+        # WAIT names no key: on a Cluster, the master of the key's slot is asked directly.
+        server = client.get_redis_connection(client.get_node_from_key(key)) if cluster \
+            else client
+        pipe = server.pipeline(transaction=False)
         pipe.lpush(key, envelope)
         pipe.execute_command("WAIT", replicas, wait_ms)
         length, acked = pipe.execute()
+    except (redis.RedisError, RedisClusterException) as exc:
+        if not cluster:
+            raise
+        # A failover or a moved slot: the next push asks the slot map afresh (if no
+        # node answers now, the next error tries again). Refused now all the same.
+        with contextlib.suppress(redis.RedisError, RedisClusterException):
+            client.nodes_manager.initialize()
+        if isinstance(exc, redis.RedisError):
+            raise
+        raise redis.ConnectionError(f"the Cluster cannot serve {key} now: {exc}") from exc
     if int(acked) < replicas:
         raise NotReplicated(f"{acked} of {replicas} replicas confirmed within {wait_ms} ms")
     return int(length)

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 from datetime import timedelta
 from functools import cache
 
@@ -40,6 +41,7 @@ MAX_FAILURES = 10          # failed sign-ins per address ...
 FAILURE_WINDOW = 300       # ... within this many seconds, then 429 until it passes
 _FAILURES_KEY = "hookline:console:login-failures:"
 _OPEN = {"console.login", "console.static"}
+API_TOKEN_USER = config.CONSOLE_TOKEN_USER
 
 
 def session_key(s: config.Settings) -> bytes:
@@ -90,11 +92,43 @@ def _csrf_ok() -> bool:
     return hmac.compare_digest(expected.encode(), presented.encode())
 
 
+def _credential(s: config.Settings, user: str) -> str | None:
+    """What ``user`` signs in with now (the token, or the password's hash)."""
+    if user == API_TOKEN_USER:
+        return s.api_token
+    return s.console_users.get(user)
+
+
+def _fingerprint(s: config.Settings, user: str) -> str | None:
+    # In the (signed, readable) cookie instead of the credential itself.
+    credential = _credential(s, user)
+    if credential is None:
+        return None
+    return hmac.new(session_key(s), credential.encode(), hashlib.sha256).hexdigest()
+
+
+def signed_in() -> bool:
+    """A user is signed in, with the credential they are still configured with, for
+    less than SESSION_HOURS since signing in: each request re-signs the cookie, so its
+    own age is an idle time, and a removed user, a changed password or a rotated
+    token must end the sessions opened with them."""
+    user, since = session.get("user"), session.get("since")
+    if not user or not isinstance(since, int) or time.time() - since > SESSION_HOURS * 3600:
+        return False
+    expected = _fingerprint(settings(), user)
+    presented = session.get("cred")
+    return bool(expected and isinstance(presented, str)
+                and hmac.compare_digest(expected.encode(), presented.encode()))
+
+
 @bp.before_request
 def _guard() -> Response | None:
     if request.method not in ("GET", "HEAD", "OPTIONS") and not _csrf_ok():
         abort(403, "missing or wrong CSRF token: reload the page and try again")
-    if request.endpoint in _OPEN or session.get("user"):
+    ok = signed_in()
+    if not ok and "user" in session:
+        session.pop("user")  # stale: no page may show it as signed in
+    if request.endpoint in _OPEN or ok:
         return None
     if request.headers.get("HX-Request"):
         return Response("sign in again", status=401)  # a partial: no redirect to swap in
@@ -114,21 +148,21 @@ def check_login(s: config.Settings, username: str, password: str) -> str | None:
         ok = check_password_hash(hashed or _dummy_hash(), password)
         return username if hashed is not None and ok else None
     if s.api_token is not None and hmac.compare_digest(s.api_token.encode(), password.encode()):
-        return "api-token"
+        return API_TOKEN_USER
     return None
 
 
-def _failures(add: bool = False) -> int:
-    """Failed sign-ins from this address in the window (Redis, shared by every process);
-    0 when Redis cannot say, so an outage does not lock operators out."""
+def _failures(add: int) -> int:
+    """Add ``add`` to the sign-ins from this address counted in the window (Redis, shared
+    by every process) and return the count; 0 when Redis cannot say, so an outage does
+    not lock operators out. Every attempt is counted before its password is checked
+    (a success takes its count back): reading the count first let a burst of
+    concurrent guesses all pass before any of them was counted."""
     key = _FAILURES_KEY + (request.remote_addr or "?")
     try:
-        client = rt().redis
-        if not add:
-            return int(client.get(key) or 0)
-        pipe = client.pipeline()
-        pipe.set(key, 0, ex=FAILURE_WINDOW, nx=True)  # the window starts at the first failure
-        pipe.incr(key)
+        pipe = rt().redis.pipeline()
+        pipe.set(key, 0, ex=FAILURE_WINDOW, nx=True)  # the window starts at the first attempt
+        pipe.incrby(key, add)
         return int(pipe.execute()[1])
     except redis.RedisError as exc:
         log.warning("console sign-in limit unavailable: %s", exc, extra={"error": repr(exc)})
@@ -149,20 +183,22 @@ def login() -> Response | str | tuple[str, int]:
     if request.method == "GET":
         return render_template("console/login.html", can_sign_in=can_sign_in,
                                next=request.args.get("next", ""))
-    if _failures() >= MAX_FAILURES:
+    if _failures(1) > MAX_FAILURES:
         return render_template("console/login.html", can_sign_in=can_sign_in,
                                error="too many failed sign-ins; wait a few minutes"), 429
     user = check_login(s, request.form.get("username", "").strip(),
                        request.form.get("password", ""))
     if user is None:
-        _failures(add=True)
         log.warning("console sign-in refused", extra={"remote_addr": request.remote_addr})
         return render_template("console/login.html", can_sign_in=can_sign_in,
                                error="wrong name, password or token",
                                next=request.form.get("next", "")), 401
+    _failures(-1)
     session.clear()  # a new session (and CSRF token) for the signed-in user
     session.permanent = True
     session["user"] = user
+    session["since"] = int(time.time())
+    session["cred"] = _fingerprint(s, user)
     log.info("console sign-in by %s", user, extra={"user": user})
     return redirect(_safe_next(request.form.get("next")))
 

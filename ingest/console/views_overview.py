@@ -21,7 +21,7 @@ MINUTES = 60
 
 def _inbox() -> dict[str, Any]:
     try:
-        d = queue.depths(rt().redis, settings().lease_seconds)
+        d = queue.depths(rt().redis, settings().lease_seconds, settings().inbox_shards)
     except redis.RedisError as exc:
         return {"error": str(exc)}
     return {"queued": d.inbox, "retry": d.retry, "leases": d.leases,
