@@ -146,6 +146,9 @@ def _lock_order(cur: psycopg.Cursor, endpoint_ids: Sequence[str]) -> None:
 
 # For each (endpoint, message key): an ordered endpoint's first pending delivery
 # of that message goes if it was held; an endpoint no longer ordered lets all go.
+# ``go`` is read once, into an array: joined to the rows it updates, the planner
+# (which takes few rows for next_attempt_at IS NULL) ran it again for each held row
+# of the batch, 13-17 s for a batch of 460 (docs/benchmarks.md, held followers).
 _RELEASE_FIRST = """
 WITH c AS (
     SELECT DISTINCT c.endpoint_id, c.message_key, e.ordered
@@ -165,7 +168,8 @@ WITH c AS (
     WHERE NOT c.ordered AND x.status IN ('pending', 'failed') AND x.next_attempt_at IS NULL
 )
 UPDATE deliveries d SET next_attempt_at = now()
-FROM go WHERE d.id = go.id AND d.status IN ('pending', 'failed') AND d.next_attempt_at IS NULL
+WHERE d.id = ANY (ARRAY(SELECT id FROM go))
+  AND d.status IN ('pending', 'failed') AND d.next_attempt_at IS NULL
 """
 
 
