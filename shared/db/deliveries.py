@@ -136,12 +136,12 @@ def enqueue(cur: psycopg.Cursor, notes: Sequence[Notification]) -> int:
 _ORDER_LOCK = 0x686F6F6C
 _LOCK_ORDER = """
 SELECT count(pg_advisory_xact_lock(%s, s.k))
-FROM (SELECT DISTINCT hashtext(id) AS k FROM unnest(%s::text[]) AS id ORDER BY 1) s
+FROM (SELECT DISTINCT hashtext(id) AS k FROM unnest(%b::text[]) AS id ORDER BY 1) s
 """
 
 
 def _lock_order(cur: psycopg.Cursor, endpoint_ids: Sequence[str]) -> None:
-    cur.execute(_LOCK_ORDER, (_ORDER_LOCK, list(endpoint_ids)))
+    cur.execute(_LOCK_ORDER, (_ORDER_LOCK, arrays.text(endpoint_ids)))
 
 
 # For each (endpoint, message key): an ordered endpoint's first pending delivery
@@ -152,7 +152,7 @@ def _lock_order(cur: psycopg.Cursor, endpoint_ids: Sequence[str]) -> None:
 _RELEASE_FIRST = """
 WITH c AS (
     SELECT DISTINCT c.endpoint_id, c.message_key, e.ordered
-    FROM unnest(%(eps)s::text[], %(keys)s::text[]) AS c(endpoint_id, message_key)
+    FROM unnest(%(eps)b::text[], %(keys)b::text[]) AS c(endpoint_id, message_key)
     JOIN endpoints e ON e.id = c.endpoint_id
 ), go AS (
     SELECT f.id FROM c CROSS JOIN LATERAL (
@@ -175,8 +175,9 @@ WHERE d.id = ANY (ARRAY(SELECT id FROM go))
 
 def _release_first(cur: psycopg.Cursor, endpoint_ids: Sequence[str],
                    message_keys: Sequence[str]) -> int:
-    return cur.execute(_RELEASE_FIRST, dict(eps=list(endpoint_ids),
-                                            keys=list(message_keys))).rowcount
+    # Binary arrays (shared.db.arrays): psycopg dumps a list element by element in Python.
+    return cur.execute(_RELEASE_FIRST, dict(eps=arrays.text(endpoint_ids),
+                                            keys=arrays.text(message_keys))).rowcount
 
 
 def unhold(conn: psycopg.Connection, endpoint_id: str) -> int:
