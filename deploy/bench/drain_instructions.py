@@ -3,6 +3,7 @@ processing's worker side (callbacks/s and CPU seconds move by a fifth from run t
 run on this shared VM; instruction counts repeat to within about 1 %).
 
     python deploy/bench/drain_instructions.py [--events 2000] [--warm 1000]
+                                              [--endpoint none|unordered|ordered]
 
 The drain runs in one process under valgrind's callgrind (Debian package
 ``valgrind``) as the drain task runs it: GC tuned as in a worker pool process,
@@ -12,7 +13,12 @@ workload, each on a fresh database and a filled inbox: the difference divided by
 N is the cost of one callback, start-up and imports cancelled out. Reported per
 thread: the drain's own thread is the critical path (it alone talks to
 PostgreSQL, one batch at a time); the read-ahead thread works while it waits.
-PostgreSQL's own work is not counted here (processing.py measures its CPU).
+PostgreSQL's own work is not counted here (processing.py measures its CPU), unless
+the server runs under callgrind too (pg_callgrind.py): then its backends' instructions
+per callback are reported beside.
+
+``--endpoint unordered`` (or ``ordered``) subscribes one endpoint to every event
+first, so each callback's events are written to the outbox as well (nothing is sent).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import os
 import sys
 from pathlib import Path
 
+import pg_callgrind
 from common import callgrind_threads, cli, require_valgrind, services
 
 HERE = Path(__file__).resolve().parent
@@ -50,34 +57,52 @@ def _child() -> None:
     rt.close()
 
 
-def _per_thread(n: int) -> list[int]:
-    """Instructions of each thread of one drain of ``n`` callbacks, main thread first."""
+def _subscribe(database_url: str, endpoint: str) -> None:
+    import psycopg
+
+    from shared.db import endpoints
+
+    if endpoint == "none":
+        return
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        endpoints.create(conn, url="http://127.0.0.1:9/hook", event_types=["*"],
+                         secret="bench", ordered=endpoint == "ordered")
+
+
+def _per_thread(n: int, endpoint: str) -> tuple[list[int], int]:
+    """Instructions of each thread of one drain of ``n`` callbacks, main thread first,
+    and of PostgreSQL's backends (0 unless it runs under callgrind)."""
     import redis
     from processing import drained, fill_inbox
 
+    pg_before = pg_callgrind.exited() if pg_callgrind.enabled() else {}
     with services() as env:
+        _subscribe(env["DATABASE_URL"], endpoint)
         r = redis.Redis.from_url(env["REDIS_URL"])
         fill_inbox(r, n)
         counts = callgrind_threads(Path(__file__).resolve(), [], env)
         if not drained(r):
             raise RuntimeError("the drain under callgrind left callbacks in the inbox")
-        return counts
+    pg = sum(pg_callgrind.since(pg_before).values()) if pg_callgrind.enabled() else 0
+    return counts, pg
 
 
-def run(events: int = 2000, warm: int = 1000) -> dict[str, float]:
+def run(events: int = 2000, warm: int = 1000, endpoint: str = "none") -> dict[str, float]:
     require_valgrind()
-    low, high = _per_thread(warm), _per_thread(warm + events)
+    (low, pg_low), (high, pg_high) = _per_thread(warm, endpoint), _per_thread(warm + events,
+                                                                             endpoint)
     main = (high[0] - low[0]) / events
     helpers = (sum(high[1:]) - sum(low[1:])) / events
     return {"drain_thread": main, "other_threads": helpers, "total": main + helpers,
-            "events": events}
+            "events": events, "postgres": (pg_high - pg_low) / events}
 
 
 def report(res: dict[str, float]) -> list[str]:
     return [
         f"drain instructions per callback (callgrind, {res['events']:.0f} callbacks): "
         f"{res['total']:,.0f} in all; drain thread {res['drain_thread']:,.0f} (the critical "
-        f"path, beside PostgreSQL), read-ahead and other threads {res['other_threads']:,.0f}",
+        f"path, beside PostgreSQL), read-ahead and other threads {res['other_threads']:,.0f}"
+        + (f"; PostgreSQL's backends {res['postgres']:,.0f}" if res["postgres"] else ""),
     ]
 
 
@@ -85,7 +110,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         _child()
         return
-    cli(run, report, events=2000, warm=1000)
+    cli(run, report, events=2000, warm=1000, endpoint="none")
 
 
 if __name__ == "__main__":
