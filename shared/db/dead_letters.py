@@ -10,6 +10,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from shared.db import paging
 from shared.db.paging import Page, equals, fetch_page, newest_first
 
 
@@ -64,7 +65,13 @@ _FILTERS = (
     "(%(since)s::timestamptz IS NULL OR received_at >= %(since)s)",
     "(%(until)s::timestamptz IS NULL OR received_at < %(until)s)",
 )
-_RECENT = newest_first("dead_letters", _COLUMNS, "id", *_FILTERS)
+# The list's: the same filters, each in the form an index serves (paging.newest_first).
+_RECENT = newest_first("dead_letters", _COLUMNS, "id", {
+    "source": paging.is_("source"),
+    "reason": "reason ILIKE '%%' || %(reason)s || '%%'",
+    "since": paging.since("dead_letters", "id", "received_at"),
+    "until": paging.until("dead_letters", "id", "received_at"),
+})
 
 
 def list_recent(conn: psycopg.Connection, page: Page, source: str | None = None,

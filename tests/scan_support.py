@@ -1,0 +1,140 @@
+"""Big list tables and the pages read from them, for tests/test_list_scans.py and
+deploy/bench/list_scans.py: generate_series fills (ids rising with time, as ingest
+writes them), each filter's page through the real data-layer function, and what the
+plan of the SQL it ran read (EXPLAIN ANALYZE, BUFFERS)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from shared.db import dead_letters, event_feed, subscriptions
+from shared.db.paging import Page, Party
+
+LIMIT = 50
+T0 = datetime(2026, 1, 1, tzinfo=UTC)  # row i arrived at T0 + i minutes
+
+# {n}: rows per table. Dead letters: two reasons; 'rare', the source of every 1000th
+# letter of the older half. Subscriptions: every 100th is an all-senders row; 'rare'
+# has every 1000th of the older half. Events: every 1000th failed.
+FILL = {
+    "dead_letters": """
+        INSERT INTO dead_letters (ingest_id, source, reason, body, received_at)
+        SELECT 'i' || i, CASE WHEN i %% 1000 = 0 AND i < {n} / 2 THEN 'rare' ELSE 'big' END,
+               CASE WHEN i %% 2 = 0 THEN 'unknown event' ELSE 'bad signature' END, '',
+               %(t0)s + i * interval '1 minute'
+        FROM generate_series(1, {n}) i ORDER BY i""",
+    "subscriptions": """
+        INSERT INTO subscriptions (channel, sender, msisdn, status, scope, changed_at,
+                                   event_id, source, event_key)
+        SELECT CASE WHEN i %% 3 = 0 THEN 'rcs' ELSE 'sms' END,
+               CASE WHEN i %% 100 = 0 THEN '*' WHEN i %% 1000 = 1 AND i < {n} / 2
+                    THEN 'rare' ELSE 'big' END,
+               '+44' || i, CASE WHEN i %% 4 = 0 THEN 'opted_out' ELSE 'opted_in' END,
+               CASE WHEN i %% 100 = 0 THEN 'all' ELSE 'sender' END,
+               %(t0)s + i * interval '1 minute', i, 'kaleyra', 'k ' || i
+        FROM generate_series(1, {n}) i ORDER BY i""",
+    "events": """
+        INSERT INTO events (type, source, channel, dedupe_key, ingest_id, occurred_at,
+                            received_at)
+        SELECT CASE WHEN i %% 1000 = 0 THEN 'message.failed' ELSE 'message.delivered' END,
+               'kaleyra', 'sms', 'd' || i, 'i' || i, %(t0)s + i * interval '1 minute',
+               %(t0)s + i * interval '1 minute'
+        FROM generate_series(1, {n}) i ORDER BY i""",
+}
+
+
+def fill(url: str, n: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table, sql in FILL.items():
+            conn.execute(sql.format(n=n), {"t0": T0})
+            conn.execute(f"VACUUM ANALYZE {table}")
+
+
+def minutes(i: int) -> datetime:
+    return T0 + timedelta(minutes=i)
+
+
+@dataclass(frozen=True)
+class Case:
+    label: str
+    page: Callable[[psycopg.Connection], list[dict[str, Any]]]
+
+
+def cases(n: int) -> list[Case]:
+    """A page with each filter and combination the lists take."""
+    month_back = minutes(n - 30 * 24 * 60)
+    old_half = minutes(n // 2 - 5_000)
+
+    def letters(label: str, **f: Any) -> Case:
+        return Case(f"dead letters {label}",
+                    lambda c: dead_letters.list_recent(c, Page(LIMIT), **f))
+
+    def subs(label: str, status: str | None = None, **party: str) -> Case:
+        return Case(f"subscriptions {label}",
+                    lambda c: subscriptions.list_page(c, Page(LIMIT), Party(**party), status))
+
+    def events(label: str, **f: Any) -> Case:
+        return Case(f"events {label}", lambda c: event_feed.list_page(c, Page(LIMIT), **f))
+
+    return [
+        letters("until a month back", until=month_back),
+        letters("until near the oldest", until=minutes(100)),
+        letters("since the last 10 rows", since=minutes(n - 10)),
+        letters("since+until", since=month_back, until=minutes(n - 20_000)),
+        letters("source rare", source="rare"),
+        letters("source rare+until", source="rare", until=month_back),
+        letters("source rare+since (none)", source="rare", since=minutes(n - 10)),
+        letters("source rare+since", source="rare", since=old_half),
+        letters("reason+until", reason="unknown", until=month_back),
+        letters("reason+since", reason="signature", since=minutes(n - 10)),
+        subs("sender rare", sender="rare"),
+        subs("sender rare opted_out", "opted_out", sender="rare"),
+        subs("sender *", sender="*"),
+        subs("sender * opted_out", "opted_out", sender="*"),
+        subs("channel+sender rare", channel="rcs", sender="rare"),
+        subs("sender big opted_out", "opted_out", sender="big"),
+        events("since the last 10 rows", since=minutes(n - 10)),
+        events("type rare", type_="message.failed"),
+        events("type rare+since", type_="message.failed", since=minutes(n - 5_000)),
+    ]
+
+
+class Recording(psycopg.Cursor):
+    """Keeps the last statement run through any such cursor, to EXPLAIN it after."""
+
+    last: tuple[Any, Any] = ("", None)
+
+    def execute(self, query, params=None, **kwargs):
+        Recording.last = (query, params)
+        return super().execute(query, params, **kwargs)
+
+
+@dataclass(frozen=True)
+class Plan:
+    ms: float
+    rows: int  # what the scans produced or threw away, over all their loops
+    buffers: int  # shared blocks hit or read
+
+
+def _rows(node: dict) -> int:
+    own = 0
+    if "Scan" in node["Node Type"]:
+        own = (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
+               + node.get("Rows Removed by Index Recheck", 0)) * node["Actual Loops"]
+    return own + sum(_rows(child) for child in node.get("Plans", []))
+
+
+def explain_last(conn: psycopg.Connection) -> Plan:
+    """The plan of the last statement a :class:`Recording` cursor ran, run again."""
+    sql, params = Recording.last
+    with conn.cursor() as cur:
+        out = cur.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}",
+                          params).fetchone()[0][0]
+    plan = out["Plan"]
+    return Plan(out["Execution Time"], _rows(plan),
+                plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0))
