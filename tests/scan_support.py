@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from shared.db import dead_letters, event_feed, subscriptions
+from shared.db import dead_letters, deliveries, event_feed, inbound, subscriptions
 from shared.db.paging import Page, Party
 
 LIMIT = 50
@@ -20,7 +20,9 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)  # row i arrived at T0 + i minutes
 
 # {n}: rows per table. Dead letters: two reasons; 'rare', the source of every 1000th
 # letter of the older half. Subscriptions: every 100th is an all-senders row; 'rare'
-# has every 1000th of the older half. Events: every 1000th failed.
+# has every 1000th of the older half. Events: every 1000th failed, and the 500th after
+# each 1000th of the older half came from 'rare', as an inbound message from sender
+# 'rare'; every event has a delivery to ep_a, dead for each 1000th of the older half.
 FILL = {
     "dead_letters": """
         INSERT INTO dead_letters (ingest_id, source, reason, body, received_at)
@@ -42,9 +44,23 @@ FILL = {
         INSERT INTO events (type, source, channel, dedupe_key, ingest_id, occurred_at,
                             received_at)
         SELECT CASE WHEN i %% 1000 = 0 THEN 'message.failed' ELSE 'message.delivered' END,
-               'kaleyra', 'sms', 'd' || i, 'i' || i, %(t0)s + i * interval '1 minute',
+               CASE WHEN i %% 1000 = 500 AND i < {n} / 2 THEN 'rare' ELSE 'kaleyra' END,
+               'sms', 'd' || i, 'i' || i, %(t0)s + i * interval '1 minute',
                %(t0)s + i * interval '1 minute'
         FROM generate_series(1, {n}) i ORDER BY i""",
+    "inbound_messages": """
+        INSERT INTO inbound_messages (event_id, source, channel, sender, msisdn, occurred_at)
+        SELECT id, source, CASE WHEN id %% 3 = 0 THEN 'rcs' ELSE 'sms' END,
+               CASE WHEN source = 'rare' THEN 'rare' ELSE 'big' END, '+44' || id, occurred_at
+        FROM events ORDER BY id""",
+    "endpoints": """
+        INSERT INTO endpoints (id, url, event_types, secret)
+        VALUES ('ep_a', 'https://example.test/hook', ARRAY['*'], 'not-a-secret')""",
+    "deliveries": """
+        INSERT INTO deliveries (endpoint_id, event_id, type, payload, occurred_at, status)
+        SELECT 'ep_a', id, type, '{{}}', occurred_at,
+               CASE WHEN id %% 1000 = 0 AND id < {n} / 2 THEN 'dead' ELSE 'succeeded' END
+        FROM events ORDER BY id""",
 }
 
 
@@ -81,6 +97,14 @@ def cases(n: int) -> list[Case]:
     def events(label: str, **f: Any) -> Case:
         return Case(f"events {label}", lambda c: event_feed.list_page(c, Page(LIMIT), **f))
 
+    def messages(label: str, source: str | None = None, **party: str) -> Case:
+        return Case(f"inbound {label}",
+                    lambda c: inbound.list_page(c, Page(LIMIT), Party(**party), source))
+
+    def sent(label: str, **f: Any) -> Case:
+        return Case(f"deliveries of an endpoint {label}",
+                    lambda c: deliveries.list_for_endpoint(c, "ep_a", LIMIT, **f))
+
     return [
         letters("until a month back", until=month_back),
         letters("until near the oldest", until=minutes(100)),
@@ -101,6 +125,13 @@ def cases(n: int) -> list[Case]:
         events("since the last 10 rows", since=minutes(n - 10)),
         events("type rare", type_="message.failed"),
         events("type rare+since", type_="message.failed", since=minutes(n - 5_000)),
+        events("source rare", source="rare"),
+        messages("sender rare", sender="rare"),
+        messages("channel+sender rare", channel="rcs", sender="rare"),
+        messages("source rare", source="rare"),
+        messages("msisdn", msisdn="+44500"),
+        sent("status dead", status="dead"),
+        sent("status dead, older page", status="dead", before=n // 4),
     ]
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from shared.db import dead_letters, deliveries, inbound, subscriptions
+from shared.db import dead_letters, subscriptions
 from shared.db.migrate import migrate
 from shared.db.paging import Page, Party
 from tests.conftest import _with_database
@@ -73,11 +73,3 @@ def test_a_sender_page_is_its_rows_and_the_all_senders_rows_newest_first(conn):
     assert {r["sender"] for r in older} == {"*", "rare"}
     star = subscriptions.list_page(conn, Page(LIMIT), Party(sender="*"))
     assert len({r["id"] for r in star}) == LIMIT  # not each row twice
-
-
-def test_an_empty_inbound_and_deliveries_page_reads_nothing_much(conn):
-    # Both lead an index with what they filter by; here to show their plans stay small.
-    assert inbound.list_page(conn, Page(LIMIT), Party(sender="x")) == []
-    assert explain_last(conn).rows < BOUND
-    assert deliveries.list_for_endpoint(conn, "ep_x", LIMIT, status="failed") == []
-    assert explain_last(conn).rows < BOUND

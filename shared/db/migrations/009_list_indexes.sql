@@ -23,4 +23,11 @@ DROP INDEX CONCURRENTLY IF EXISTS subscriptions_sender_id;
 CREATE INDEX CONCURRENTLY subscriptions_sender_id ON subscriptions (sender, id);
 DROP INDEX CONCURRENTLY IF EXISTS subscriptions_sender_status_id;
 CREATE INDEX CONCURRENTLY subscriptions_sender_status_id ON subscriptions (sender, status, id);
+
+-- Inbound ?sender= without ?channel= (inbound_messages_sender leads with channel), and
+-- ?source=.
+DROP INDEX CONCURRENTLY IF EXISTS inbound_messages_sender_id;
+CREATE INDEX CONCURRENTLY inbound_messages_sender_id ON inbound_messages (sender, event_id);
+DROP INDEX CONCURRENTLY IF EXISTS inbound_messages_source_id;
+CREATE INDEX CONCURRENTLY inbound_messages_source_id ON inbound_messages (source, event_id);
 RESET lock_timeout;
