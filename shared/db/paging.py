@@ -16,6 +16,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from shared.db.stats import BOUNDARY_ROWS
+
 
 @dataclass(frozen=True)
 class Page:
@@ -44,10 +46,11 @@ def equals(column: str) -> str:
     return f"(%({column})s::text IS NULL OR {column} = %({column})s)"
 
 
-# How many of the rows nearest a time bound are read to find the id bound: ids are
-# given in arrival order, but batches of concurrent workers (inbox shards) interleave,
-# so the row nearest the time is not always the one with the extreme id.
-TIME_WINDOW = 200
+# How many of the rows nearest a time bound are read to find the id bound: ids rise
+# with time, but a batch numbers its rows in key order and concurrent batches
+# interleave, so the row nearest the time need not hold the extreme id. A default
+# batch, as the overview's per-minute counts allow for (stats.BOUNDARY_ROWS).
+TIME_WINDOW = BOUNDARY_ROWS
 
 Query = Callable[[frozenset[str]], str]
 
