@@ -69,15 +69,15 @@ _FILTERS = (
 _RECENT = newest_first("dead_letters", _COLUMNS, "id", {
     "source": paging.is_("source"),
     "reason": "reason ILIKE '%%' || %(reason)s || '%%'",
-    "since": paging.since("dead_letters", "id", "received_at"),
-    "until": paging.until("dead_letters", "id", "received_at"),
-})
+    **paging.time_range("received_at"),
+}, time="received_at")
 
 
 def list_recent(conn: psycopg.Connection, page: Page, source: str | None = None,
                 reason: str | None = None, since: datetime | None = None,
                 until: datetime | None = None) -> list[dict[str, Any]]:
-    """Newest first, keyset-paged (stable under inserts)."""
+    """Newest first, keyset-paged (stable under inserts): by id, or with ``since`` or
+    ``until`` by received_at then id."""
     return fetch_page(conn, _RECENT, page, source=source, reason=reason, since=since,
                       until=until)
 

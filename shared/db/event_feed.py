@@ -15,11 +15,12 @@ _COLUMNS = "id, type, source, channel, message_id, sender, msisdn, status, provi
     "provider_event_id, dedupe_key, occurred_at, received_at, ingest_id, data"
 _PAGE = newest_first("events", _COLUMNS, "id", {
     "type": paging.is_("type"), "source": paging.is_("source"),
-    "since": paging.since("events", "id", "received_at"),
-})
+    "since": paging.time_range("received_at")["since"],
+}, time="received_at")
 
 
 def list_page(conn: psycopg.Connection, page: Page, type_: str | None = None,
               source: str | None = None, since: datetime | None = None) -> list[dict[str, Any]]:
-    """Newest first by id, keyset-paged; ``since`` bounds received_at."""
+    """Newest first by id, keyset-paged; with ``since`` (a bound on received_at),
+    newest first by received_at then id."""
     return fetch_page(conn, _PAGE, page, type=type_, source=source, since=since)

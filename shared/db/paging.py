@@ -16,13 +16,11 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from shared.db.stats import BOUNDARY_ROWS
-
 
 @dataclass(frozen=True)
 class Page:
-    """Which page of a newest-first list: at most ``limit`` rows, those with a key below
-    ``before`` when it is given."""
+    """Which page of a newest-first list: at most ``limit`` rows, those after (older
+    than, in the page's order) the row whose key is ``before`` when it is given."""
 
     limit: int
     before: int | None = None
@@ -46,13 +44,12 @@ def equals(column: str) -> str:
     return f"(%({column})s::text IS NULL OR {column} = %({column})s)"
 
 
-# How many of the rows nearest a time bound are read to find the id bound: ids rise
-# with time, but a batch numbers its rows in key order and concurrent batches
-# interleave, so the row nearest the time need not hold the extreme id. A default
-# batch, as the overview's per-minute counts allow for (stats.BOUNDARY_ROWS).
-TIME_WINDOW = BOUNDARY_ROWS
-
 Query = Callable[[frozenset[str]], str]
+
+# The filters on a list's time column. A page with one walks that column's index
+# newest first (ties by key) rather than the key index: ids only roughly follow
+# receipt time (a retried lease, a shard drained late), so no id bound is exact.
+TIME_FILTERS = frozenset({"since", "until"})
 
 
 def is_(column: str) -> str:
@@ -60,36 +57,36 @@ def is_(column: str) -> str:
     return f"{column} = %({column})s"
 
 
-def until(table: str, key: str, time: str, param: str = "until") -> str:
-    """Rows with ``time`` before ``%(param)s``, and a ceiling on ``key`` found through
-    the index on ``time`` (ids rise with time), so the page starts there rather than
-    walking every newer row."""
-    return f"""{time} < %({param})s AND {key} <= (SELECT max({key}) FROM (
-        SELECT {key} FROM {table} WHERE {time} < %({param})s
-        ORDER BY {time} DESC LIMIT {TIME_WINDOW}) near)"""
+def time_range(column: str) -> dict[str, str]:
+    """The ``since`` (at or after) and ``until`` (before) filters on ``column``."""
+    return {"since": f"{column} >= %(since)s", "until": f"{column} < %(until)s"}
 
 
-def since(table: str, key: str, time: str, param: str = "since") -> str:
-    """Rows with ``time`` at or after ``%(param)s``, and a floor on ``key`` found the
-    same way, so a page that runs out of matches stops there rather than reading on
-    to the oldest row."""
-    return f"""{time} >= %({param})s AND {key} >= (SELECT min({key}) FROM (
-        SELECT {key} FROM {table} WHERE {time} >= %({param})s
-        ORDER BY {time} LIMIT {TIME_WINDOW}) near)"""
+def _below(table: str, order: tuple[str, ...]) -> str:
+    # Keyset paging: the row ?before= names is the cursor, in the page's order. A
+    # cursor row that is gone (retention) matches nothing, so that page is empty.
+    if len(order) == 1:
+        return f"{order[0]} < %(before)s"
+    time, key = order
+    return f"({time}, {key}) < (SELECT {time}, {key} FROM {table} WHERE {key} = %(before)s)"
 
 
-def newest_first(table: str, columns: str, key: str, filters: Mapping[str, str]) -> Query:
+def newest_first(table: str, columns: str, key: str, filters: Mapping[str, str],
+                 time: str | None = None) -> Query:
     """The SQL of a page for the set filters: SELECT ``columns`` newest first by the bigint
-    ``key``, below ``%(before)s`` when given (keyset paging, stable under inserts), at
+    ``key`` (or, with a :data:`TIME_FILTERS` filter set, by ``time`` then ``key``), after
+    the row ``%(before)s`` names when given (keyset paging, stable under inserts), at
     most ``%(limit)s`` rows. ``filters`` are conditions by parameter name."""
     known = dict(filters)
 
     @cache
     def sql(names: frozenset[str]) -> str:
-        conditions = [f"{key} < %(before)s"] if "before" in names else []
+        order = (time, key) if time and names & TIME_FILTERS else (key,)
+        conditions = [_below(table, order)] if "before" in names else []
         conditions += [f"({c})" for name, c in known.items() if name in names]
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        return f"SELECT {columns} FROM {table} {where} ORDER BY {key} DESC LIMIT %(limit)s"
+        by = ", ".join(f"{c} DESC" for c in order)
+        return f"SELECT {columns} FROM {table} {where} ORDER BY {by} LIMIT %(limit)s"
 
     return sql
 

@@ -10,9 +10,13 @@
 -- (docs/console.md, "Performance"). Each index here serves one filter's page.
 SET lock_timeout = '5s';
 
--- Dead letters ?until= / ?since=: the id bound nearest the time (paging.until/since).
+-- Dead letters ?until= / ?since=: such a page is newest first by (received_at, id), keyset-
+-- paged on both (paging.newest_first); with ?source=, the source's rows in that order.
 DROP INDEX CONCURRENTLY IF EXISTS dead_letters_received_at;
-CREATE INDEX CONCURRENTLY dead_letters_received_at ON dead_letters (received_at);
+CREATE INDEX CONCURRENTLY dead_letters_received_at ON dead_letters (received_at, id);
+DROP INDEX CONCURRENTLY IF EXISTS dead_letters_source_received_at;
+CREATE INDEX CONCURRENTLY dead_letters_source_received_at
+    ON dead_letters (source, received_at, id);
 -- Dead letters ?source=, newest first.
 DROP INDEX CONCURRENTLY IF EXISTS dead_letters_source_id;
 CREATE INDEX CONCURRENTLY dead_letters_source_id ON dead_letters (source, id);
