@@ -244,7 +244,8 @@ class DeadLetterQuerySchema(Schema):
     since = fields.DateTime(metadata={"description": "received_at >= since"})
     until = fields.DateTime(metadata={"description": "received_at < until"})
     limit = fields.Int(validate=validate.Range(1, 500), metadata={"default": 100})
-    before = fields.Int(metadata={"description": "Keyset paging: ids below this one"})
+    before = fields.Int(metadata={"description": "Keyset paging: the rows after this id's row "
+                                  "in the page's order (next_before of the previous page)"})
 
 
 class ReplayAcceptedSchema(Schema):
@@ -255,7 +256,9 @@ class ReplayAcceptedSchema(Schema):
 register("GET", "/v1/messages/<message_id>", "A message's status and status history",
          response=MessageSchema, query=MessageQuerySchema, errors=(404, 409), tag="messages")
 register("GET", "/v1/dead-letters", "Dead letters, newest first, keyset-paged",
-         response=DeadLetterPageSchema, query=DeadLetterQuerySchema, tag="dead-letters")
+         response=DeadLetterPageSchema, query=DeadLetterQuerySchema, tag="dead-letters",
+         description="Newest first by id; with since or until, newest first by received_at "
+                     "(ties by id), so a letter inserted late still shows in its time range.")
 register("POST", "/v1/dead-letters/<int:letter_id>/replay",
          "Put a dead letter back through the pipeline", status=202,
          response=ReplayAcceptedSchema, errors=(404,), tag="dead-letters",

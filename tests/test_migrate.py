@@ -43,6 +43,11 @@ def test_each_migration_once_and_the_concurrent_indexes_valid(fresh_url):
     assert _valid(fresh_url, "deliveries_order_rank") is True
     assert _valid(fresh_url, "messages_message_id") is True
     assert _valid(fresh_url, "deliveries_order") is None  # replaced
+    for index in ("dead_letters_received_at", "dead_letters_source_received_at",
+                  "dead_letters_source_id",
+                  "subscriptions_sender_id", "subscriptions_sender_status_id",
+                  "inbound_messages_sender_id", "inbound_messages_source_id"):
+        assert _valid(fresh_url, index) is True, index
 
 
 def test_an_interrupted_no_transaction_migration_runs_again_from_the_top(fresh_url):

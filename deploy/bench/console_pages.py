@@ -191,17 +191,17 @@ def time_pages(client, targets: list[tuple[str, str]], n: int) -> None:
 def explain(url: str) -> None:
     """The plans of the queries behind the heaviest pages (node types and timing)."""
     from shared.db import dead_letters, deliveries, stats, subscriptions
+    from shared.db.paging import Page, page_sql
 
     cases = [
         ("overview series (events)", stats._FIRST_IDS.format(table="events", column="received_at"),
          {"minutes": 60, "rows": stats.BOUNDARY_ROWS}),
         ("endpoint health (50 endpoints)", deliveries._RECENT,
          ([f"ep_{i:012d}" for i in range(1, 51)], 100)),
-        ("dead letters by source", dead_letters._RECENT,
-         dict(before=None, source="comapi", reason=None, since=None, until=None, limit=50)),
-        ("suppression list by channel", subscriptions._PAGE,
-         dict(before=None, channel="sms", sender=None, msisdn=None, status="opted_out",
-              limit=50)),
+        ("dead letters by source",
+         *page_sql(dead_letters._RECENT, Page(50), source="comapi")),
+        ("suppression list by channel",
+         *page_sql(subscriptions._page, Page(50), channel="sms", status="opted_out")),
     ]
     with psycopg.connect(url) as conn:
         for label, sql, params in cases:

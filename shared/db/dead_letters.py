@@ -10,6 +10,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from shared.db import paging
 from shared.db.paging import Page, equals, fetch_page, newest_first
 
 
@@ -64,13 +65,19 @@ _FILTERS = (
     "(%(since)s::timestamptz IS NULL OR received_at >= %(since)s)",
     "(%(until)s::timestamptz IS NULL OR received_at < %(until)s)",
 )
-_RECENT = newest_first("dead_letters", _COLUMNS, "id", *_FILTERS)
+# The list's: the same filters, each in the form an index serves (paging.newest_first).
+_RECENT = newest_first("dead_letters", _COLUMNS, "id", {
+    "source": paging.is_("source"),
+    "reason": "reason ILIKE '%%' || %(reason)s || '%%'",
+    **paging.time_range("received_at"),
+}, time="received_at")
 
 
 def list_recent(conn: psycopg.Connection, page: Page, source: str | None = None,
                 reason: str | None = None, since: datetime | None = None,
                 until: datetime | None = None) -> list[dict[str, Any]]:
-    """Newest first, keyset-paged (stable under inserts)."""
+    """Newest first, keyset-paged (stable under inserts): by id, or with ``since`` or
+    ``until`` by received_at then id."""
     return fetch_page(conn, _RECENT, page, source=source, reason=reason, since=since,
                       until=until)
 

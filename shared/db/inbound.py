@@ -14,7 +14,7 @@ import psycopg
 
 from shared.db import arrays
 from shared.db.events import Stored
-from shared.db.paging import Page, Party, equals, fetch_page, newest_first
+from shared.db.paging import Page, Party, fetch_page, is_, newest_first
 from shared.model import EventType
 
 CONTENT = ("text", "response", "location", "media", "carrier_id")
@@ -57,8 +57,8 @@ def insert(cur: psycopg.Cursor, stored: list[Stored]) -> None:
 
 _COLUMNS = "event_id, source, channel, sender, msisdn, message_id, occurred_at, text, " \
     "response, location, media, carrier_id, data"
-_PAGE = newest_first("inbound_messages", _COLUMNS, "event_id", equals("channel"),
-                     equals("sender"), equals("msisdn"), equals("source"))
+_PAGE = newest_first("inbound_messages", _COLUMNS, "event_id",
+                     {c: is_(c) for c in ("channel", "sender", "msisdn", "source")})
 
 
 def list_page(conn: psycopg.Connection, page: Page, party: Party,

@@ -33,7 +33,7 @@ from psycopg.rows import dict_row
 from shared.consent import ALL_SENDERS, OPTED_OUT, STATUS, TRANSITION_TYPE
 from shared.db import arrays
 from shared.db.events import Stored
-from shared.db.paging import Page, Party, equals, fetch_page, newest_first
+from shared.db.paging import Page, Party, fetch_page, is_, newest_first
 from shared.model import ConsentScope, NormalisedEvent
 
 log = logging.getLogger(__name__)
@@ -216,13 +216,30 @@ def history(conn: psycopg.Connection, channel: str, sender: str, msisdn: str,
     return rows[::-1]
 
 
-_PAGE = newest_first("subscriptions", _COLUMNS, "id", equals("channel"),
-                     "(%(sender)s::text IS NULL OR sender IN (%(sender)s, '*'))",
-                     equals("msisdn"), equals("status"))
+# "own" is the rows of the sender '*' alone; "mine" and "every" the two halves of a
+# sender filter (_page): that sender's rows and the all-senders rows.
+_ONE = newest_first("subscriptions", _COLUMNS, "id", {
+    "channel": is_("channel"), "msisdn": is_("msisdn"), "status": is_("status"),
+    "own": "sender = %(own)s", "mine": "sender = %(sender)s",
+    "every": f"sender = '{ALL_SENDERS}'",
+})
+
+
+def _page(names: frozenset[str]) -> str:
+    # sender IN (x, '*') ORDER BY id reads and sorts every matching row; each sender
+    # alone is a walk of (sender, status, id), and the newest of both are the page.
+    if "sender" not in names:
+        return _ONE(names)
+    rest = names - {"sender"}
+    return f"({_ONE(rest | {'mine'})}) UNION ALL ({_ONE(rest | {'every'})}) " \
+        "ORDER BY id DESC LIMIT %(limit)s"
 
 
 def list_page(conn: psycopg.Connection, page: Page, party: Party,
               status: str | None = None) -> list[dict[str, Any]]:
     """Newest first by id, keyset-paged. A ``sender`` filter also matches the
     all-senders rows (sender '*'), since those apply to every sender."""
-    return fetch_page(conn, _PAGE, page, **party.params(), status=status)
+    params = party.params()
+    if params["sender"] == ALL_SENDERS:  # both halves would be the same rows
+        params["sender"], params["own"] = None, ALL_SENDERS
+    return fetch_page(conn, _page, page, **params, status=status)
