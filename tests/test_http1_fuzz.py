@@ -154,7 +154,7 @@ def agree(answer: bytes, close: bool) -> None:
     assert got == expected, (answer, close)
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(answers())
 # Regressions the fuzzing found (fixed in workers.http1):
 # Python's int() read "0x10" (and "+a", "1_0") as chunk sizes; they are not hex digits.
