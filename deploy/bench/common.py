@@ -118,10 +118,16 @@ R = TypeVar("R")
 def cli(run: Callable[..., R], report: Callable[[R], list[str]], **defaults: float) -> None:
     """A benchmark's command line: a --flag for each keyword of ``defaults`` (of its
     default's type), ``run`` called with them, its report printed."""
-    p = argparse.ArgumentParser()
+    print("\n".join(report(run(**vars(flags(None, **defaults))))))
+
+
+def flags(doc: str | None, **defaults: float) -> argparse.Namespace:
+    """The command line's --flags, one for each keyword of ``defaults`` (of its default's
+    type); ``doc``'s first line describes the command."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
     for name, default in defaults.items():
         p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
-    print("\n".join(report(run(**vars(p.parse_args())))))
+    return p.parse_args()
 
 
 class RssSampler(threading.Thread):

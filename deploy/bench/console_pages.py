@@ -14,13 +14,12 @@ embedded servers otherwise. Results: docs/console.md.
 
 from __future__ import annotations
 
-import argparse
 import re
 import statistics
 import time
 
 import psycopg
-from common import percentile, services
+from common import flags, percentile, services
 
 from shared import config
 from shared.runtime import Runtime
@@ -215,10 +214,7 @@ def explain(url: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--requests", type=int, default=30)
-    args = parser.parse_args()
+    args = flags(__doc__, events=1_000_000, requests=30)
     with services() as env:
         url = env["DATABASE_URL"]
         print(f"filling a database with {args.events:,} events", flush=True)

@@ -12,21 +12,17 @@ PostgreSQL otherwise. Results: docs/console.md, "Performance".
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import psycopg
-from common import services
+from common import flags, services
 
 from tests.scan_support import Recording, cases, explain_last, fill
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=300_000)
-    parser.add_argument("--runs", type=int, default=5)
-    args = parser.parse_args()
+    args = flags(__doc__, rows=300_000, runs=5)
     with services() as env:
         url = env["DATABASE_URL"]
         started = time.perf_counter()
