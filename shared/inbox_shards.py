@@ -71,6 +71,12 @@ def high_water(client: redis.Redis | RedisCluster) -> int:
     return max(1, min(MAX_SHARDS, int(raw))) if raw else 1
 
 
+def in_use(client: redis.Redis | RedisCluster, configured: int) -> list[Shard]:
+    """Every shard that may hold envelopes: ``configured`` or the high-water mark
+    another process recorded, whichever is more."""
+    return shards(max(configured, high_water(client)), tagged(client))
+
+
 def raise_high_water(client: redis.Redis | RedisCluster, count: int) -> int:
     """Record that ``count`` shards may hold envelopes; returns the mark. A single
     shard writes nothing: an unsharded inbox looks exactly as it always did."""

@@ -272,8 +272,7 @@ class Inbox:
         self.lease_seconds = lease_seconds
         self.batch_bytes = batch_bytes
         self.configured = shards
-        self._cluster = inbox_shards.tagged(client)
-        self._shards = inbox_shards.shards(shards, self._cluster)
+        self._shards = inbox_shards.shards(shards, inbox_shards.tagged(client))
         self._read_at = -self.SHARDS_SECONDS
         self._turn = itertools.count()
         self._lease = client.register_script(_LEASE)
@@ -285,9 +284,7 @@ class Inbox:
         mark another process recorded, whichever is more."""
         now = time.monotonic()
         if now - self._read_at > self.SHARDS_SECONDS:
-            count = max(self.configured, inbox_shards.high_water(self.client))
-            if count != len(self._shards):
-                self._shards = inbox_shards.shards(count, self._cluster)
+            self._shards = inbox_shards.in_use(self.client, self.configured)
             self._read_at = now
         return self._shards
 
@@ -373,8 +370,7 @@ class Depths:
 
 def depths(client: redis.Redis, lease_seconds: int, shards: int = 1) -> Depths:
     """Summed over every shard below the high-water mark (or ``shards``, if more)."""
-    count = max(shards, inbox_shards.high_water(client))
-    layout = inbox_shards.shards(count, inbox_shards.tagged(client))
+    layout = inbox_shards.in_use(client, shards)
     pipe = client.pipeline(transaction=False)
     for s in layout:
         pipe.llen(s.inbox)
@@ -387,4 +383,4 @@ def depths(client: redis.Redis, lease_seconds: int, shards: int = 1) -> Depths:
     age = 0.0
     if deadlines:
         age = max(0.0, time.time() - (min(deadlines) - lease_seconds))
-    return Depths(inbox, retry, leases, age, count)
+    return Depths(inbox, retry, leases, age, len(layout))
