@@ -85,12 +85,22 @@ def _rank(n: Notification) -> int:
 # (next_attempt_at NULL: never due) and only the first of its message is let go
 # (_RELEASE_FIRST); each one that settles lets the next go. A claim then never
 # walks the followers, however many there are.
-_ENQUEUE = """
+# An ordered endpoint's delivery with a message key is written held (never due), and
+# the statement that writes it returns how many it wrote and the (endpoint, message)
+# pairs it held, for _release_held.
+_HELD_OR_NOW = "CASE WHEN e.ordered AND {key} IS NOT NULL THEN NULL ELSE now() END"
+_HELD_PAIRS = """
+SELECT (SELECT count(*) FROM {cte}), array_agg(h.endpoint_id), array_agg(h.message_key)
+FROM (SELECT DISTINCT endpoint_id, message_key FROM {cte} WHERE next_attempt_at IS NULL) h
+"""
+
+
+_ENQUEUE = f"""
 WITH ins AS (
     INSERT INTO deliveries (endpoint_id, event_id, type, payload, message_key, occurred_at,
                             rank, next_attempt_at)
     SELECT e.id, n.event_id, n.type, n.payload::jsonb, n.message_key, n.occurred_at, n.rank,
-           CASE WHEN e.ordered AND n.message_key IS NOT NULL THEN NULL ELSE now() END
+           {_HELD_OR_NOW.format(key="n.message_key")}
     FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
                 %b::text[], %b::timestamptz[], %b::smallint[])
          AS n(event_id, type, payload, source, channel, sender, message_key, occurred_at, rank)
@@ -102,10 +112,7 @@ WITH ins AS (
     ORDER BY n.event_id, e.id
     ON CONFLICT (event_id, endpoint_id, type) DO NOTHING
     RETURNING endpoint_id, message_key, next_attempt_at
-)
-SELECT (SELECT count(*) FROM ins), array_agg(h.endpoint_id), array_agg(h.message_key)
-FROM (SELECT DISTINCT endpoint_id, message_key FROM ins WHERE next_attempt_at IS NULL) h
-"""
+)""" + _HELD_PAIRS.format(cte="ins")
 
 
 def enqueue(cur: psycopg.Cursor, notes: Sequence[Notification]) -> int:
@@ -113,16 +120,24 @@ def enqueue(cur: psycopg.Cursor, notes: Sequence[Notification]) -> int:
     if not notes or not endpoints.any_enabled(cur):
         return 0
     events = [n.event for n in notes]
-    count, held_eps, held_keys = cur.execute(_ENQUEUE, [
+    return _release_held(cur, cur.execute(_ENQUEUE, [
         arrays.bigint([n.event_id for n in notes]), arrays.text([n.type for n in notes]),
         arrays.text([orjson.dumps(payload(n)).decode() for n in notes]),
         arrays.text([e.source for e in events]), arrays.text([e.channel for e in events]),
         arrays.text([e.sender for e in events]), arrays.text([_message_key(n) for n in notes]),
         arrays.timestamptz([e.occurred_at for e in events]),
         arrays.smallint([_rank(n) for n in notes]),
-    ]).fetchone()
+    ]).fetchone(), lock=True)
+
+
+def _release_held(cur: psycopg.Cursor, written: tuple[int, list | None, list | None],
+                  lock: bool = False) -> int:
+    """After a statement ending in _HELD_PAIRS: let the first of each held message go
+    (taking the order locks first when the caller has not); how many it wrote."""
+    count, held_eps, held_keys = written
     if held_eps:
-        _lock_order(cur, held_eps)
+        if lock:
+            _lock_order(cur, held_eps)
         _release_first(cur, held_eps, held_keys)
     return count
 
@@ -482,20 +497,16 @@ def get(conn: psycopg.Connection, delivery_id: str) -> dict[str, Any] | None:
 
 # A requeued delivery starts the retry schedule afresh; its attempt history stays.
 # An ordered endpoint's is requeued held, then the first of each message goes.
-_REQUEUE = """
+_REQUEUE = f"""
 WITH q AS (
     UPDATE deliveries d SET status = 'pending', round_attempts = 0, claim_token = NULL,
         requeued_at = now(),
-        next_attempt_at = CASE WHEN e.ordered AND d.message_key IS NOT NULL THEN NULL
-                               ELSE now() END
+        next_attempt_at = {_HELD_OR_NOW.format(key="d.message_key")}
     FROM endpoints e
-    WHERE e.id = d.endpoint_id AND {where}
+    WHERE e.id = d.endpoint_id AND {{where}}
       AND NOT (d.claim_token IS NOT NULL AND d.next_attempt_at > now())
     RETURNING d.endpoint_id, d.message_key, d.next_attempt_at
-)
-SELECT (SELECT count(*) FROM q), array_agg(h.endpoint_id), array_agg(h.message_key)
-FROM (SELECT DISTINCT endpoint_id, message_key FROM q WHERE next_attempt_at IS NULL) h
-"""
+)""" + _HELD_PAIRS.format(cte="q")
 
 
 def _requeue(conn: psycopg.Connection, endpoint_id: str, where: str,
@@ -503,11 +514,8 @@ def _requeue(conn: psycopg.Connection, endpoint_id: str, where: str,
     with conn.transaction():
         cur = conn.cursor()
         _lock_order(cur, [endpoint_id])
-        count, held_eps, held_keys = cur.execute(_REQUEUE.format(where=where),
-                                                 params).fetchone()
-        if held_eps:
-            _release_first(cur, held_eps, held_keys)
-    return count
+        sql = _REQUEUE.format(where=where)
+        return _release_held(cur, cur.execute(sql, params).fetchone())
 
 
 def retry(conn: psycopg.Connection, delivery_id: str) -> str | None:
