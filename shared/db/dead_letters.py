@@ -11,7 +11,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from shared.db import paging
-from shared.db.paging import Page, equals, fetch_page, newest_first
+from shared.db.paging import Page, fetch_page, newest_first
 
 
 @dataclass(slots=True)
@@ -59,18 +59,14 @@ def insert(cur: psycopg.Cursor, letters: list[DeadLetter]) -> None:
 _COLUMNS = "id, ingest_id, source, event, reason, body, headers, remote_addr, attempts, " \
     "received_at, created_at, replayed_at, replay_ingest_id"
 # The list's filters and `hookline replay`'s: a replay selects what the list shows.
-_FILTERS = (
-    equals("source"),
-    "(%(reason)s::text IS NULL OR reason ILIKE '%%' || %(reason)s || '%%')",
-    "(%(since)s::timestamptz IS NULL OR received_at >= %(since)s)",
-    "(%(until)s::timestamptz IS NULL OR received_at < %(until)s)",
-)
-# The list's: the same filters, each in the form an index serves (paging.newest_first).
-_RECENT = newest_first("dead_letters", _COLUMNS, "id", {
+_CONDITIONS = {
     "source": paging.is_("source"),
     "reason": "reason ILIKE '%%' || %(reason)s || '%%'",
     **paging.time_range("received_at"),
-}, time="received_at")
+}
+_FILTERS = paging.optional(_CONDITIONS, {"source": "text", "reason": "text",
+                                         "since": "timestamptz", "until": "timestamptz"})
+_RECENT = newest_first("dead_letters", _COLUMNS, "id", _CONDITIONS, time="received_at")
 
 
 def list_recent(conn: psycopg.Connection, page: Page, source: str | None = None,

@@ -39,9 +39,11 @@ class Party:
         return asdict(self)
 
 
-def equals(column: str) -> str:
-    """Rows whose text ``column`` equals the parameter of the same name, when one is given."""
-    return f"(%({column})s::text IS NULL OR {column} = %({column})s)"
+def optional(filters: Mapping[str, str], types: Mapping[str, str]) -> list[str]:
+    """``filters`` (conditions by parameter name) in one fixed SQL text, each turned off
+    by a None parameter (``types`` names each parameter's SQL type): for the queries
+    that are not pages, where one plan serves every combination."""
+    return [f"(%({name})s::{types[name]} IS NULL OR {cond})" for name, cond in filters.items()]
 
 
 Query = Callable[[frozenset[str]], str]
