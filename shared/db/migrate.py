@@ -12,11 +12,15 @@ an interrupted run is not recorded.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
+from collections.abc import Mapping
 from importlib import resources
 
 import psycopg
+
+from shared.db import partitions
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +52,10 @@ def statements(sql: str) -> list[str]:
                    for line in p.splitlines())]
 
 
-def migrate(database_url: str) -> list[str]:
-    """Apply pending migrations; returns the versions applied now."""
+def migrate(database_url: str, env: Mapping[str, str] | None = None) -> list[str]:
+    """Apply pending migrations, then make the time partitions that should exist
+    (HOOKLINE_PARTITION_INTERVAL in ``env``, default os.environ); returns the versions
+    applied now."""
     applied_now: list[str] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
         # Polled, not waited for inside pg_advisory_lock: a waiting statement holds a
@@ -76,6 +82,9 @@ def migrate(database_url: str) -> list[str]:
                         )
                 log.info("applied migration %s", version, extra={"version": version})
                 applied_now.append(version)
+            # Before any worker writes: else the first rows would all go to the defaults.
+            partitions.ensure(conn, interval_days=partitions.interval_from(
+                os.environ if env is None else env))
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
     return applied_now

@@ -1,0 +1,225 @@
+"""Time partitions of the append-only tables (migration 010): made ahead, dropped whole.
+
+Each parent is range-partitioned on one time column and has a DEFAULT partition
+for rows outside the partitions made so far. Partitions are ``interval`` whole
+UTC days long (HOOKLINE_PARTITION_INTERVAL), aligned to the epoch, and named by
+their first day (``events_p20261203``).
+
+* ``ensure`` makes the partitions from a little behind now to ``ahead`` days
+  ahead. Rows already in the default partition for a new partition's range move
+  into it in the same transaction.
+* ``drop_expired`` drops every partition that ends at or before the cutoff: one
+  catalogue change instead of a delete per row. An outbox partition that still
+  has deliveries to send to an enabled endpoint is kept until they settle.
+* ``purge_defaults`` deletes old rows of the default partitions in batches (they
+  hold only the stragglers).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import psycopg.errors
+from psycopg import sql
+
+log = logging.getLogger(__name__)
+
+# (parent, partition column). Order: what is dropped first goes first.
+TABLES: tuple[tuple[str, str], ...] = (
+    ("delivery_attempts", "attempted_at"),
+    ("deliveries", "occurred_at"),
+    ("inbound_messages", "occurred_at"),
+    ("message_status_history", "occurred_at"),
+    ("events", "occurred_at"),
+    ("event_keys", "bucket"),
+)
+COLUMN = dict(TABLES)
+# The outbox is a queue: vacuum it after 2 % of its rows changed (migration 005).
+# Storage parameters are per partition, not inherited from the parent.
+_OPTIONS = {"deliveries": "autovacuum_vacuum_scale_factor = 0.02"}
+DEFAULT_INTERVAL_DAYS = 1
+DEFAULT_AHEAD_DAYS = 3
+# Partitions are made from this far behind now: a provider's timestamp is a little
+# behind the clock, and a partition made for yesterday is still filled today.
+BEHIND_DAYS = 2
+LOCK_TIMEOUT = "2s"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_BOUND = re.compile(r"FROM \('([^']+)'\) TO \('([^']+)'\)")
+_INTERVAL = re.compile(r"^\s*(\d+)\s*(?:d|days?)?\s*$")
+
+
+class IntervalError(ValueError):
+    pass
+
+
+def parse_interval(raw: str | None) -> int:
+    """HOOKLINE_PARTITION_INTERVAL in whole days: ``day``, ``week``, ``N days``, ``Nd``."""
+    if raw is None or not raw.strip():
+        return DEFAULT_INTERVAL_DAYS
+    word = raw.strip().lower()
+    if word in ("day", "daily"):
+        return 1
+    if word in ("week", "weekly"):
+        return 7
+    match = _INTERVAL.match(word)
+    if not match or int(match.group(1)) < 1:
+        raise IntervalError(
+            f"HOOKLINE_PARTITION_INTERVAL must be day, week or a whole number of days, got {raw!r}")
+    return int(match.group(1))
+
+
+def interval_from(env: Mapping[str, str]) -> int:
+    return parse_interval(env.get("HOOKLINE_PARTITION_INTERVAL"))
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    name: str
+    lower: datetime
+    upper: datetime
+
+
+def start_of(t: datetime, interval_days: int) -> datetime:
+    """The first instant of the interval-aligned partition that holds ``t``."""
+    days = (t.astimezone(UTC) - _EPOCH).days
+    return _EPOCH + timedelta(days=days - days % interval_days)
+
+
+def name_for(parent: str, lower: datetime) -> str:
+    return f"{parent}_p{lower:%Y%m%d}"
+
+
+def partitions(conn: psycopg.Connection, parent: str) -> list[Partition]:
+    """The range partitions of ``parent`` (not its default), oldest first."""
+    rows = conn.execute(
+        "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+        "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass",
+        (parent,)).fetchall()
+    out = []
+    for name, bound in rows:
+        match = _BOUND.search(bound or "")
+        if match:
+            out.append(Partition(name, datetime.fromisoformat(match.group(1)),
+                                 datetime.fromisoformat(match.group(2))))
+    return sorted(out, key=lambda p: p.lower)
+
+
+def wanted(now: datetime, interval_days: int, ahead_days: int) -> list[tuple[datetime, datetime]]:
+    """The ranges that should exist: from BEHIND_DAYS behind now to ``ahead_days`` ahead."""
+    step = timedelta(days=interval_days)
+    lower = start_of(now - timedelta(days=BEHIND_DAYS), interval_days)
+    end = now + timedelta(days=ahead_days)
+    out = []
+    while lower <= end:
+        out.append((lower, lower + step))
+        lower += step
+    return out
+
+
+def ensure(conn: psycopg.Connection, now: datetime | None = None,
+           interval_days: int = DEFAULT_INTERVAL_DAYS,
+           ahead_days: int = DEFAULT_AHEAD_DAYS) -> list[str]:
+    """Make the partitions that should exist (autocommit connection); the names made.
+    A range that overlaps an existing partition (the interval was changed) is left to
+    the partitions already there and the default."""
+    now = now or datetime.now(UTC)
+    made = []
+    for parent, column in TABLES:
+        have = partitions(conn, parent)
+        for lower, upper in wanted(now, interval_days, ahead_days):
+            if any(p.lower < upper and lower < p.upper for p in have):
+                continue
+            name = name_for(parent, lower)
+            try:
+                _create(conn, parent, column, name, lower, upper)
+            except psycopg.errors.LockNotAvailable:
+                log.warning("partition %s not made: lock timeout; the next run tries again",
+                            name, extra={"partition": name})
+                continue
+            made.append(name)
+            have.append(Partition(name, lower, upper))
+    if made:
+        log.info("made partitions %s", made, extra={"partitions": made})
+    return made
+
+
+def _create(conn: psycopg.Connection, parent: str, column: str, name: str,
+            lower: datetime, upper: datetime) -> None:
+    """Made apart and then attached: ATTACH PARTITION takes only a SHARE UPDATE
+    EXCLUSIVE lock on the parent (CREATE ... PARTITION OF takes an exclusive one, which
+    would stop every drain and claim). The default partition is locked first, so no
+    row for the range lands in it between the move and the attach."""
+    default = f"{parent}_default"
+    options = _OPTIONS.get(parent)
+    with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
+        conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+            sql.Identifier(default)))
+        conn.execute(sql.SQL(
+            "CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)" +
+            (f" WITH ({options})" if options else "")).format(
+            sql.Identifier(name), sql.Identifier(parent)))
+        conn.execute(sql.SQL(
+            "WITH moved AS (DELETE FROM {d} WHERE {c} >= %(lo)s AND {c} < %(hi)s RETURNING *) "
+            "INSERT INTO {p} SELECT * FROM moved").format(
+            d=sql.Identifier(default), c=sql.Identifier(column), p=sql.Identifier(name)),
+            {"lo": lower, "hi": upper})
+        conn.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})")
+                     .format(sql.Identifier(parent), sql.Identifier(name),
+                             sql.Literal(lower), sql.Literal(upper)))
+
+
+# A deliveries partition with work left for an enabled endpoint is not dropped.
+_UNSETTLED = """
+SELECT EXISTS (SELECT 1 FROM {} d JOIN endpoints e ON e.id = d.endpoint_id AND e.enabled
+               WHERE d.status IN ('pending', 'failed'))
+"""
+
+
+@dataclass
+class Dropped:
+    partitions: list[str]
+    rows: int      # the planner's count of the rows they held (reltuples)
+    kept: list[str]  # outbox partitions kept for deliveries still to send
+
+
+def drop_expired(conn: psycopg.Connection, cutoff: datetime) -> Dropped:
+    """Drop the partitions that end at or before ``cutoff`` (autocommit connection)."""
+    out = Dropped([], 0, [])
+    for parent, _column in TABLES:
+        for part in partitions(conn, parent):
+            if part.upper > cutoff:
+                break
+            if parent == "deliveries" and conn.execute(
+                    sql.SQL(_UNSETTLED).format(sql.Identifier(part.name))).fetchone()[0]:
+                out.kept.append(part.name)
+                continue
+            rows = _drop(conn, part.name)
+            if rows is not None:
+                out.partitions.append(part.name)
+                out.rows += rows
+    return out
+
+
+def _drop(conn: psycopg.Connection, name: str) -> int | None:
+    """Detach and drop one partition; its row estimate, None if the lock timed out. DROP
+    of a partition takes an exclusive lock on the parent for a moment: a short lock
+    timeout keeps drains and claims from queuing behind it for long."""
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(
+                sql.Literal(LOCK_TIMEOUT)))
+            rows = conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class "
+                                "WHERE oid = %s::regclass", (name,)).fetchone()[0]
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+    except psycopg.errors.LockNotAvailable:
+        log.warning("partition %s not dropped: lock timeout; the next run tries again",
+                    name, extra={"partition": name})
+        return None
+    log.info("dropped partition %s", name, extra={"partition": name, "rows": rows})
+    return int(rows)
