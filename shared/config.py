@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -44,6 +45,23 @@ def _number(env: Mapping[str, str], name: str, parse: Callable[[str], Number],
         return parse(raw)
     except ValueError:
         raise ConfigError(f"{name} must be {kind}, got {raw!r}") from None
+
+
+_WHOLE_DAYS = re.compile(r"^\s*(\d+)\s*(?:d|days?)?\s*$")
+
+
+def partition_interval(env: Mapping[str, str]) -> int:
+    """HOOKLINE_PARTITION_INTERVAL in whole days: day (the default), week, N days, Nd."""
+    raw = _set(env, "HOOKLINE_PARTITION_INTERVAL")
+    word = "day" if raw is None else raw.strip().lower()
+    named = {"day": 1, "daily": 1, "week": 7, "weekly": 7}
+    if word in named:
+        return named[word]
+    match = _WHOLE_DAYS.match(word)
+    if not match or int(match.group(1)) < 1:
+        raise ConfigError("HOOKLINE_PARTITION_INTERVAL must be day, week or a whole number "
+                          f"of days, got {raw!r}")
+    return int(match.group(1))
 
 
 def _int(
@@ -261,6 +279,7 @@ class Settings:
     delivery_timeout: float = 10.0
     retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     retention_days: int = 30
+    partition_interval_days: int = 1
     log_format: str = "json"
     # Fan-out (see docs/fanout.md).
     endpoint_disable_after_days: float = 5.0
@@ -389,6 +408,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         delivery_timeout=_float(env, "HOOKLINE_DELIVERY_TIMEOUT", 10.0, minimum=0.1),
         retry_schedule=_schedule(env, "HOOKLINE_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE),
         retention_days=_int(env, "HOOKLINE_RETENTION_DAYS", 30),
+        partition_interval_days=partition_interval(env),
         log_format=log_format,
         **_fanout(env),
         **_inbox(env),

@@ -51,13 +51,14 @@ def test_each_migration_once_and_the_concurrent_indexes_valid(fresh_url):
 
 
 def test_an_interrupted_no_transaction_migration_runs_again_from_the_top(fresh_url):
-    migrate(fresh_url)
+    # Up to 006 only: its CONCURRENTLY builds are for the tables before partitioning (010).
+    migrate(fresh_url, until="006_order_rank")
     with psycopg.connect(fresh_url, autocommit=True) as conn:
         # What a build killed half-way leaves: an invalid index, the file unrecorded.
         conn.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = "
                      "'messages_message_id'::regclass")
         conn.execute("DELETE FROM schema_migrations WHERE version = '006_order_rank'")
-    assert migrate(fresh_url) == ["006_order_rank"]
+    assert migrate(fresh_url, until="006_order_rank") == ["006_order_rank"]
     assert _valid(fresh_url, "messages_message_id") is True
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from shared import queue
-from shared.db import endpoints, retention
+from shared.db import endpoints, partitions, retention
 from shared.envelope import Envelope, new_id
 from tests.helpers import drain_all, receipt
 from workers import tasks
@@ -30,48 +30,73 @@ def count(rt, sql: str, *params) -> int:
         return conn.execute(sql, params).fetchone()[0]
 
 
-def test_purge_deletes_only_old_rows_in_batches(make_rt):
+def at(days_ago: float) -> str:
+    """A provider timestamp ``days_ago`` days back (what partitions and retention go by)."""
+    t = datetime.now(UTC) - timedelta(days=days_ago)
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def old_receipt(message_id: str, days_ago: float) -> bytes:
+    return receipt("SENT", message_id=message_id, sentAt=at(days_ago))
+
+
+def test_purge_drops_expired_partitions_and_deletes_old_default_rows(make_rt):
     rt = make_rt(HOOKLINE_RETENTION_DAYS="30")
+    with psycopg.connect(rt.settings.database_url, autocommit=True) as conn:
+        made = partitions.ensure(conn, now=datetime.now(UTC) - timedelta(days=40))
+    assert "events_p" + (datetime.now(UTC) - timedelta(days=40)).strftime("%Y%m%d") in made
     with rt.pool.connection() as conn:
         ep = endpoints.create(conn, url="https://example.com/hook", event_types=["*"],
                               secret="whsec_dGVzdHNlY3JldHRlc3RzZWNyZXQ=")
     for i in range(7):
-        enqueue_at(rt, receipt("SENT", message_id=f"old-{i}"), age_days=40)
-    enqueue_at(rt, receipt("SENT", message_id="old-pending"), age_days=40)
+        enqueue_at(rt, old_receipt(f"old-{i}", 40), age_days=40)
+    enqueue_at(rt, old_receipt("old-pending", 40), age_days=40)
     for i in range(3):
-        enqueue_at(rt, receipt("SENT", message_id=f"new-{i}"), age_days=1)
+        enqueue_at(rt, old_receipt(f"new-{i}", 1), age_days=1)
+    for i in range(2):  # no partition that far back: the default partitions hold them
+        enqueue_at(rt, old_receipt(f"ancient-{i}", 400), age_days=1)
     enqueue_at(rt, b"{old and replayed", age_days=40)
     enqueue_at(rt, b"{old, never replayed", age_days=40)
     drain_all(rt)
     with rt.pool.connection() as conn:
-        # Settled deliveries of old events go with them; a retrying one keeps its event.
         conn.execute("UPDATE deliveries SET status = 'succeeded'")
         conn.execute("UPDATE deliveries SET status = 'failed' WHERE event_id = "
                      "(SELECT id FROM events WHERE message_id = 'old-pending')")
         conn.execute("UPDATE dead_letters SET replayed_at = now() - interval '35 days' "
                      "WHERE body = %s", (b"{old and replayed",))
-    assert count(rt, "SELECT count(*) FROM message_status_history") == 11
-    assert count(rt, "SELECT count(*) FROM deliveries WHERE endpoint_id = %s", ep["id"]) == 11
+    assert count(rt, "SELECT count(*) FROM events_default") == 2
+    assert count(rt, "SELECT count(*) FROM message_status_history") == 13
+    assert count(rt, "SELECT count(*) FROM deliveries WHERE endpoint_id = %s", ep["id"]) == 13
 
     cutoff = datetime.now(UTC) - timedelta(days=30)
     with psycopg.connect(rt.settings.database_url, autocommit=True) as conn:
-        out = retention.purge(conn, cutoff, batch=3)
-    assert out.finished and out.deleted == {"dead_letters": 1, "events": 7}
-    kept = {r for (r,) in _rows(rt, "SELECT message_id FROM events")}
-    assert kept == {"old-pending", "new-0", "new-1", "new-2"}
-    assert count(rt, "SELECT count(*) FROM message_status_history") == 4
-    assert count(rt, "SELECT count(*) FROM deliveries") == 4
+        out = retention.purge(conn, cutoff, batch=1)
+    assert out.finished and out.deleted["dead_letters"] == 1
+    assert out.deleted["events_default"] == 2 and out.deleted["deliveries_default"] == 2
+    assert out.deleted["event_keys_default"] == 4  # two buckets an event
+    # Whole partitions went: every old event and its history. The outbox partition
+    # with the retrying delivery stays, with every delivery in it, until it settles.
+    day = (datetime.now(UTC) - timedelta(days=40)).strftime("%Y%m%d")
+    for parent in ("events", "event_keys", "message_status_history", "inbound_messages",
+                   "delivery_attempts"):
+        assert f"{parent}_p{day}" in out.dropped
+    assert out.kept == [f"deliveries_p{day}"]
+    assert {r for (r,) in _rows(rt, "SELECT message_id FROM events")} == {
+        "new-0", "new-1", "new-2"}
+    assert count(rt, "SELECT count(*) FROM message_status_history") == 3
+    assert count(rt, "SELECT count(*) FROM deliveries") == 11
     assert [b for (b,) in _rows(rt, "SELECT body FROM dead_letters")] == [
         b"{old, never replayed"]
     # The per-message summary is kept: a late receipt still ranks against it.
-    assert count(rt, "SELECT count(*) FROM messages") == 11
+    assert count(rt, "SELECT count(*) FROM messages") == 13
 
-    # A disabled endpoint sends nothing: its unsent delivery no longer keeps the event.
+    # A disabled endpoint sends nothing: its unsent delivery no longer keeps the partition.
     with rt.pool.connection() as conn:
         endpoints.update(conn, ep["id"], {"enabled": False})
     with psycopg.connect(rt.settings.database_url, autocommit=True) as conn:
-        assert retention.purge(conn, cutoff).deleted["events"] == 1
-    assert "old-pending" not in {r for (r,) in _rows(rt, "SELECT message_id FROM events")}
+        again = retention.purge(conn, cutoff)
+    assert sorted(again.dropped) == sorted(out.kept) and not again.kept
+    assert count(rt, "SELECT count(*) FROM deliveries") == 3
 
 
 def _rows(rt, sql: str) -> list[tuple]:
@@ -82,10 +107,10 @@ def _rows(rt, sql: str) -> list[tuple]:
 
 def test_dedupe_holds_for_kept_events_and_ends_with_the_window(make_rt):
     rt = make_rt(HOOKLINE_RETENTION_DAYS="30")
-    kept = receipt("DELIVERED", message_id="kept")
-    purged = receipt("DELIVERED", message_id="purged")
+    kept = old_receipt("kept", 29)
+    purged = old_receipt("purged", 33)  # its keys' buckets too are past the cutoff
     enqueue_at(rt, kept, age_days=29)
-    enqueue_at(rt, purged, age_days=31)
+    enqueue_at(rt, purged, age_days=33)
     drain_all(rt)
     tasks.purge()  # the scheduled task, run here: HOOKLINE_RETENTION_DAYS=30
     assert count(rt, "SELECT count(*) FROM events") == 1
@@ -101,7 +126,7 @@ def test_dedupe_holds_for_kept_events_and_ends_with_the_window(make_rt):
 def test_a_purge_with_a_spent_budget_says_so_and_one_runs_at_a_time(make_rt):
     rt = make_rt()
     for i in range(5):
-        enqueue_at(rt, receipt("SENT", message_id=f"b-{i}"), age_days=60)
+        enqueue_at(rt, old_receipt(f"b-{i}", 60), age_days=60)
     drain_all(rt)
     cutoff = datetime.now(UTC) - timedelta(days=30)
     url = rt.settings.database_url
@@ -110,5 +135,5 @@ def test_a_purge_with_a_spent_budget_says_so_and_one_runs_at_a_time(make_rt):
         assert retention.purge(b, cutoff).skipped  # another purge holds the lock
         a.execute("SELECT pg_advisory_unlock(%s)", (retention._LOCK_ID,))
         out = retention.purge(b, cutoff, batch=2, budget_seconds=0)
-    assert not out.finished and out.deleted["events"] == 2
+    assert not out.finished and out.deleted["events_default"] == 2
     assert count(rt, "SELECT count(*) FROM events") == 3

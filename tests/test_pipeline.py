@@ -95,7 +95,7 @@ def test_out_of_order_receipts_end_as_in_order(make_rt):
         rt = make_rt()
         rt.redis.flushdb()
         with rt.pool.connection() as conn:
-            conn.execute("TRUNCATE events, messages, message_status_history CASCADE")
+            conn.execute("TRUNCATE events, event_keys, messages, message_status_history CASCADE")
         rows.append(_final_row(rt, perm))
     assert all(r == rows[0] for r in rows)
     assert rows[0]["status"] == "read"

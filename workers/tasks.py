@@ -12,7 +12,7 @@ from celery import shared_task
 from celery.signals import worker_process_init
 
 from shared import queue, runtime
-from shared.db import retention
+from shared.db import convert, events, partitions, retention
 from workers import hooks, queues
 from workers.ahead import ReadAhead
 from workers.pipeline import DatabaseUnavailable, Outcome, parse_lease, process_lease
@@ -153,22 +153,32 @@ def tick() -> None:
 
 # Well below the soft time limit; a purge with rows left sends itself again.
 PURGE_BUDGET_SECONDS = 120.0
+# The conversion of a pre-010 installation, after the purge, within the same limit.
+CONVERT_BUDGET_SECONDS = 60.0
 
 
 @shared_task(name=queues.TASK_PURGE, ignore_result=True)
 def purge() -> dict[str, int]:
-    """Delete events, their history and deliveries, and replayed dead letters older
-    than HOOKLINE_RETENTION_DAYS (see shared.db.retention)."""
+    """Storage upkeep: make the partitions ahead, drop (and delete) what is older than
+    HOOKLINE_RETENTION_DAYS (shared.db.retention), and move an installation's rows from
+    before migration 010 across (shared.db.convert)."""
     rt = runtime.get()
     cutoff = datetime.now(UTC) - timedelta(days=rt.settings.retention_days)
     with psycopg.connect(rt.settings.require_database(), autocommit=True) as conn:
+        partitions.ensure(conn, interval_days=rt.settings.partition_interval_days)
         out = retention.purge(conn, cutoff, budget_seconds=PURGE_BUDGET_SECONDS)
+        moved = convert.Moved(finished=True)
+        if not out.skipped:
+            moved = convert.step(conn, budget_seconds=CONVERT_BUDGET_SECONDS,
+                                 dedupe_days=events.DEDUPE_DAYS)
     if out.skipped:
         return {}
-    log.info("retention purged %s", out.deleted,
-             extra={"deleted": out.deleted, "cutoff": cutoff.isoformat()})
-    if not out.finished:
+    log.info("retention dropped %s partitions (about %s rows) and deleted %s",
+             len(out.dropped), out.dropped_rows, out.deleted,
+             extra={"deleted": out.deleted, "dropped": out.dropped, "kept": out.kept,
+                    "cutoff": cutoff.isoformat(), "converted": moved.events})
+    if not (out.finished and moved.finished):
         from workers.celery_app import sender_app
 
         sender_app().send_task(queues.TASK_PURGE, queue=queues.PERIODIC)
-    return out.deleted
+    return {**out.deleted, "partitions_dropped": len(out.dropped), "converted": moved.events}

@@ -110,7 +110,7 @@ WITH ins AS (
         AND (e.filter_channel IS NULL OR n.channel = ANY (e.filter_channel))
         AND (e.filter_sender IS NULL OR n.sender = ANY (e.filter_sender))
     ORDER BY n.event_id, e.id
-    ON CONFLICT (event_id, endpoint_id, type) DO NOTHING
+    ON CONFLICT (event_id, endpoint_id, type, occurred_at) DO NOTHING
     RETURNING endpoint_id, message_key, next_attempt_at
 )""" + _HELD_PAIRS.format(cte="ins")
 

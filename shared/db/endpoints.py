@@ -106,6 +106,10 @@ def update(conn: psycopg.Connection, endpoint_id: str, changes: dict[str, Any]
 
 
 def delete(conn: psycopg.Connection, endpoint_id: str) -> bool:
+    # Deliveries go by their foreign key's cascade; attempts are partitioned on their
+    # own time and have none (migration 010), so they go first, here.
+    conn.execute("DELETE FROM delivery_attempts WHERE delivery_id IN "
+                 "(SELECT id FROM deliveries WHERE endpoint_id = %s)", (endpoint_id,))
     return conn.execute("DELETE FROM endpoints WHERE id = %s", (endpoint_id,)).rowcount == 1
 
 

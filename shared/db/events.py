@@ -7,24 +7,58 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+import psycopg.errors
 from psycopg.rows import dict_row
 
-from shared.db import arrays
+from shared.db import arrays, convert
 from shared.model import NormalisedEvent
+
+# Deduplication across time partitions (migration 010): each event claims its key in
+# the UTC day bucket of its occurred_at and the DEDUPE_DAYS buckets after it. Two
+# callbacks with one key whose times are at most DEDUPE_DAYS days apart share a
+# bucket; the event_keys primary key makes the later insert of that bucket wait for
+# the first transaction and then conflict, so exactly one of them is new: an event is
+# new only if it claimed every one of its buckets. A retry carries the provider's
+# same time, so it is a duplicate however late it arrives.
+DEDUPE_DAYS = 1
 
 # One statement per batch: the rows travel as arrays and are unnested server-side,
 # in key order so concurrent batches take unique-index locks in one order.
 _INSERT = """
+WITH u AS (
+    SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+                         %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+                         %b::timestamptz[], %b::text[], %b::jsonb[], %b::jsonb[],
+                         %b::timestamptz[])
+        AS u(source, dedupe_key, type, channel, message_id, sender, msisdn, status,
+             provider_status, provider_event_id, occurred_at, ingest_id, data, raw,
+             received_at)
+), claimed AS (
+    INSERT INTO event_keys (source, dedupe_key, bucket)
+    SELECT u.source, u.dedupe_key,
+           date_trunc('day', u.occurred_at, 'UTC') + make_interval(days => g)
+    FROM u CROSS JOIN generate_series(0, %s) AS g
+    ORDER BY 1, 2, 3
+    ON CONFLICT DO NOTHING
+    RETURNING source, dedupe_key
+), new AS (
+    SELECT source, dedupe_key FROM claimed GROUP BY 1, 2 HAVING count(*) = %s
+)
 INSERT INTO events (source, dedupe_key, type, channel, message_id, sender, msisdn, status,
                     provider_status, provider_event_id, occurred_at, ingest_id, data, raw,
                     received_at)
-SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-                     %b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[],
-                     %b::text[], %b::jsonb[], %b::jsonb[], %b::timestamptz[])
+SELECT u.* FROM u JOIN new USING (source, dedupe_key) {legacy}
 ORDER BY 1, 2
-ON CONFLICT (source, dedupe_key) DO NOTHING
 RETURNING id, source, dedupe_key
 """
+# While an installation converts (shared.db.convert), an event not yet moved across is
+# still a duplicate. The legacy table only shrinks, and a batch moves an event's keys
+# into event_keys in the transaction that deletes it there, so every key is in one of
+# the two whenever a statement looks.
+_NOT_LEGACY = """WHERE NOT EXISTS (SELECT 1 FROM events_legacy l
+                 WHERE l.source = u.source AND l.dedupe_key = u.dedupe_key)"""
+_PLAIN = _INSERT.format(legacy="")
+_CONVERTING = _INSERT.format(legacy=_NOT_LEGACY)
 
 
 @dataclass(slots=True)
@@ -62,7 +96,12 @@ def insert_new(cur: psycopg.Cursor, batch: Rows) -> list[Stored]:
     """Insert events; returns only those that were new (duplicates have no effect)."""
     if not batch.unique:
         return []
-    cur.execute(_INSERT, batch.columns)
+    statement = _CONVERTING if convert.legacy_present(cur) else _PLAIN
+    try:
+        cur.execute(statement, [*batch.columns, DEDUPE_DAYS, DEDUPE_DAYS + 1])
+    except psycopg.errors.UndefinedTable:
+        convert.forget()  # the conversion finished: the batch is retried without it
+        raise
     stored = [Stored(row[0], batch.unique[(row[1], row[2])].event) for row in cur.fetchall()]
     stored.sort(key=lambda s: s.id)
     return stored

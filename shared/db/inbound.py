@@ -26,7 +26,7 @@ SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[
                      %b::timestamptz[], %b::text[], %b::jsonb[], %b::jsonb[], %b::jsonb[],
                      %b::text[], %b::jsonb[])
 ORDER BY 1
-ON CONFLICT (event_id) DO NOTHING
+ON CONFLICT (event_id, occurred_at) DO NOTHING
 """
 
 

@@ -109,7 +109,9 @@ ORDER BY source
 _HISTORY_OF = """
 SELECT h.status, h.provider_status, h.reason, h.code, h.occurred_at, e.provider_event_id,
        e.type, e.id
-FROM message_status_history h JOIN events e ON e.id = h.event_id
+FROM message_status_history h
+-- The same occurred_at: the event's partition, and both go when it is dropped.
+JOIN events e ON e.id = h.event_id AND e.occurred_at = h.occurred_at
 WHERE h.source = %s AND h.message_id = %s
 ORDER BY h.occurred_at, h.id
 """

@@ -52,10 +52,11 @@ def statements(sql: str) -> list[str]:
                    for line in p.splitlines())]
 
 
-def migrate(database_url: str, env: Mapping[str, str] | None = None) -> list[str]:
-    """Apply pending migrations, then make the time partitions that should exist
-    (HOOKLINE_PARTITION_INTERVAL in ``env``, default os.environ); returns the versions
-    applied now."""
+def migrate(database_url: str, env: Mapping[str, str] | None = None,
+            until: str | None = None) -> list[str]:
+    """Apply pending migrations (up to and including ``until``, default all), then make
+    the time partitions that should exist (HOOKLINE_PARTITION_INTERVAL in ``env``,
+    default os.environ); returns the versions applied now."""
     applied_now: list[str] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
         # Polled, not waited for inside pg_advisory_lock: a waiting statement holds a
@@ -67,7 +68,7 @@ def migrate(database_url: str, env: Mapping[str, str] | None = None) -> list[str
             conn.execute(_TABLE)
             done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
             for version, sql in migration_files():
-                if version in done:
+                if version in done or (until is not None and version > until):
                     continue
                 if sql.startswith(NO_TRANSACTION):
                     for statement in statements(sql):
@@ -83,8 +84,9 @@ def migrate(database_url: str, env: Mapping[str, str] | None = None) -> list[str
                 log.info("applied migration %s", version, extra={"version": version})
                 applied_now.append(version)
             # Before any worker writes: else the first rows would all go to the defaults.
-            partitions.ensure(conn, interval_days=partitions.interval_from(
-                os.environ if env is None else env))
+            if conn.execute("SELECT to_regclass('events_default')").fetchone()[0]:
+                partitions.ensure(conn, interval_days=partitions.interval_from(
+                    os.environ if env is None else env))
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
     return applied_now

@@ -27,6 +27,8 @@ import psycopg
 import psycopg.errors
 from psycopg import sql
 
+from shared import config
+
 log = logging.getLogger(__name__)
 
 # (parent, partition column). Order: what is dropped first goes first.
@@ -50,31 +52,11 @@ BEHIND_DAYS = 2
 LOCK_TIMEOUT = "2s"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BOUND = re.compile(r"FROM \('([^']+)'\) TO \('([^']+)'\)")
-_INTERVAL = re.compile(r"^\s*(\d+)\s*(?:d|days?)?\s*$")
-
-
-class IntervalError(ValueError):
-    pass
-
-
-def parse_interval(raw: str | None) -> int:
-    """HOOKLINE_PARTITION_INTERVAL in whole days: ``day``, ``week``, ``N days``, ``Nd``."""
-    if raw is None or not raw.strip():
-        return DEFAULT_INTERVAL_DAYS
-    word = raw.strip().lower()
-    if word in ("day", "daily"):
-        return 1
-    if word in ("week", "weekly"):
-        return 7
-    match = _INTERVAL.match(word)
-    if not match or int(match.group(1)) < 1:
-        raise IntervalError(
-            f"HOOKLINE_PARTITION_INTERVAL must be day, week or a whole number of days, got {raw!r}")
-    return int(match.group(1))
 
 
 def interval_from(env: Mapping[str, str]) -> int:
-    return parse_interval(env.get("HOOKLINE_PARTITION_INTERVAL"))
+    """HOOKLINE_PARTITION_INTERVAL in days (shared.config.partition_interval)."""
+    return config.partition_interval(env)
 
 
 @dataclass(frozen=True, slots=True)

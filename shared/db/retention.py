@@ -1,22 +1,24 @@
-"""Retention: delete what is older than HOOKLINE_RETENTION_DAYS, in small batches.
+"""Retention: what is older than HOOKLINE_RETENTION_DAYS goes.
 
-Each batch is one short DELETE of at most ``batch`` rows in its own
-transaction, so the purge never holds many locks or a long snapshot while
-workers apply new batches.
-
-* events, by received_at. Their status history, deliveries and delivery
-  attempts go with them (ON DELETE CASCADE, each through an index). An event
-  with a delivery still pending or retrying is kept until that settles, unless
-  the delivery's endpoint is disabled: disabled endpoints send nothing, and
-  their outbox would otherwise keep its events (and be walked by every purge)
-  for ever.
-  Deduplication is the unique key on events: a duplicate of a purged event is
-  applied again, so deduplication holds exactly as long as events are kept.
+* The partitioned tables (migration 010: events, their keys, status history,
+  inbound, deliveries, attempts) lose whole partitions: each one that ends at or
+  before the cutoff is dropped (shared.db.partitions), one catalogue change where a
+  delete would write and vacuum every row. An outbox partition with deliveries still
+  to send to an enabled endpoint is kept until they settle (disabled endpoints send
+  nothing, so theirs do not hold it).
+  Deduplication lives in event_keys, partitioned the same way: a duplicate of an
+  event whose partition is gone is applied again, so deduplication holds exactly as
+  long as events are kept.
+* Their default partitions (rows whose time had no partition, e.g. a provider clock
+  years off) and, while an installation converts, the legacy tables lose old rows
+  by batched deletes: each batch is one short DELETE in its own transaction, so the
+  purge never holds many locks or a long snapshot while workers apply batches.
 * dead letters that were replayed before the cutoff. A dead letter never
   replayed is the only copy of a callback that was answered 202, so retention
   never deletes it; replay it (or fix the cause and replay it) instead.
-* messages (one summary row per message) are kept: they are small, and a late
-  receipt for an old message must still rank against its earlier statuses.
+* messages (one summary row per message) and consent records are kept: they are
+  small, and a late receipt for an old message must still rank against its
+  earlier statuses.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from datetime import datetime
 import psycopg
 import psycopg.errors
 
+from shared.db import partitions
 from shared.db.stats import table_exists
 
 log = logging.getLogger(__name__)
@@ -38,35 +41,55 @@ BATCH = 5000
 _LOCK_ID = 0x686F6F6C
 
 
-def _events_sql(conn: psycopg.Connection) -> str:
-    unsettled = ""
-    if table_exists(conn, "deliveries"):
-        unsettled = """AND NOT EXISTS (SELECT 1 FROM deliveries d JOIN endpoints en
-                       ON en.id = d.endpoint_id AND en.enabled
-                       WHERE d.event_id = e.id AND d.status IN ('pending', 'failed'))"""
-    return f"""
-    DELETE FROM events WHERE id IN (
-        SELECT e.id FROM events e WHERE e.received_at < %(cutoff)s {unsettled}
-        ORDER BY e.received_at LIMIT %(limit)s)
-    """
-
-
 _DEAD_LETTERS = """
 DELETE FROM dead_letters WHERE id IN (
     SELECT id FROM dead_letters WHERE replayed_at < %(cutoff)s LIMIT %(limit)s)
 """
 
+# Legacy events (before migration 010): their history, deliveries and attempts go
+# with them by ON DELETE CASCADE. One with a delivery still to send to an enabled
+# endpoint is kept until that settles.
+_LEGACY_EVENTS = """
+DELETE FROM events_legacy WHERE id IN (
+    SELECT e.id FROM events_legacy e WHERE e.received_at < %(cutoff)s
+      AND NOT EXISTS (SELECT 1 FROM deliveries_legacy d JOIN endpoints en
+                      ON en.id = d.endpoint_id AND en.enabled
+                      WHERE d.event_id = e.id AND d.status IN ('pending', 'failed'))
+    ORDER BY e.received_at LIMIT %(limit)s)
+"""
+
+_DEFAULT = "DELETE FROM {table} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {table} " \
+    "WHERE {column} < %(cutoff)s {keep} LIMIT %(limit)s))"
+_KEEP_UNSENT = """AND NOT (status IN ('pending', 'failed') AND EXISTS (
+    SELECT 1 FROM endpoints en WHERE en.id = endpoint_id AND en.enabled))"""
+
+
+def _deletes(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    """(what, DELETE statement) for each table purged row by row, in order."""
+    out = [("dead_letters", _DEAD_LETTERS)]
+    if table_exists(conn, "events_legacy"):
+        out.append(("events_legacy", _LEGACY_EVENTS))
+    # Events first: a purge whose budget runs out has done the largest table.
+    for parent, column in sorted(partitions.TABLES, key=lambda t: t[0] != "events"):
+        table = f"{parent}_default"
+        keep = _KEEP_UNSENT if parent == "deliveries" else ""
+        out.append((table, _DEFAULT.format(table=table, column=column, keep=keep)))
+    return out
+
 
 @dataclass
 class Purged:
-    deleted: dict[str, int] = field(default_factory=dict)
+    deleted: dict[str, int] = field(default_factory=dict)  # rows, per table deleted from
+    dropped: list[str] = field(default_factory=list)       # partitions dropped
+    dropped_rows: int = 0                                  # their rows (planner estimate)
+    kept: list[str] = field(default_factory=list)          # expired, kept for unsent deliveries
     finished: bool = True  # False: the time budget ran out with rows left to delete
     skipped: bool = False  # another purge holds the lock
 
 
 def purge(conn: psycopg.Connection, cutoff: datetime, batch: int = BATCH,
           budget_seconds: float = 120.0) -> Purged:
-    """Delete rows older than ``cutoff`` on an autocommit connection."""
+    """Drop and delete what is older than ``cutoff`` on an autocommit connection."""
     if not conn.autocommit:
         raise ValueError("purge needs an autocommit connection: one transaction per batch")
     if not conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_ID,)).fetchone()[0]:
@@ -74,7 +97,9 @@ def purge(conn: psycopg.Connection, cutoff: datetime, batch: int = BATCH,
     deadline = time.monotonic() + budget_seconds
     out = Purged()
     try:
-        for table, sql in (("dead_letters", _DEAD_LETTERS), ("events", _events_sql(conn))):
+        drop = partitions.drop_expired(conn, cutoff)
+        out.dropped, out.dropped_rows, out.kept = drop.partitions, drop.rows, drop.kept
+        for table, sql in _deletes(conn):
             n, done = _batches(conn, table, sql, cutoff, batch, deadline)
             out.deleted[table] = n
             if not done:

@@ -1,0 +1,126 @@
+"""Moves an installation's rows from before migration 010 into the partitioned tables.
+
+Migration 010 renames the old tables to ``*_legacy`` and creates the partitioned
+ones in one short transaction, so new callbacks are applied at once. This module
+then moves the old rows across, a batch of events at a time, while the pipeline
+runs: each batch copies the events (and their keys into event_keys), their status
+history, inbound rows, deliveries and the deliveries' attempts, then deletes the
+events from the legacy tables (their foreign keys cascade to the rest), all in one
+transaction. Events with deliveries still to send go first: until moved, nothing
+claims them. When the legacy tables are empty they are dropped.
+
+The scheduler's maintenance task runs it with a time budget
+(``hookline partitions --convert`` runs it to the end).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import psycopg
+import psycopg.errors
+
+log = logging.getLogger(__name__)
+
+BATCH = 5000
+# Children of an event, in the order they are copied.
+_CHILDREN = ("message_status_history", "inbound_messages", "deliveries")
+_LEGACY = ("delivery_attempts_legacy", "deliveries_legacy", "inbound_messages_legacy",
+           "message_status_history_legacy", "events_legacy")
+
+_present: bool | None = None
+
+
+def legacy_present(cur: psycopg.Cursor | psycopg.Connection) -> bool:
+    """Whether events_legacy exists, read once per process: the table is only ever
+    dropped (never made again), and a statement naming it after the drop fails with
+    UndefinedTable, which forget() answers."""
+    global _present
+    if _present is None:
+        _present = cur.execute("SELECT to_regclass('events_legacy') IS NOT NULL").fetchone()[0]
+    return _present
+
+
+def forget() -> None:
+    """Read legacy_present again next time (the legacy tables were dropped)."""
+    global _present
+    _present = None
+
+
+_PICK_UNSENT = """
+SELECT DISTINCT d.event_id FROM deliveries_legacy d
+WHERE d.status IN ('pending', 'failed') LIMIT %s
+"""
+_PICK = "SELECT id FROM events_legacy ORDER BY id DESC LIMIT %s"
+_KEYS = """
+INSERT INTO event_keys (source, dedupe_key, bucket)
+SELECT e.source, e.dedupe_key, date_trunc('day', e.occurred_at, 'UTC') + make_interval(days => g)
+FROM events_legacy e CROSS JOIN generate_series(0, %s) AS g
+WHERE e.id = ANY (%s)
+ORDER BY 1, 2, 3
+ON CONFLICT DO NOTHING
+"""
+
+
+@dataclass
+class Moved:
+    events: int = 0
+    finished: bool = False  # the legacy tables are gone (or never were)
+
+
+def _columns(conn: psycopg.Connection, table: str) -> str:
+    rows = conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+        "AND NOT attisdropped ORDER BY attnum", (table,)).fetchall()
+    return ", ".join(f'"{r[0]}"' for r in rows)
+
+
+def _move(conn: psycopg.Connection, ids: list[int], dedupe_days: int) -> None:
+    with conn.transaction():
+        conn.execute(_KEYS, (dedupe_days, ids))
+        cols = _columns(conn, "events")
+        conn.execute(f"INSERT INTO events ({cols}) SELECT {cols} FROM events_legacy "
+                     "WHERE id = ANY (%s)", (ids,))
+        for table in _CHILDREN:
+            cols = _columns(conn, table)
+            conn.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {table}_legacy "
+                         "WHERE event_id = ANY (%s)", (ids,))
+        cols = _columns(conn, "delivery_attempts")
+        conn.execute(
+            f"INSERT INTO delivery_attempts ({cols}) SELECT {cols} FROM delivery_attempts_legacy "
+            "WHERE delivery_id IN (SELECT id FROM deliveries_legacy WHERE event_id = ANY (%s))",
+            (ids,))
+        conn.execute("DELETE FROM events_legacy WHERE id = ANY (%s)", (ids,))
+
+
+def _drop(conn: psycopg.Connection) -> None:
+    with conn.transaction():
+        conn.execute("SET LOCAL lock_timeout = '5s'")
+        conn.execute("DROP TABLE IF EXISTS " + ", ".join(_LEGACY))
+    forget()
+    log.info("conversion finished: legacy tables dropped")
+
+
+def step(conn: psycopg.Connection, budget_seconds: float = 60.0, batch: int = BATCH,
+         dedupe_days: int = 1) -> Moved:
+    """Move legacy rows for up to ``budget_seconds`` (autocommit connection)."""
+    out = Moved()
+    if conn.execute("SELECT to_regclass('events_legacy')").fetchone()[0] is None:
+        out.finished = True
+        return out
+    deadline = time.monotonic() + budget_seconds
+    while time.monotonic() < deadline:
+        ids = [r[0] for r in conn.execute(_PICK_UNSENT, (batch,))]
+        if not ids:
+            ids = [r[0] for r in conn.execute(_PICK, (batch,))]
+        if not ids:
+            _drop(conn)
+            out.finished = True
+            break
+        _move(conn, ids, dedupe_days)
+        out.events += len(ids)
+    log.info("converted %s legacy events", out.events,
+             extra={"events": out.events, "finished": out.finished})
+    return out
