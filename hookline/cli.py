@@ -164,6 +164,38 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_partitions(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from shared import status
+    from shared.db import convert, events, partitions
+
+    try:
+        settings = config.load(status.service_env(args.data_dir))
+        url = settings.require_database()
+    except config.ConfigError as exc:
+        sys.exit(f"hookline partitions: {exc}")
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            if args.ensure:
+                made = partitions.ensure(conn, interval_days=settings.partition_interval_days,
+                                         ahead_days=args.ahead)
+                print(f"made {len(made)} partitions")
+            if args.convert:
+                while not (step := convert.step(conn, dedupe_days=events.DEDUPE_DAYS)).finished:
+                    print(f"moved {step.events} legacy events; {convert.remaining(conn)} left")
+                print("conversion finished")
+            for t in partitions.report(conn):
+                print(f"{t.parent:24} {t.partitions:4} partitions  {t.oldest or '-'} .. "
+                      f"{t.newest or '-'}  default: {t.default_rows} rows")
+            left = convert.remaining(conn)
+            if left is not None:
+                print(f"converting: {left} legacy events left to move")
+    except psycopg.Error as exc:
+        sys.exit(f"hookline partitions: {str(exc).strip().splitlines()[0]}")
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from hookline.devrunner import run_dev
 
@@ -225,6 +257,15 @@ def _admin_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true", help="machine-readable output")
     _data_dir_arg(s)
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("partitions", help="time partitions: what exists, make ahead, convert")
+    s.add_argument("--ensure", action="store_true", help="make the partitions due now")
+    s.add_argument("--ahead", type=int, default=3, metavar="DAYS",
+                   help="with --ensure: make partitions this many days ahead")
+    s.add_argument("--convert", action="store_true",
+                   help="move the rows from before migration 010 across, to the end")
+    _data_dir_arg(s)
+    s.set_defaults(func=cmd_partitions)
 
     s = sub.add_parser("replay", help="replay dead letters not replayed yet")
     s.add_argument("--source", default=None)

@@ -124,3 +124,10 @@ def step(conn: psycopg.Connection, budget_seconds: float = 60.0, batch: int = BA
     log.info("converted %s legacy events", out.events,
              extra={"events": out.events, "finished": out.finished})
     return out
+
+
+def remaining(conn: psycopg.Connection) -> int | None:
+    """Legacy events still to move; None when there is nothing to convert."""
+    if conn.execute("SELECT to_regclass('events_legacy')").fetchone()[0] is None:
+        return None
+    return conn.execute("SELECT count(*) FROM events_legacy").fetchone()[0]

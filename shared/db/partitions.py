@@ -205,3 +205,25 @@ def _drop(conn: psycopg.Connection, name: str) -> int | None:
         return None
     log.info("dropped partition %s", name, extra={"partition": name, "rows": rows})
     return int(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class TableReport:
+    parent: str
+    partitions: int
+    oldest: datetime | None
+    newest: datetime | None  # the end of the newest partition
+    default_rows: int
+
+
+def report(conn: psycopg.Connection) -> list[TableReport]:
+    """Per partitioned table: its partitions' span and what its default partition holds
+    (rows there had no partition: a provider clock far off, or partitions not made)."""
+    out = []
+    for parent, _column in TABLES:
+        have = partitions(conn, parent)
+        rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+            sql.Identifier(f"{parent}_default"))).fetchone()[0]
+        out.append(TableReport(parent, len(have), have[0].lower if have else None,
+                               have[-1].upper if have else None, rows))
+    return out

@@ -57,6 +57,9 @@ CREATE INDEX events_message ON events (source, message_id) WHERE message_id IS N
 CREATE INDEX events_type_id ON events (type, id);
 CREATE INDEX events_ingest_id ON events (ingest_id);
 CREATE INDEX events_received_at ON events (received_at);
+-- ?source= pages (GET /v1/events) were served by the old unique (source, dedupe_key),
+-- which event_keys replaces.
+CREATE INDEX events_source_id ON events (source, id);
 -- Event ids are unique through their sequence; lookups by id alone (the event feed,
 -- history joins) probe each partition's index.
 CREATE INDEX events_id ON events (id);
