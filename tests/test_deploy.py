@@ -35,6 +35,8 @@ GAUGES = {
     "hookline_active_leases",
     "hookline_oldest_lease_age_seconds",
     "hookline_endpoints_failing",
+    "hookline_partitions_ahead_seconds",
+    "hookline_default_partition_rows",
 }
 # Classic histograms: queried through their _bucket, _sum and _count series.
 HISTOGRAMS = {
@@ -57,6 +59,7 @@ RUNBOOK_ANCHORS = {
     "dead-letters",
     "failing-endpoints",
     "no-progress",
+    "partitions",
 }
 CONTRACT_ENV = {
     "DATABASE_URL",

@@ -123,6 +123,9 @@ def test_worker_metrics_add_up_across_its_pool_processes(make_rt, base_env, tmp_
         assert total(s, "hookline_inbox_depth") == 0
         assert total(s, "hookline_active_leases") == 0
         assert ("hookline_endpoints_failing", ()) in s
+        # migrate() made partitions (at least) three days ahead.
+        assert total(s, "hookline_partitions_ahead_seconds") >= 3 * 86400
+        assert ("hookline_default_partition_rows", ()) in s
         # The sums above came from more than one pool process's files.
         pids = {p.stem.rsplit("_", 1)[1] for p in prom_dir.glob("counter_*.db")}
         assert len(pids) >= 2, pids

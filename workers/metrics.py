@@ -101,6 +101,7 @@ class StateCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         yield from self._queue()
         yield from self._endpoints()
+        yield from self._storage()
 
     def _queue(self) -> Iterator[GaugeMetricFamily]:
         if self._redis is None:
@@ -133,6 +134,24 @@ class StateCollector(Collector):
             return
         yield _gauge("hookline_endpoints_failing",
                      "Enabled customer endpoints whose recent deliveries are failing", failing)
+
+
+    def _storage(self) -> Iterator[GaugeMetricFamily]:
+        if not self.settings.database_url:
+            return
+        from shared.db import stats
+
+        try:
+            ahead, default_rows = stats.storage_now(self.settings.database_url)
+        except Exception as exc:
+            log.warning("metrics: cannot read the partitions: %s", exc)
+            return
+        yield _gauge("hookline_partitions_ahead_seconds",
+                     "Time until the first partitioned table has no partition made ahead",
+                     ahead)
+        yield _gauge("hookline_default_partition_rows",
+                     "Rows (planner estimate) in the default partitions: times with no "
+                     "partition", default_rows)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -37,6 +37,25 @@ def endpoints_failing_now(database_url: str) -> int:
         return endpoints_failing(conn)
 
 
+def storage_now(database_url: str) -> tuple[float, float]:
+    """(seconds until the first table runs out of partitions made ahead, rows estimated
+    in the default partitions), on a short-lived connection like endpoints_failing_now."""
+    from datetime import UTC, datetime
+
+    from shared.db import partitions
+
+    with psycopg.connect(database_url, autocommit=True, connect_timeout=3,
+                         options="-c statement_timeout=3000") as conn:
+        now = datetime.now(UTC)
+        ahead = min(((p[-1].upper - now).total_seconds() if (p := partitions.partitions(
+            conn, parent)) else 0.0) for parent, _ in partitions.TABLES)
+        default_rows = conn.execute(
+            "SELECT coalesce(sum(greatest(reltuples, 0)), 0) FROM pg_class "
+            "WHERE relname = ANY (%s)",
+            ([f"{parent}_default" for parent, _ in partitions.TABLES],)).fetchone()[0]
+    return ahead, float(default_rows)
+
+
 _DEAD_LETTERS = """
 SELECT source, count(*) AS unreplayed, min(received_at) AS oldest
 FROM dead_letters WHERE replayed_at IS NULL
