@@ -142,3 +142,22 @@ def test_the_partition_interval_setting(raw, days):
 def test_a_bad_partition_interval_names_the_variable(raw):
     with pytest.raises(config.ConfigError, match="HOOKLINE_PARTITION_INTERVAL"):
         config.partition_interval({"HOOKLINE_PARTITION_INTERVAL": raw})
+
+
+def test_a_drop_whose_lock_stays_busy_is_left_for_the_next_run(rt, monkeypatch):
+    monkeypatch.setattr(partitions, "LOCK_TRIES", 2)
+    monkeypatch.setattr(partitions, "LOCK_PAUSE_SECONDS", 0.01)
+    old = NOW - timedelta(days=40)
+    name = f"events_p{partitions.start_of(old, 1):%Y%m%d}"
+    url = rt.settings.database_url
+    with psycopg.connect(url, autocommit=True) as conn, psycopg.connect(url) as reader:
+        partitions.ensure(conn, now=old)
+        reader.execute("SELECT count(*) FROM events")  # a long read holds its lock
+        started = time.monotonic()
+        out = partitions.drop_expired(conn, NOW - timedelta(days=30))
+        # Each try waited LOCK_TIMEOUT at most: drains queued behind it no longer.
+        assert time.monotonic() - started < 2 * 0.2 * len(partitions.TABLES) + 2
+        assert name not in out.partitions
+        assert name in {p.name for p in partitions.partitions(conn, "events")}
+        reader.rollback()
+        assert name in partitions.drop_expired(conn, NOW - timedelta(days=30)).partitions

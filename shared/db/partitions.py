@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import psycopg
 import psycopg.errors
@@ -49,7 +51,12 @@ DEFAULT_AHEAD_DAYS = 3
 # Partitions are made from this far behind now: a provider's timestamp is a little
 # behind the clock, and a partition made for yesterday is still filled today.
 BEHIND_DAYS = 2
-LOCK_TIMEOUT = "2s"
+# Making and dropping a partition each need a lock that the drains' and claims' own
+# locks hold off; while such a request waits, every new query on the table queues
+# behind it. So: a short wait, tried again a few times, then left to the next run.
+LOCK_TIMEOUT = "200ms"
+LOCK_TRIES = 10
+LOCK_PAUSE_SECONDS = 0.5
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BOUND = re.compile(r"FROM \('([^']+)'\) TO \('([^']+)'\)")
 
@@ -117,17 +124,28 @@ def ensure(conn: psycopg.Connection, now: datetime | None = None,
             if any(p.lower < upper and lower < p.upper for p in have):
                 continue
             name = name_for(parent, lower)
-            try:
-                _create(conn, parent, column, name, lower, upper)
-            except psycopg.errors.LockNotAvailable:
-                log.warning("partition %s not made: lock timeout; the next run tries again",
-                            name, extra={"partition": name})
+            if not _locked(partial(_create, conn, parent, column, name, lower, upper),
+                           "made", name):
                 continue
             made.append(name)
             have.append(Partition(name, lower, upper))
     if made:
         log.info("made partitions %s", made, extra={"partitions": made})
     return made
+
+
+def _locked(step: Callable[[], object], what: str, name: str) -> bool:
+    """Run ``step`` (one transaction under LOCK_TIMEOUT) until it gets its locks; False
+    when it never did."""
+    for _ in range(LOCK_TRIES):
+        try:
+            step()
+            return True
+        except psycopg.errors.LockNotAvailable:
+            time.sleep(LOCK_PAUSE_SECONDS)
+    log.warning("partition %s not %s: its lock was busy %s times; the next run tries again",
+                name, what, LOCK_TRIES, extra={"partition": name})
+    return False
 
 
 def _create(conn: psycopg.Connection, parent: str, column: str, name: str,
@@ -189,41 +207,18 @@ def drop_expired(conn: psycopg.Connection, cutoff: datetime) -> Dropped:
 
 
 def _drop(conn: psycopg.Connection, name: str) -> int | None:
-    """Detach and drop one partition; its row estimate, None if the lock timed out. DROP
-    of a partition takes an exclusive lock on the parent for a moment: a short lock
-    timeout keeps drains and claims from queuing behind it for long."""
-    try:
+    """Drop one partition; its row estimate, None if its lock stayed busy. DROP of a
+    partition takes an exclusive lock on the parent for a moment."""
+    rows = conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class "
+                        "WHERE oid = %s::regclass", (name,)).fetchone()[0]
+
+    def drop() -> None:
         with conn.transaction():
             conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(
                 sql.Literal(LOCK_TIMEOUT)))
-            rows = conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class "
-                                "WHERE oid = %s::regclass", (name,)).fetchone()[0]
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
-    except psycopg.errors.LockNotAvailable:
-        log.warning("partition %s not dropped: lock timeout; the next run tries again",
-                    name, extra={"partition": name})
+
+    if not _locked(drop, "dropped", name):
         return None
     log.info("dropped partition %s", name, extra={"partition": name, "rows": rows})
     return int(rows)
-
-
-@dataclass(frozen=True, slots=True)
-class TableReport:
-    parent: str
-    partitions: int
-    oldest: datetime | None
-    newest: datetime | None  # the end of the newest partition
-    default_rows: int
-
-
-def report(conn: psycopg.Connection) -> list[TableReport]:
-    """Per partitioned table: its partitions' span and what its default partition holds
-    (rows there had no partition: a provider clock far off, or partitions not made)."""
-    out = []
-    for parent, _column in TABLES:
-        have = partitions(conn, parent)
-        rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
-            sql.Identifier(f"{parent}_default"))).fetchone()[0]
-        out.append(TableReport(parent, len(have), have[0].lower if have else None,
-                               have[-1].upper if have else None, rows))
-    return out
