@@ -165,6 +165,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_partitions(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
     import psycopg
 
     from shared import status
@@ -182,7 +184,9 @@ def cmd_partitions(args: argparse.Namespace) -> int:
                                          ahead_days=args.ahead)
                 print(f"made {len(made)} partitions")
             if args.convert:
-                while not (step := convert.step(conn, dedupe_days=events.DEDUPE_DAYS)).finished:
+                cutoff = datetime.now(UTC) - timedelta(days=settings.retention_days)
+                while not (step := convert.step(conn, cutoff, settings.partition_interval_days,
+                                                events.DEDUPE_DAYS)).finished:
                     print(f"moved {step.events} legacy events; {convert.remaining(conn)} left")
                 print("conversion finished")
             for t in partitions.report(conn):

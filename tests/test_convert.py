@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
 from shared.db import convert
+from shared.db.events import DEDUPE_DAYS
 from shared.db.migrate import migrate
 from tests.helpers import drain_all, enqueue, receipt
 from tests.test_migrate import fresh_url as fresh_url
 from tests.test_partitions import z
 
 LEGACY = 1200
+CUTOFF = datetime.now(UTC) - timedelta(days=30)
 INBOUND = 100
 
 _EVENTS = """
@@ -108,7 +111,7 @@ def test_conversion_moves_every_row_once_while_callbacks_are_applied(legacy_url,
     moved = 0
     with psycopg.connect(legacy_url, autocommit=True) as conn:
         while True:
-            step = convert.step(conn, budget_seconds=0.01, batch=100)
+            step = convert.step(conn, CUTOFF, 1, DEDUPE_DAYS, budget_seconds=0.01, batch=100)
             moved += step.events
             if step.finished:
                 break
@@ -122,6 +125,12 @@ def test_conversion_moves_every_row_once_while_callbacks_are_applied(legacy_url,
                      "delivery_attempts": LEGACY}
     with psycopg.connect(legacy_url) as conn:
         assert conn.execute("SELECT to_regclass('events_legacy')").fetchone()[0] is None
+        # Into partitions made back to the cutoff first, not into the defaults.
+        # (The new callbacks carry the fixtures' 2025 time: those are in the defaults.)
+        assert conn.execute("SELECT count(*) FROM events_default WHERE id <= %s",
+                            (LEGACY,)).fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM deliveries_default WHERE event_id <= %s",
+                            (LEGACY,)).fetchone()[0] == 0
         # Ids and order kept; new deliveries come after the moved ones.
         assert conn.execute("SELECT count(DISTINCT id), min(id) FROM events").fetchone() == (
             LEGACY + len(fresh), 1)

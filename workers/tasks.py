@@ -165,12 +165,14 @@ def purge() -> dict[str, int]:
     rt = runtime.get()
     cutoff = datetime.now(UTC) - timedelta(days=rt.settings.retention_days)
     with psycopg.connect(rt.settings.require_database(), autocommit=True) as conn:
-        partitions.ensure(conn, interval_days=rt.settings.partition_interval_days)
+        interval = rt.settings.partition_interval_days
+        partitions.ensure(conn, interval_days=interval)
         out = retention.purge(conn, cutoff, budget_seconds=PURGE_BUDGET_SECONDS)
         moved = convert.Moved(finished=True)
         if not out.skipped:
-            moved = convert.step(conn, budget_seconds=CONVERT_BUDGET_SECONDS,
-                                 dedupe_days=events.DEDUPE_DAYS)
+            partitions.analyze_parents(conn)
+            moved = convert.step(conn, cutoff, interval, events.DEDUPE_DAYS,
+                                 budget_seconds=CONVERT_BUDGET_SECONDS)
     if out.skipped:
         return {}
     log.info("retention dropped %s partitions (about %s rows) and deleted %s",

@@ -18,13 +18,18 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 import psycopg.errors
 
+from shared.db import partitions
+
 log = logging.getLogger(__name__)
 
-BATCH = 5000
+# Small: a new callback that duplicates an event of the batch waits for the batch's
+# commit on that event's key (5,000 made such waits seconds long).
+BATCH = 1000
 # Children of an event, in the order they are copied.
 _CHILDREN = ("message_status_history", "inbound_messages", "deliveries")
 _LEGACY = ("delivery_attempts_legacy", "deliveries_legacy", "inbound_messages_legacy",
@@ -79,7 +84,6 @@ def _columns(conn: psycopg.Connection, table: str) -> str:
 
 def _move(conn: psycopg.Connection, ids: list[int], dedupe_days: int) -> None:
     with conn.transaction():
-        conn.execute(_KEYS, (dedupe_days, ids))
         cols = _columns(conn, "events")
         conn.execute(f"INSERT INTO events ({cols}) SELECT {cols} FROM events_legacy "
                      "WHERE id = ANY (%s)", (ids,))
@@ -92,6 +96,9 @@ def _move(conn: psycopg.Connection, ids: list[int], dedupe_days: int) -> None:
             f"INSERT INTO delivery_attempts ({cols}) SELECT {cols} FROM delivery_attempts_legacy "
             "WHERE delivery_id IN (SELECT id FROM deliveries_legacy WHERE event_id = ANY (%s))",
             (ids,))
+        # The keys last, just before the delete: from here to the commit a new duplicate
+        # of one of these events waits on its key.
+        conn.execute(_KEYS, (dedupe_days, ids))
         conn.execute("DELETE FROM events_legacy WHERE id = ANY (%s)", (ids,))
 
 
@@ -103,13 +110,16 @@ def _drop(conn: psycopg.Connection) -> None:
     log.info("conversion finished: legacy tables dropped")
 
 
-def step(conn: psycopg.Connection, budget_seconds: float = 60.0, batch: int = BATCH,
-         dedupe_days: int = 1) -> Moved:
-    """Move legacy rows for up to ``budget_seconds`` (autocommit connection)."""
+def step(conn: psycopg.Connection, since: datetime, interval_days: int, dedupe_days: int,
+         budget_seconds: float = 60.0, batch: int = BATCH) -> Moved:
+    """Move legacy rows for up to ``budget_seconds`` (autocommit connection). ``since``
+    is the retention cutoff: partitions are made back to it first, so the moved rows land
+    in partitions, not in the defaults (older ones go to the defaults and retention)."""
     out = Moved()
     if conn.execute("SELECT to_regclass('events_legacy')").fetchone()[0] is None:
         out.finished = True
         return out
+    partitions.ensure(conn, interval_days=interval_days, since=since)
     deadline = time.monotonic() + budget_seconds
     while time.monotonic() < deadline:
         ids = [r[0] for r in conn.execute(_PICK_UNSENT, (batch,))]
