@@ -33,9 +33,10 @@ from shared.embedded import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
 
 
 @contextlib.contextmanager
-def services() -> Iterator[dict[str, str]]:
+def services(until: str | None = None) -> Iterator[dict[str, str]]:
     """A fresh database and a flushed Redis database: the machine's when
-    DATABASE_URL / REDIS_URL are set, embedded otherwise."""
+    DATABASE_URL / REDIS_URL are set, embedded otherwise. ``until``: the schema only
+    up to that migration (shared.db.migrate), e.g. to measure an older layout."""
     stack = contextlib.ExitStack()
     with stack:
         base = _service(stack, "DATABASE_URL", EmbeddedPostgres, "hl-bench-pg-")
@@ -45,7 +46,7 @@ def services() -> Iterator[dict[str, str]]:
             conn.execute(f'CREATE DATABASE "{name}"')
         stack.callback(_drop, base, name)
         url = urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
-        migrate(url)
+        migrate(url, until=until)
         import redis
 
         redis.Redis.from_url(redis_url).flushdb()
