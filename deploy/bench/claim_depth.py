@@ -17,7 +17,8 @@ message each), which the claims take. After each claim its deliveries are handed
 back (``deliveries.release``), so every claim sees the same outbox. Followers are
 written as the code before migration 008 left them (due); the migration's
 (if the file exists) is then run again over the backlog, as on a live
-install, and their time is reported.
+install, and their time is reported; the outbox is analyzed first, as a live one would
+be (the planner has no statistics for a partitioned parent otherwise).
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ def _convert(url: str) -> float | None:
     """Run migration 008 again (it is re-runnable) over the backlog; seconds, or None."""
     if not MIGRATION.exists():
         return None
+    # A live install's outbox has statistics. Autovacuum never analyzes a partitioned
+    # parent (migration 010), and without them the planner joins the backlog to itself
+    # by a nested loop: 55 s instead of 0.7 s for 10,000 ordered rows.
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE deliveries")
     started = time.perf_counter()
     with psycopg.connect(url) as conn:  # one transaction, as shared.db.migrate runs it
         conn.execute(MIGRATION.read_text())
