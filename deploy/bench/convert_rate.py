@@ -4,7 +4,7 @@ legacy rows into the partitioned tables (events/s, seconds per million events, W
 written), and what it costs a process applying new callbacks meanwhile.
 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test \\
-        python deploy/bench/convert_rate.py [--events 1000000] [--batch 5000] [--no-children]
+        python deploy/bench/convert_rate.py [--events 1000000] [--batch 1000] [--no-children]
                                             [--baseline-seconds 10] [--timeout 0]
 
 1. A database at migration 009 is loaded by set-based SQL, in chunks: ``--events``
@@ -67,6 +67,8 @@ APPLY_BATCH = 500
 DUPES_PER_BATCH = 50    # of APPLY_BATCH: duplicates of legacy events
 SAMPLE = 20_000         # legacy events the duplicates are drawn from
 STEP_BUDGET = 1.0       # seconds per convert.step call
+# Retention's cutoff at the default 30 days: step() makes partitions back to it first.
+CUTOFF = datetime.now(UTC) - timedelta(days=30)
 AFTER_SECONDS = 5.0
 PROBE_PAUSE = 0.001     # between the probe's reads
 APPLIER_NAME = "convert_rate-applier"
@@ -469,7 +471,8 @@ def run_conversion(url: str, total: int, batch: int, timeout: float) -> Converte
         while time.perf_counter() - started < timeout:
             t = time.perf_counter()
             try:
-                moved = convert.step(conn, STEP_BUDGET, batch, dedupe_days=events.DEDUPE_DAYS)
+                moved = convert.step(conn, CUTOFF, 1, events.DEDUPE_DAYS,
+                                     budget_seconds=STEP_BUDGET, batch=batch)
             except psycopg.errors.LockNotAvailable:  # dropping the legacy tables: again
                 print("  convert: lock timeout dropping the legacy tables; again", flush=True)
                 continue
