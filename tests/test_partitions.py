@@ -161,3 +161,25 @@ def test_a_drop_whose_lock_stays_busy_is_left_for_the_next_run(rt, monkeypatch):
         assert name in {p.name for p in partitions.partitions(conn, "events")}
         reader.rollback()
         assert name in partitions.drop_expired(conn, NOW - timedelta(days=30)).partitions
+
+
+def test_two_ensures_at_once_make_each_partition_once(rt):
+    far = NOW + timedelta(days=100)
+    made: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with psycopg.connect(rt.settings.database_url, autocommit=True) as conn:
+                made.append(partitions.ensure(conn, now=far))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    first, second = sorted(made, key=len)
+    assert first == [] and f"events_p{far:%Y%m%d}" in second

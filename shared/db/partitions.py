@@ -55,6 +55,7 @@ BEHIND_DAYS = 2
 # locks hold off; while such a request waits, every new query on the table queues
 # behind it. So: a short wait, tried again a few times, then left to the next run.
 LOCK_TIMEOUT = "200ms"
+_LOCK_ID = 0x686F6F70  # distinct from the migrations' and retention's advisory locks
 LOCK_TRIES = 10
 LOCK_PAUSE_SECONDS = 0.5
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -121,6 +122,20 @@ def ensure(conn: psycopg.Connection, now: datetime | None = None,
     A range that overlaps an existing partition (the interval was changed) is left to
     the partitions already there and the default."""
     now = now or datetime.now(UTC)
+    # One at a time (migrate, the scheduler's purge, `hookline partitions`): two would
+    # both see a range missing and the second CREATE TABLE would fail.
+    conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
+    try:
+        made = _ensure(conn, now, interval_days, ahead_days, since)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+    if made:
+        log.info("made partitions %s", made, extra={"partitions": made})
+    return made
+
+
+def _ensure(conn: psycopg.Connection, now: datetime, interval_days: int, ahead_days: int,
+            since: datetime | None) -> list[str]:
     made = []
     for parent, column in TABLES:
         have = partitions(conn, parent)
@@ -133,8 +148,6 @@ def ensure(conn: psycopg.Connection, now: datetime | None = None,
                 continue
             made.append(name)
             have.append(Partition(name, lower, upper))
-    if made:
-        log.info("made partitions %s", made, extra={"partitions": made})
     return made
 
 
