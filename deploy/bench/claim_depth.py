@@ -3,6 +3,7 @@ batch (``deliveries.claim``, limit 200, cap 64 per endpoint) with 0, 10k, 100k a
 1M deliveries pending behind it, for an ordered and an unordered endpoint.
 
     python deploy/bench/claim_depth.py [--depths 0,10000,100000,1000000] [--claims 30]
+                                       [--partition-days 35]
 
 The backlog is written by SQL (generate_series), not by the pipeline, on one
 endpoint of the kind measured:
@@ -27,11 +28,17 @@ import argparse
 import logging
 import statistics
 import time
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from common import ROOT, services
 
 from shared.db import deliveries
+
+try:
+    from shared.db import partitions
+except ImportError:  # a tree from before migration 010
+    partitions = None  # type: ignore[assignment]
 
 LIVE_ENDPOINTS = 4
 LIVE_ROWS = 2000
@@ -89,9 +96,14 @@ def _convert(url: str) -> float | None:
     return time.perf_counter() - started
 
 
-def _build(url: str, depth: int, ordered: bool) -> dict[str, float | None]:
+def _build(url: str, depth: int, ordered: bool, partition_days: int
+           ) -> dict[str, float | None]:
     started = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
+        if partition_days and hasattr(partitions, "ensure"):
+            # As many daily partitions as a 30-day retention keeps: each claim's scans
+            # and the record's updates by id visit every one of them.
+            partitions.ensure(conn, since=datetime.now(UTC) - timedelta(days=partition_days))
         event = conn.execute(_EVENT).fetchone()[0]
         conn.execute(_ENDPOINT, ("ep_backlog", ordered))
         if depth:
@@ -132,13 +144,15 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--depths", default="0,10000,100000,1000000")
     p.add_argument("--claims", type=int, default=30)
+    p.add_argument("--partition-days", type=int, default=35,
+                   help="make daily partitions this far back first (migration 010)")
     args = p.parse_args()
     print(f"{'endpoint':10s} {'pending':>9s} {'median ms':>10s} {'p95 ms':>8s} "
           f"{'build s':>8s} {'008 s':>7s}")
     for depth in (int(d) for d in args.depths.split(",")):
         for ordered in (True, False):
             with services() as env:
-                built = _build(env["DATABASE_URL"], depth, ordered)
+                built = _build(env["DATABASE_URL"], depth, ordered, args.partition_days)
                 times = _claims(env["DATABASE_URL"], args.claims)
             conv = built["convert_s"]
             print(f"{'ordered' if ordered else 'unordered':10s} {depth:9,d} "
