@@ -143,3 +143,21 @@ def test_conversion_moves_every_row_once_while_callbacks_are_applied(legacy_url,
     # A duplicate of a moved event is still a duplicate.
     enqueue(rt, receipt("SENT", message_id="conv-3", sentAt=z(times["conv-3"])))
     assert drain_all(rt) == 0
+
+
+def test_a_drain_that_still_thinks_the_legacy_tables_exist_carries_on(rt, caplog):
+    # The conversion dropped them in another process; this one read that they exist.
+    with rt.pool.connection() as conn:
+        conn.execute("CREATE TABLE events_legacy (source text, dedupe_key text)")
+    convert.forget()
+    with rt.pool.connection() as conn:
+        assert convert.legacy_present(conn)
+        conn.execute("DROP TABLE events_legacy")
+    try:
+        enqueue(rt, receipt("SENT", message_id="after-the-drop"))
+        assert drain_all(rt) == 1
+        with rt.pool.connection() as conn:
+            assert not convert.legacy_present(conn)
+    finally:
+        convert.forget()
+    assert "isolating" not in caplog.text  # the batch went through whole, once

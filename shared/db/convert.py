@@ -102,12 +102,20 @@ def _move(conn: psycopg.Connection, ids: list[int], dedupe_days: int) -> None:
         conn.execute("DELETE FROM events_legacy WHERE id = ANY (%s)", (ids,))
 
 
-def _drop(conn: psycopg.Connection) -> None:
-    with conn.transaction():
-        conn.execute("SET LOCAL lock_timeout = '5s'")
-        conn.execute("DROP TABLE IF EXISTS " + ", ".join(_LEGACY))
+def _drop(conn: psycopg.Connection) -> bool:
+    """Drop the (empty) legacy tables; False if their locks stayed busy. Every drain's
+    insert reads events_legacy while it exists, so the drop waits for them."""
+
+    def drop() -> None:
+        with conn.transaction():
+            conn.execute(f"SET LOCAL lock_timeout = '{partitions.LOCK_TIMEOUT}'")
+            conn.execute("DROP TABLE IF EXISTS " + ", ".join(_LEGACY))
+
+    if not partitions.with_lock_retries(drop, "dropped", "events_legacy"):
+        return False
     forget()
     log.info("conversion finished: legacy tables dropped")
+    return True
 
 
 def step(conn: psycopg.Connection, since: datetime, interval_days: int, dedupe_days: int,
@@ -126,8 +134,7 @@ def step(conn: psycopg.Connection, since: datetime, interval_days: int, dedupe_d
         if not ids:
             ids = [r[0] for r in conn.execute(_PICK, (batch,))]
         if not ids:
-            _drop(conn)
-            out.finished = True
+            out.finished = _drop(conn)
             break
         _move(conn, ids, dedupe_days)
         out.events += len(ids)

@@ -96,12 +96,18 @@ def insert_new(cur: psycopg.Cursor, batch: Rows) -> list[Stored]:
     """Insert events; returns only those that were new (duplicates have no effect)."""
     if not batch.unique:
         return []
-    statement = _CONVERTING if convert.legacy_present(cur) else _PLAIN
-    try:
-        cur.execute(statement, [*batch.columns, DEDUPE_DAYS, DEDUPE_DAYS + 1])
-    except psycopg.errors.UndefinedTable:
-        convert.forget()  # the conversion finished: the batch is retried without it
-        raise
+    params = [*batch.columns, DEDUPE_DAYS, DEDUPE_DAYS + 1]
+    if not convert.legacy_present(cur):
+        cur.execute(_PLAIN, params)
+    else:
+        try:
+            # A savepoint (only while converting): the conversion drops the legacy
+            # tables when it ends, and this process may not know it yet.
+            with cur.connection.transaction():
+                cur.execute(_CONVERTING, params)
+        except psycopg.errors.UndefinedTable:
+            convert.forget()
+            cur.execute(_PLAIN, params)
     stored = [Stored(row[0], batch.unique[(row[1], row[2])].event) for row in cur.fetchall()]
     stored.sort(key=lambda s: s.id)
     return stored

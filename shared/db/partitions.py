@@ -143,7 +143,7 @@ def _ensure(conn: psycopg.Connection, now: datetime, interval_days: int, ahead_d
             if any(p.lower < upper and lower < p.upper for p in have):
                 continue
             name = name_for(parent, lower)
-            if not _locked(partial(_create, conn, parent, column, name, lower, upper),
+            if not with_lock_retries(partial(_create, conn, parent, column, name, lower, upper),
                            "made", name):
                 continue
             made.append(name)
@@ -151,16 +151,16 @@ def _ensure(conn: psycopg.Connection, now: datetime, interval_days: int, ahead_d
     return made
 
 
-def _locked(step: Callable[[], object], what: str, name: str) -> bool:
+def with_lock_retries(step: Callable[[], object], what: str, name: str) -> bool:
     """Run ``step`` (one transaction under LOCK_TIMEOUT) until it gets its locks; False
-    when it never did."""
+    when it never did (logged: ``name`` not ``what``)."""
     for _ in range(LOCK_TRIES):
         try:
             step()
             return True
         except psycopg.errors.LockNotAvailable:
             time.sleep(LOCK_PAUSE_SECONDS)
-    log.warning("partition %s not %s: its lock was busy %s times; the next run tries again",
+    log.warning("%s not %s: its lock was busy %s times; the next run tries again",
                 name, what, LOCK_TRIES, extra={"partition": name})
     return False
 
@@ -235,7 +235,7 @@ def _drop(conn: psycopg.Connection, name: str) -> int | None:
                 sql.Literal(LOCK_TIMEOUT)))
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
 
-    if not _locked(drop, "dropped", name):
+    if not with_lock_retries(drop, "dropped", name):
         return None
     log.info("dropped partition %s", name, extra={"partition": name, "rows": rows})
     return int(rows)
