@@ -55,6 +55,40 @@ def services() -> Iterator[dict[str, str]]:
         yield env
 
 
+def make_partitions(database_url: str, at: str) -> list[str]:
+    """Opt-in (``--partitions-at``, AFTER migration 010 only): daily partitions of every
+    partitioned table around the given UTC days, so that the workload's events land in
+    real partitions, not in the DEFAULT ones (migrate makes them only around now, and
+    the fixtures carry their own timestamps, 2017 to 2026). ``at`` is ``fixtures`` (every
+    day any fixture's events occur on, the same set whatever the run's size) or
+    comma-separated YYYY-MM-DD days. Made before the inbox is filled; the names made."""
+    from datetime import UTC, date, datetime
+
+    from shared.db import events, partitions
+
+    if at == "fixtures":
+        from workload import _fixtures
+
+        from shared import providers
+
+        days = set()
+        for source, event, doc in _fixtures():
+            try:
+                found = providers.parse(source, event, doc)
+            except Exception:  # a fixture that does not parse has no day
+                continue
+            days |= {e.occurred_at.astimezone(UTC).date() for e in found}
+    else:
+        days = {date.fromisoformat(d) for d in at.split(",")}
+    made: list[str] = []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for day in sorted(days):
+            now = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
+            # each event's keys take its day's bucket and the DEDUPE_DAYS after it
+            made += partitions.ensure(conn, now=now, ahead_days=events.DEDUPE_DAYS)
+    return made
+
+
 def _service(stack: contextlib.ExitStack, variable: str,
              embedded: type[EmbeddedPostgres | EmbeddedRedis], prefix: str) -> str:
     """The URL the variable names, else an embedded server's in a new temporary folder,
