@@ -4,6 +4,7 @@ run on this shared VM; instruction counts repeat to within about 1 %).
 
     python deploy/bench/drain_instructions.py [--events 2000] [--warm 1000]
                                               [--endpoint none|unordered|ordered]
+                                              [--partitions-at fixtures|YYYY-MM-DD,...]
 
 The drain runs in one process under valgrind's callgrind (Debian package
 ``valgrind``) as the drain task runs it: GC tuned as in a worker pool process,
@@ -19,6 +20,9 @@ per callback are reported beside.
 
 ``--endpoint unordered`` (or ``ordered``) subscribes one endpoint to every event
 first, so each callback's events are written to the outbox as well (nothing is sent).
+``--partitions-at`` (after migration 010) makes daily partitions around those days
+first (common.make_partitions), so the events land in them rather than in the DEFAULT
+partitions: the fixtures' timestamps are not around now.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import sys
 from pathlib import Path
 
 import pg_callgrind
-from common import callgrind_threads, cli, require_valgrind, services
+from common import callgrind_threads, cli, make_partitions, require_valgrind, services
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -69,7 +73,7 @@ def _subscribe(database_url: str, endpoint: str) -> None:
                          secret="bench", ordered=endpoint == "ordered")
 
 
-def _per_thread(n: int, endpoint: str) -> tuple[list[int], int]:
+def _per_thread(n: int, endpoint: str, partitions_at: str = "") -> tuple[list[int], int]:
     """Instructions of each thread of one drain of ``n`` callbacks, main thread first,
     and of PostgreSQL's backends (0 unless it runs under callgrind)."""
     import redis
@@ -77,6 +81,8 @@ def _per_thread(n: int, endpoint: str) -> tuple[list[int], int]:
 
     pg_before = pg_callgrind.exited() if pg_callgrind.enabled() else {}
     with services() as env:
+        if partitions_at:
+            make_partitions(env["DATABASE_URL"], partitions_at)
         _subscribe(env["DATABASE_URL"], endpoint)
         r = redis.Redis.from_url(env["REDIS_URL"])
         fill_inbox(r, n)
@@ -87,10 +93,11 @@ def _per_thread(n: int, endpoint: str) -> tuple[list[int], int]:
     return counts, pg
 
 
-def run(events: int = 2000, warm: int = 1000, endpoint: str = "none") -> dict[str, float]:
+def run(events: int = 2000, warm: int = 1000, endpoint: str = "none",
+        partitions_at: str = "") -> dict[str, float]:
     require_valgrind()
-    (low, pg_low), (high, pg_high) = _per_thread(warm, endpoint), _per_thread(warm + events,
-                                                                             endpoint)
+    (low, pg_low), (high, pg_high) = (_per_thread(warm, endpoint, partitions_at),
+                                      _per_thread(warm + events, endpoint, partitions_at))
     main = (high[0] - low[0]) / events
     helpers = (sum(high[1:]) - sum(low[1:])) / events
     return {"drain_thread": main, "other_threads": helpers, "total": main + helpers,
@@ -110,7 +117,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         _child()
         return
-    cli(run, report, events=2000, warm=1000, endpoint="none")
+    cli(run, report, events=2000, warm=1000, endpoint="none", partitions_at="")
 
 
 if __name__ == "__main__":

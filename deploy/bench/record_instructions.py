@@ -3,6 +3,7 @@ the noise-free view of what fan-out asks of PostgreSQL.
 
     python deploy/bench/record_instructions.py [--callbacks 1000] [--warm 500]
                                                [--ordered 0|1]
+                                               [--partitions-at fixtures|YYYY-MM-DD,...]
 
 The outbox is filled as the drain fills it (mixed callbacks, one endpoint subscribed
 to every event; ``--ordered 1`` makes it ordered), then one process under callgrind
@@ -10,7 +11,7 @@ claims batches with ``deliveries.claim`` and records each as answered 200 with
 ``deliveries.record``, on two connections, until nothing is left. Two runs, of W and
 W + N callbacks: the difference divided by the difference in deliveries is the cost
 of one. With PostgreSQL under callgrind (pg_callgrind.py) its claiming and
-recording backends are reported apart.
+recording backends are reported apart. ``--partitions-at`` as in drain_instructions.py.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 import pg_callgrind
-from common import callgrind_threads, cli, require_valgrind, services
+from common import callgrind_threads, cli, make_partitions, require_valgrind, services
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -78,11 +79,14 @@ def _fill(env: dict[str, str], callbacks: int, ordered: bool) -> int:
         return conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
 
 
-def _once(callbacks: int, ordered: bool) -> tuple[int, int, int, int]:
+def _once(callbacks: int, ordered: bool, partitions_at: str = ""
+          ) -> tuple[int, int, int, int]:
     """Deliveries, client instructions, PostgreSQL's claiming and recording backends'."""
     import psycopg
 
     with services() as env, tempfile.NamedTemporaryFile("r") as pids:
+        if partitions_at:
+            make_partitions(env["DATABASE_URL"], partitions_at)
         n = _fill(env, callbacks, ordered)
         before = pg_callgrind.exited() if pg_callgrind.enabled() else {}
         client = sum(callgrind_threads(Path(__file__).resolve(), [pids.name], env))
@@ -96,9 +100,11 @@ def _once(callbacks: int, ordered: bool) -> tuple[int, int, int, int]:
     return n, client, pg.get(claim_pid, 0), pg.get(record_pid, 0)
 
 
-def run(callbacks: int = 1000, warm: int = 500, ordered: int = 0) -> dict[str, float]:
+def run(callbacks: int = 1000, warm: int = 500, ordered: int = 0,
+        partitions_at: str = "") -> dict[str, float]:
     require_valgrind()
-    low, high = _once(warm, bool(ordered)), _once(warm + callbacks, bool(ordered))
+    low, high = (_once(warm, bool(ordered), partitions_at),
+                 _once(warm + callbacks, bool(ordered), partitions_at))
     n = high[0] - low[0]
     return {"deliveries": n, "client": (high[1] - low[1]) / n,
             "pg_claim": (high[2] - low[2]) / n, "pg_record": (high[3] - low[3]) / n,
@@ -116,7 +122,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         _child(sys.argv[2])
         return
-    cli(run, report, callbacks=1000, warm=500, ordered=0)
+    cli(run, report, callbacks=1000, warm=500, ordered=0, partitions_at="")
 
 
 if __name__ == "__main__":
