@@ -183,3 +183,30 @@ def test_two_ensures_at_once_make_each_partition_once(rt):
     assert not errors, errors
     first, second = sorted(made, key=len)
     assert first == [] and f"events_p{far:%Y%m%d}" in second
+
+
+def test_a_batch_routed_to_the_default_as_a_partition_is_attached_is_retried(rt, caplog):
+    """ensure() locks the default partition, attaches a new one and commits; a batch that
+    routed a row for that range to the default meanwhile fails the default's new
+    constraint, and is tried again whole (not isolated envelope by envelope)."""
+    from workers import pipeline
+
+    later = NOW + timedelta(days=45)
+    lower = partitions.start_of(later, 1)
+    enqueue_at(rt, receipt("SENT", message_id="routed", sentAt=z(later)), age_days=0)
+    with psycopg.connect(rt.settings.database_url) as a:
+        a.execute("LOCK TABLE event_keys_default, events_default IN ACCESS EXCLUSIVE MODE")
+        applied: list[int] = []
+        thread = threading.Thread(target=lambda: applied.append(drain_all(rt)))
+        thread.start()
+        time.sleep(0.5)  # the drain's insert has routed its key row and waits on the lock
+        for parent in ("event_keys", "events"):
+            partitions._create(a, parent, partitions.COLUMN[parent],
+                               partitions.name_for(parent, lower), lower,
+                               lower + timedelta(days=1))
+        a.commit()
+        thread.join(30)
+    assert applied == [1]
+    assert placed(rt, "routed")[0][0] == f"events_p{lower:%Y%m%d}"
+    assert "lost a race" in caplog.text and "isolating" not in caplog.text
+    assert pipeline.RACE_RETRIES >= 2

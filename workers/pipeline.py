@@ -158,11 +158,19 @@ def _apply(rt: Runtime, decoded: list[Decoded], rows: events.Rows | None = None)
             # fault (e.g. a 10 kB random eventId: "index row requires 10032 bytes"),
             # not an outage. Taken for one, it would stall the inbox behind it forever.
             raise BatchRejected(str(exc)) from exc
-        except RACE_ERRORS:
-            if attempt == RACE_RETRIES - 1:
+        except (*RACE_ERRORS, psycopg.errors.CheckViolation) as exc:
+            if attempt == RACE_RETRIES - 1 or not _lost_race(exc):
                 raise
             log.warning("batch lost a race, retrying", extra={"attempt": attempt + 1})
     raise AssertionError("unreachable")
+
+
+def _lost_race(exc: Exception) -> bool:
+    """A deadlock or serialisation failure, or a row routed to a default partition just
+    as a partition for its time was attached (shared.db.partitions.ensure): the insert
+    then fails that partition's new constraint, and the same batch again goes to the
+    new partition."""
+    return isinstance(exc, RACE_ERRORS) or "violates partition constraint" in str(exc)
 
 
 def _account(out: Outcome, decoded: list[Decoded], applied: Applied) -> None:
