@@ -257,10 +257,10 @@ WITH e AS (
 ),
 picked AS (
     SELECT e.id AS endpoint_id, e.url, e.secret, e.previous_secret,
-           e.previous_secret_expires_at, d.id,
+           e.previous_secret_expires_at, d.id, d.occurred_at,
            row_number() OVER (PARTITION BY e.id ORDER BY d.next_attempt_at) AS turn
     FROM e CROSS JOIN LATERAL (
-        SELECT d.id, d.next_attempt_at FROM deliveries d
+        SELECT d.id, d.occurred_at, d.next_attempt_at FROM deliveries d
         WHERE {_SENDABLE}
         ORDER BY d.next_attempt_at
         LIMIT GREATEST(e.free, 0)
@@ -272,7 +272,8 @@ picked AS (
 )
 UPDATE deliveries d
 SET claim_token = %(token)s, next_attempt_at = now() + make_interval(secs => %(lease)s)
-FROM picked WHERE d.id = picked.id
+-- With its partition key: each row is one partition's probe, not one per partition.
+FROM picked WHERE d.id = picked.id AND d.occurred_at = picked.occurred_at
 RETURNING d.id, d.endpoint_id, picked.url, d.payload::text, picked.secret,
           picked.previous_secret, picked.previous_secret_expires_at, now()
 """
