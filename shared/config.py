@@ -50,6 +50,11 @@ def _number(env: Mapping[str, str], name: str, parse: Callable[[str], Number],
 _WHOLE_DAYS = re.compile(r"^\s*(\d+)\s*(?:d|days?)?\s*$")
 
 
+def load_retention_days(env: Mapping[str, str]) -> int:
+    """HOOKLINE_RETENTION_DAYS alone (migrate needs it without the whole Settings)."""
+    return _int(env, "HOOKLINE_RETENTION_DAYS", 30)
+
+
 def partition_interval(env: Mapping[str, str]) -> int:
     """HOOKLINE_PARTITION_INTERVAL in whole days: day (the default), week, N days, Nd."""
     raw = _set(env, "HOOKLINE_PARTITION_INTERVAL")
@@ -407,7 +412,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         allow_private_endpoints=_bool(env, "HOOKLINE_ALLOW_PRIVATE_ENDPOINTS"),
         delivery_timeout=_float(env, "HOOKLINE_DELIVERY_TIMEOUT", 10.0, minimum=0.1),
         retry_schedule=_schedule(env, "HOOKLINE_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE),
-        retention_days=_int(env, "HOOKLINE_RETENTION_DAYS", 30),
+        retention_days=load_retention_days(env),
         partition_interval_days=partition_interval(env),
         log_format=log_format,
         **_fanout(env),

@@ -46,6 +46,7 @@ INFRA_ERRORS: tuple[type[BaseException], ...] = (
 # Lost a race with a concurrent batch: simply try the same batch again.
 RACE_ERRORS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 RACE_RETRIES = 3
+RACE_PAUSE_SECONDS = 0.05
 # \u0000 as an escape, not a literal backslash before "u0000" ("\\u0000" in JSON):
 # an odd run of backslashes.
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
@@ -162,6 +163,8 @@ def _apply(rt: Runtime, decoded: list[Decoded], rows: events.Rows | None = None)
             if attempt == RACE_RETRIES - 1 or not _lost_race(exc):
                 raise
             log.warning("batch lost a race, retrying", extra={"attempt": attempt + 1})
+            # A moment for what it raced (a partition being made) to be done.
+            time.sleep(RACE_PAUSE_SECONDS * (attempt + 1))
     raise AssertionError("unreachable")
 
 

@@ -16,10 +16,12 @@ import os
 import re
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 
 import psycopg
 
+from shared import config
 from shared.db import partitions
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,19 @@ def statements(sql: str) -> list[str]:
     return [p for p in pieces
             if any(line.strip() and not line.strip().startswith("--")
                    for line in p.splitlines())]
+
+
+def _ensure_partitions(conn: psycopg.Connection, env: Mapping[str, str]) -> None:
+    """The partitions due now; with rows still to convert (shared.db.convert), back to
+    the retention cutoff too. Made here, before the new workers start, and not by the
+    conversion while they run: a partition attached for a time a batch is writing to
+    makes that batch fail and go again (workers.pipeline._lost_race), and a conversion
+    making a month of them at once made the drains fail one after another."""
+    since = None
+    if conn.execute("SELECT to_regclass('events_legacy')").fetchone()[0]:
+        days = config.load_retention_days(env)
+        since = datetime.now(UTC) - timedelta(days=days)
+    partitions.ensure(conn, interval_days=partitions.interval_from(env), since=since)
 
 
 def migrate(database_url: str, env: Mapping[str, str] | None = None,
@@ -85,8 +100,7 @@ def migrate(database_url: str, env: Mapping[str, str] | None = None,
                 applied_now.append(version)
             # Before any worker writes: else the first rows would all go to the defaults.
             if conn.execute("SELECT to_regclass('events_default')").fetchone()[0]:
-                partitions.ensure(conn, interval_days=partitions.interval_from(
-                    os.environ if env is None else env))
+                _ensure_partitions(conn, os.environ if env is None else env)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
     return applied_now
