@@ -5,14 +5,14 @@ for rows outside the partitions made so far. Partitions are ``interval`` whole
 UTC days long (HOOKLINE_PARTITION_INTERVAL), aligned to the epoch, and named by
 their first day (``events_p20261203``).
 
-* ``ensure`` makes the partitions from a little behind now to ``ahead`` days
-  ahead. Rows already in the default partition for a new partition's range move
-  into it in the same transaction.
+* ``ensure`` makes the partitions from a little behind now (or from ``since``) to
+  ``ahead`` days ahead. Rows already in the default partition for a new partition's
+  range move into it in the same transaction.
 * ``drop_expired`` drops every partition that ends at or before the cutoff: one
   catalogue change instead of a delete per row. An outbox partition that still
   has deliveries to send to an enabled endpoint is kept until they settle.
-* ``purge_defaults`` deletes old rows of the default partitions in batches (they
-  hold only the stragglers).
+* Retention (shared.db.retention) deletes the default partitions' old rows in
+  batches: they hold only the stragglers.
 """
 
 from __future__ import annotations
