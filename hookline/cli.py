@@ -165,6 +165,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_partitions(args: argparse.Namespace) -> int:
+    import time
     from datetime import UTC, datetime, timedelta
 
     import psycopg
@@ -187,6 +188,10 @@ def cmd_partitions(args: argparse.Namespace) -> int:
                 cutoff = datetime.now(UTC) - timedelta(days=settings.retention_days)
                 while not (step := convert.step(conn, cutoff, settings.partition_interval_days,
                                                 events.DEDUPE_DAYS)).finished:
+                    if step.skipped:
+                        print("another conversion holds the lock (the scheduler's); waiting")
+                        time.sleep(5)
+                        continue
                     print(f"moved {step.events} legacy events; {convert.remaining(conn)} left")
                 print("conversion finished")
             for t in partitions.report(conn):

@@ -165,3 +165,17 @@ def test_a_drain_that_still_thinks_the_legacy_tables_exist_carries_on(rt, caplog
     finally:
         convert.forget()
     assert "isolating" not in caplog.text  # the batch went through whole, once
+
+
+def test_one_conversion_at_a_time(rt):
+    url = rt.settings.database_url
+    with psycopg.connect(url, autocommit=True) as a, psycopg.connect(url, autocommit=True) as b:
+        a.execute("CREATE TABLE events_legacy (id bigint)")
+        try:
+            a.execute("SELECT pg_advisory_lock(%s)", (convert._LOCK_ID,))
+            out = convert.step(b, CUTOFF, 1, DEDUPE_DAYS, budget_seconds=1)
+            assert out.skipped and not out.finished and out.events == 0
+            a.execute("SELECT pg_advisory_unlock(%s)", (convert._LOCK_ID,))
+        finally:
+            a.execute("DROP TABLE events_legacy")
+            convert.forget()

@@ -179,7 +179,7 @@ def purge() -> dict[str, int]:
              len(out.dropped), out.dropped_rows, out.deleted,
              extra={"deleted": out.deleted, "dropped": out.dropped, "kept": out.kept,
                     "cutoff": cutoff.isoformat(), "converted": moved.events})
-    if not (out.finished and moved.finished):
+    if not out.finished or not (moved.finished or moved.skipped):
         from workers.celery_app import sender_app
 
         sender_app().send_task(queues.TASK_PURGE, queue=queues.PERIODIC)

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # Small: a new callback that duplicates an event of the batch waits for the batch's
 # commit on that event's key (5,000 made such waits seconds long).
 BATCH = 1000
+_LOCK_ID = 0x686F6F63  # distinct from the other advisory locks
 # Children of an event, in the order they are copied.
 _CHILDREN = ("message_status_history", "inbound_messages", "deliveries")
 _LEGACY = ("delivery_attempts_legacy", "deliveries_legacy", "inbound_messages_legacy",
@@ -73,6 +74,7 @@ ON CONFLICT DO NOTHING
 class Moved:
     events: int = 0
     finished: bool = False  # the legacy tables are gone (or never were)
+    skipped: bool = False   # another conversion holds the lock
 
 
 def _columns(conn: psycopg.Connection, table: str) -> str:
@@ -127,6 +129,21 @@ def step(conn: psycopg.Connection, since: datetime, interval_days: int, dedupe_d
     if conn.execute("SELECT to_regclass('events_legacy')").fetchone()[0] is None:
         out.finished = True
         return out
+    # One at a time: two would pick the same events, and the second's copy would fail.
+    if not conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_ID,)).fetchone()[0]:
+        out.skipped = True
+        return out
+    try:
+        _run(conn, out, since, interval_days, dedupe_days, budget_seconds, batch)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+    log.info("converted %s legacy events", out.events,
+             extra={"events": out.events, "finished": out.finished})
+    return out
+
+
+def _run(conn: psycopg.Connection, out: Moved, since: datetime, interval_days: int,
+         dedupe_days: int, budget_seconds: float, batch: int) -> None:
     partitions.ensure(conn, interval_days=interval_days, since=since)
     deadline = time.monotonic() + budget_seconds
     while time.monotonic() < deadline:
@@ -138,9 +155,6 @@ def step(conn: psycopg.Connection, since: datetime, interval_days: int, dedupe_d
             break
         _move(conn, ids, dedupe_days)
         out.events += len(ids)
-    log.info("converted %s legacy events", out.events,
-             extra={"events": out.events, "finished": out.finished})
-    return out
 
 
 def remaining(conn: psycopg.Connection) -> int | None:
