@@ -179,3 +179,41 @@ def test_one_conversion_at_a_time(rt):
         finally:
             a.execute("DROP TABLE events_legacy")
             convert.forget()
+
+
+_ORDERED = """
+INSERT INTO endpoints (id, url, event_types, secret, ordered) VALUES
+    ('ep_ord', 'https://example.com/o', '{*}', 'whsec_eA==', true);
+INSERT INTO events (source, dedupe_key, type, channel, message_id, status, occurred_at,
+                    ingest_id, received_at)
+SELECT 'kaleyra-rcs', 'e:ord-' || i, 'message.sent', 'rcs', 'M' || (i / 3), 'sent',
+       now() - interval '1 hour' + i * interval '1 second', 'ing-o' || i, now()
+FROM generate_series(0, 5) i;
+-- Message M0: its first delivery settled, the next two held (as if the release that
+-- should have followed were lost). Message M1: its first pending and due, two held.
+INSERT INTO deliveries (endpoint_id, event_id, type, payload, message_key, occurred_at,
+                        status, next_attempt_at)
+SELECT 'ep_ord', id, type, '{}'::jsonb, 'kaleyra-rcs:' || message_id, occurred_at,
+       CASE WHEN dedupe_key = 'e:ord-0' THEN 'succeeded' ELSE 'pending' END,
+       CASE WHEN dedupe_key = 'e:ord-3' THEN now() END
+FROM events
+"""
+
+
+def test_a_message_s_unsent_deliveries_move_together_and_its_first_goes(legacy_url, make_rt):
+    make_rt(DATABASE_URL=legacy_url)
+    with psycopg.connect(legacy_url) as conn:
+        conn.execute(_ORDERED)
+    migrate(legacy_url)
+    with psycopg.connect(legacy_url, autocommit=True) as conn:
+        # One batch of one message: all its unsent events move in it, not one.
+        first = convert.step(conn, CUTOFF, 1, DEDUPE_DAYS, budget_seconds=0, batch=1)
+        assert first.events >= 2  # M0 has two unsent, M1 three
+        while not convert.step(conn, CUTOFF, 1, DEDUPE_DAYS, batch=1).finished:
+            pass
+        due = dict(conn.execute(
+            "SELECT e.dedupe_key, d.next_attempt_at IS NOT NULL FROM deliveries d "
+            "JOIN events e ON e.id = d.event_id WHERE d.status = 'pending'").fetchall())
+    # M0's first had settled: its next goes now, the one after waits. M1 as it was.
+    assert due == {"e:ord-1": True, "e:ord-2": False,
+                   "e:ord-3": True, "e:ord-4": False, "e:ord-5": False}

@@ -23,7 +23,7 @@ from datetime import datetime
 import psycopg
 import psycopg.errors
 
-from shared.db import partitions
+from shared.db import deliveries, partitions
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,19 @@ _present: bool | None = None
 
 
 def legacy_present(cur: psycopg.Cursor | psycopg.Connection) -> bool:
-    """Whether events_legacy exists, read once per process: the table is only ever
-    dropped (never made again), and a statement naming it after the drop fails with
-    UndefinedTable, which forget() answers."""
+    """Whether events_legacy exists. Once migration 010 has run the answer can only go
+    from yes to no (the table is dropped, never made again; a statement naming it after
+    the drop fails with UndefinedTable, which forget() answers), so it is kept. Before
+    010 (event_keys missing: a worker that started before `hookline migrate` finished)
+    nothing is kept: 010 may be about to make the legacy tables."""
     global _present
     if _present is None:
-        _present = cur.execute("SELECT to_regclass('events_legacy') IS NOT NULL").fetchone()[0]
+        legacy, migrated = cur.execute(
+            "SELECT to_regclass('events_legacy') IS NOT NULL, "
+            "to_regclass('event_keys') IS NOT NULL").fetchone()
+        if not migrated:
+            return legacy
+        _present = legacy
     return _present
 
 
@@ -55,9 +62,27 @@ def forget() -> None:
     _present = None
 
 
+# Unsent deliveries first, a message at a time: every unsent delivery of a message
+# moves in one batch, so an ordered endpoint's held followers never end up in the other
+# table from the one that would let them go.
 _PICK_UNSENT = """
-SELECT DISTINCT d.event_id FROM deliveries_legacy d
-WHERE d.status IN ('pending', 'failed') LIMIT %s
+WITH m AS (
+    SELECT DISTINCT message_key FROM deliveries_legacy
+    WHERE status IN ('pending', 'failed') AND message_key IS NOT NULL LIMIT %(n)s
+)
+SELECT DISTINCT d.event_id FROM deliveries_legacy d JOIN m USING (message_key)
+WHERE d.status IN ('pending', 'failed')
+UNION
+(SELECT event_id FROM deliveries_legacy
+ WHERE status IN ('pending', 'failed') AND message_key IS NULL LIMIT %(n)s)
+"""
+# The moved messages' held deliveries: the first pending of each is let go if its
+# predecessor settled before the move (shared.db.deliveries' own release).
+_MOVED_HELD = """
+SELECT array_agg(endpoint_id), array_agg(message_key) FROM (
+    SELECT DISTINCT endpoint_id, message_key FROM deliveries
+    WHERE event_id = ANY (%s) AND status IN ('pending', 'failed')
+      AND next_attempt_at IS NULL AND message_key IS NOT NULL) h
 """
 _PICK = "SELECT id FROM events_legacy ORDER BY id DESC LIMIT %s"
 _KEYS = """
@@ -98,6 +123,11 @@ def _move(conn: psycopg.Connection, ids: list[int], dedupe_days: int) -> None:
             f"INSERT INTO delivery_attempts ({cols}) SELECT {cols} FROM delivery_attempts_legacy "
             "WHERE delivery_id IN (SELECT id FROM deliveries_legacy WHERE event_id = ANY (%s))",
             (ids,))
+        eps, keys = conn.execute(_MOVED_HELD, (ids,)).fetchone()
+        if eps:
+            cur = conn.cursor()
+            deliveries._lock_order(cur, eps)
+            deliveries._release_first(cur, eps, keys)
         # The keys last, just before the delete: from here to the commit a new duplicate
         # of one of these events waits on its key.
         conn.execute(_KEYS, (dedupe_days, ids))
@@ -146,15 +176,17 @@ def _run(conn: psycopg.Connection, out: Moved, since: datetime, interval_days: i
          dedupe_days: int, budget_seconds: float, batch: int) -> None:
     partitions.ensure(conn, interval_days=interval_days, since=since)
     deadline = time.monotonic() + budget_seconds
-    while time.monotonic() < deadline:
-        ids = [r[0] for r in conn.execute(_PICK_UNSENT, (batch,))]
+    while True:  # at least one batch a step, however small the budget
+        ids = [r[0] for r in conn.execute(_PICK_UNSENT, {"n": batch})]
         if not ids:
             ids = [r[0] for r in conn.execute(_PICK, (batch,))]
         if not ids:
             out.finished = _drop(conn)
-            break
+            return
         _move(conn, ids, dedupe_days)
         out.events += len(ids)
+        if time.monotonic() >= deadline:
+            return
 
 
 def remaining(conn: psycopg.Connection) -> int | None:

@@ -56,9 +56,10 @@ def statements(sql: str) -> list[str]:
 
 def _ensure_partitions(conn: psycopg.Connection, env: Mapping[str, str]) -> None:
     """The partitions due now; with rows still to convert (shared.db.convert), back to
-    the retention cutoff too. Made here, before the new workers start, and not by the
-    conversion while they run: a partition attached for a time a batch is writing to
-    makes that batch fail and go again (workers.pipeline._lost_race), and a conversion
+    the retention cutoff too. Made here, before the new workers start, rather than by the
+    conversion while they run (it makes them only if these are missing, e.g. a longer
+    retention set for the scheduler): a partition attached for a time a batch is writing
+    to makes that batch fail and go again (workers.pipeline._lost_race), and a conversion
     making a month of them at once made the drains fail one after another."""
     since = None
     if conn.execute("SELECT to_regclass('events_legacy')").fetchone()[0]:

@@ -212,31 +212,48 @@ def drop_expired(conn: psycopg.Connection, cutoff: datetime) -> Dropped:
         for part in partitions(conn, parent):
             if part.upper > cutoff:
                 break
-            if parent == "deliveries" and conn.execute(
-                    sql.SQL(_UNSETTLED).format(sql.Identifier(part.name))).fetchone()[0]:
+            rows = _drop(conn, part.name, unsettled_check=parent == "deliveries")
+            if rows == _KEPT:
                 out.kept.append(part.name)
                 continue
-            rows = _drop(conn, part.name)
             if rows is not None:
                 out.partitions.append(part.name)
                 out.rows += rows
     return out
 
 
-def _drop(conn: psycopg.Connection, name: str) -> int | None:
-    """Drop one partition; its row estimate, None if its lock stayed busy. DROP of a
-    partition takes an exclusive lock on the parent for a moment."""
+_KEPT = -1
+
+
+def _drop(conn: psycopg.Connection, name: str, unsettled_check: bool = False) -> int | None:
+    """Drop one partition; its row estimate, None if its lock stayed busy, _KEPT if
+    ``unsettled_check`` found deliveries still to send in it. DROP of a partition takes
+    an exclusive lock on the parent for a moment. The check runs under that lock, in the
+    dropping transaction: a requeue between a check and a drop would otherwise be
+    dropped pending."""
     rows = conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class "
                         "WHERE oid = %s::regclass", (name,)).fetchone()[0]
+    kept = False
 
     def drop() -> None:
+        nonlocal kept
         with conn.transaction():
             conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(
                 sql.Literal(LOCK_TIMEOUT)))
-            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+            ident = sql.Identifier(name)
+            if unsettled_check:
+                # The parent, as the DROP would lock it anyway: locked in the order every
+                # writer takes (parent, then partition), so no deadlock.
+                conn.execute("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
+                kept = conn.execute(sql.SQL(_UNSETTLED).format(ident)).fetchone()[0]
+                if kept:
+                    return
+            conn.execute(sql.SQL("DROP TABLE {}").format(ident))
 
     if not with_lock_retries(drop, "dropped", name):
         return None
+    if kept:
+        return _KEPT
     log.info("dropped partition %s", name, extra={"partition": name, "rows": rows})
     return int(rows)
 
