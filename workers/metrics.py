@@ -135,7 +135,6 @@ class StateCollector(Collector):
         yield _gauge("hookline_endpoints_failing",
                      "Enabled customer endpoints whose recent deliveries are failing", failing)
 
-
     def _storage(self) -> Iterator[GaugeMetricFamily]:
         if not self.settings.database_url:
             return

@@ -24,6 +24,7 @@ import psycopg
 import psycopg.errors
 
 from shared.db import deliveries, partitions
+from shared.db.stats import table_exists
 
 log = logging.getLogger(__name__)
 
@@ -109,16 +110,18 @@ def _columns(conn: psycopg.Connection, table: str) -> str:
     return ", ".join(f'"{r[0]}"' for r in rows)
 
 
-def _move(conn: psycopg.Connection, ids: list[int], dedupe_days: int) -> None:
+def _move(conn: psycopg.Connection, ids: list[int], dedupe_days: int,
+          columns: dict[str, str]) -> None:
+    """``columns``: each partitioned table's column list (_columns), read once a step."""
     with conn.transaction():
-        cols = _columns(conn, "events")
+        cols = columns["events"]
         conn.execute(f"INSERT INTO events ({cols}) SELECT {cols} FROM events_legacy "
                      "WHERE id = ANY (%s)", (ids,))
         for table in _CHILDREN:
-            cols = _columns(conn, table)
+            cols = columns[table]
             conn.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {table}_legacy "
                          "WHERE event_id = ANY (%s)", (ids,))
-        cols = _columns(conn, "delivery_attempts")
+        cols = columns["delivery_attempts"]
         conn.execute(
             f"INSERT INTO delivery_attempts ({cols}) SELECT {cols} FROM delivery_attempts_legacy "
             "WHERE delivery_id IN (SELECT id FROM deliveries_legacy WHERE event_id = ANY (%s))",
@@ -156,7 +159,7 @@ def step(conn: psycopg.Connection, since: datetime, interval_days: int, dedupe_d
     is the retention cutoff: partitions are made back to it first, so the moved rows land
     in partitions, not in the defaults (older ones go to the defaults and retention)."""
     out = Moved()
-    if conn.execute("SELECT to_regclass('events_legacy')").fetchone()[0] is None:
+    if not table_exists(conn, "events_legacy"):
         out.finished = True
         return out
     # One at a time: two would pick the same events, and the second's copy would fail.
@@ -175,6 +178,7 @@ def step(conn: psycopg.Connection, since: datetime, interval_days: int, dedupe_d
 def _run(conn: psycopg.Connection, out: Moved, since: datetime, interval_days: int,
          dedupe_days: int, budget_seconds: float, batch: int) -> None:
     partitions.ensure(conn, interval_days=interval_days, since=since)
+    columns = {t: _columns(conn, t) for t in ("events", *_CHILDREN, "delivery_attempts")}
     deadline = time.monotonic() + budget_seconds
     while True:  # at least one batch a step, however small the budget
         ids = [r[0] for r in conn.execute(_PICK_UNSENT, {"n": batch})]
@@ -183,7 +187,7 @@ def _run(conn: psycopg.Connection, out: Moved, since: datetime, interval_days: i
         if not ids:
             out.finished = _drop(conn)
             return
-        _move(conn, ids, dedupe_days)
+        _move(conn, ids, dedupe_days, columns)
         out.events += len(ids)
         if time.monotonic() >= deadline:
             return
@@ -191,6 +195,6 @@ def _run(conn: psycopg.Connection, out: Moved, since: datetime, interval_days: i
 
 def remaining(conn: psycopg.Connection) -> int | None:
     """Legacy events still to move; None when there is nothing to convert."""
-    if conn.execute("SELECT to_regclass('events_legacy')").fetchone()[0] is None:
+    if not table_exists(conn, "events_legacy"):
         return None
     return conn.execute("SELECT count(*) FROM events_legacy").fetchone()[0]

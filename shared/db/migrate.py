@@ -23,6 +23,7 @@ import psycopg
 
 from shared import config
 from shared.db import partitions
+from shared.db.stats import table_exists
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,10 @@ def _ensure_partitions(conn: psycopg.Connection, env: Mapping[str, str]) -> None
     to makes that batch fail and go again (workers.pipeline._lost_race), and a conversion
     making a month of them at once made the drains fail one after another."""
     since = None
-    if conn.execute("SELECT to_regclass('events_legacy')").fetchone()[0]:
+    if table_exists(conn, "events_legacy"):
         days = config.load_retention_days(env)
         since = datetime.now(UTC) - timedelta(days=days)
-    partitions.ensure(conn, interval_days=partitions.interval_from(env), since=since)
+    partitions.ensure(conn, interval_days=config.partition_interval(env), since=since)
 
 
 def migrate(database_url: str, env: Mapping[str, str] | None = None,
@@ -100,7 +101,7 @@ def migrate(database_url: str, env: Mapping[str, str] | None = None,
                 log.info("applied migration %s", version, extra={"version": version})
                 applied_now.append(version)
             # Before any worker writes: else the first rows would all go to the defaults.
-            if conn.execute("SELECT to_regclass('events_default')").fetchone()[0]:
+            if table_exists(conn, "events_default"):
                 _ensure_partitions(conn, os.environ if env is None else env)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))

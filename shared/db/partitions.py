@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -28,8 +28,6 @@ from functools import partial
 import psycopg
 import psycopg.errors
 from psycopg import sql
-
-from shared import config
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +58,6 @@ LOCK_TRIES = 10
 LOCK_PAUSE_SECONDS = 0.5
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BOUND = re.compile(r"FROM \('([^']+)'\) TO \('([^']+)'\)")
-
-
-def interval_from(env: Mapping[str, str]) -> int:
-    """HOOKLINE_PARTITION_INTERVAL in days (shared.config.partition_interval)."""
-    return config.partition_interval(env)
 
 
 @dataclass(frozen=True, slots=True)
