@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from shared import config, lifetime
+from shared import config, embedded, lifetime
 from shared.db.migrate import migrate
 from shared.embedded import EmbeddedPostgres, EmbeddedRedis
 from shared.status import SERVICES_FILE
@@ -104,6 +104,7 @@ class DevRunner:
         self._stopped = False
 
     def services(self, env: dict[str, str]) -> None:
+        embedded.require(postgres=not env.get("DATABASE_URL"), redis=not env.get("REDIS_URL"))
         if not env.get("DATABASE_URL"):
             self.pg = EmbeddedPostgres(self.data_dir / "postgres")
             env["DATABASE_URL"] = self.pg.start()
@@ -180,6 +181,9 @@ def run_dev(args: argparse.Namespace) -> int:
         return runner.wait()
     except config.ConfigError as exc:
         print(f"hookline: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except embedded.EmbeddedError as exc:
+        print(f"hookline dev: {exc}", file=sys.stderr)
         return 2
     except Exception:
         if not runner.stop_requested:

