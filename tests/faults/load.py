@@ -116,4 +116,7 @@ class Load:
             self.ledger.record(type(exc).__name__, None, expect)
             return
         ingest_id = r.json().get("id") if r.status_code == 202 else None
-        self.ledger.record(r.status_code, ingest_id, expect)
+        code: int | str = r.status_code
+        if code == 503 and "retry-after" not in r.headers:
+            code = "503 without Retry-After"  # a provider may give up on it
+        self.ledger.record(code, ingest_id, expect)
