@@ -7,6 +7,7 @@ import argparse
 import json
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ K8S = ROOT / "deploy" / "k8s"
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "hookline-dashboard.json"
+HAPROXY_CFG = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
 
 # The metrics hookline exports (the names alerts and dashboards may use).
 COUNTERS = {
@@ -50,7 +52,7 @@ KNOWN_SERIES = (
 )
 
 HOOKLINE_SERVICES = {"migrate", "ingest", "worker", "scheduler", "flower"}
-COMPOSE_SERVICES = HOOKLINE_SERVICES | {"redis", "postgres"}
+COMPOSE_SERVICES = HOOKLINE_SERVICES | {"redis", "postgres", "lb"}
 ONE_SHOT = {"migrate"}
 PROCESS_TYPES = {"release", "web", "worker", "scheduler", "flower"}
 RUNBOOK_ANCHORS = {
@@ -288,6 +290,81 @@ def test_compose_worker_can_scale(compose: dict) -> None:
     worker = compose["services"]["worker"]
     assert "container_name" not in worker
     assert not worker.get("ports"), "a host port stops `--scale worker=N`"
+
+
+def test_compose_ingest_scales_behind_the_load_balancer(compose: dict) -> None:
+    ingest, lb = compose["services"]["ingest"], compose["services"]["lb"]
+    assert "container_name" not in ingest
+    assert not ingest.get("ports"), "a host port on ingest stops `--scale ingest=N`"
+    assert [str(p) for p in ingest["expose"]] == ["8000"]
+    assert "--port" in ingest["command"]
+    assert ingest["command"][ingest["command"].index("--port") + 1] == "8000"
+    assert lb["image"].startswith("haproxy:")
+    assert lb["ports"] == ["${HOOKLINE_INGEST_PORT:-8000}:8000"]
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in lb["volumes"]}
+    assert mounts["./deploy/haproxy/haproxy.cfg"] == "/usr/local/etc/haproxy/haproxy.cfg"
+    assert "/lb-healthz" in " ".join(lb["healthcheck"]["test"])
+
+
+def test_compose_trusted_proxy_hops_match_the_load_balancer(compose: dict) -> None:
+    active, _ = env_example()
+    hops = interpolate(str(compose["services"]["ingest"]["environment"]
+                           ["HOOKLINE_TRUSTED_PROXY_HOPS"]), active)
+    proxies = [name for name, s in compose["services"].items()
+               if str(s.get("image", "")).startswith(("haproxy:", "nginx:", "traefik:"))]
+    assert int(hops) == len(proxies) == 1, (hops, proxies)
+    # ... and that proxy is one hop: it appends the client's address and sets the scheme.
+    cfg = HAPROXY_CFG.read_text()
+    assert re.search(r"^\s+option forwardfor$", cfg, re.M)
+    assert re.search(r"^\s+http-request set-header X-Forwarded-Proto ", cfg, re.M)
+
+
+def haproxy_section(name: str) -> list[str]:
+    """The directives of one section of deploy/haproxy/haproxy.cfg (comments dropped)."""
+    lines, inside = [], False
+    for line in HAPROXY_CFG.read_text().splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            inside = line.strip() == name
+        elif inside and line.strip() and not line.strip().startswith("#"):
+            lines.append(" ".join(line.split()))
+    assert lines, f"deploy/haproxy/haproxy.cfg has no section {name!r}"
+    return lines
+
+
+def test_haproxy_balances_over_every_ingest_replica_with_health_checks(compose: dict) -> None:
+    backend = haproxy_section("backend ingest")
+    [template] = [d for d in backend if d.startswith("server-template ")]
+    _, _, count, target, *rest = template.split()
+    assert target == "ingest:8000" and "ingest" in compose["services"]
+    assert int(count) >= 3 and "resolvers docker" in " ".join(rest)
+    assert "http-check send meth GET uri /healthz" in backend  # not /readyz: see the file
+    assert "http-check expect status 200" in backend
+    defaults = next(d for d in backend if d.startswith("default-server "))
+    assert " check" in defaults and " fall " in defaults and " rise " in defaults
+    assert "parse-resolv-conf" in haproxy_section("resolvers docker")
+    assert "bind :8000" in haproxy_section("frontend callbacks")
+
+
+def test_haproxy_sends_a_request_a_stopping_replica_met_to_another() -> None:
+    defaults = haproxy_section("defaults")
+    assert "option redispatch 1" in defaults
+    retries = next(d for d in defaults if d.startswith("retries "))
+    assert int(retries.split()[1]) >= 2
+    retry_on = next(d for d in defaults if d.startswith("retry-on ")).split()[1:]
+    assert {"conn-failure", "empty-response"} <= set(retry_on)
+    # Never a retry after a timeout: the first copy may be queued already.
+    assert not {"response-timeout", "all-retryable-errors"} & set(retry_on)
+    frontend = " ".join(haproxy_section("frontend callbacks"))
+    assert "set-status 503 if { status 502 } || { status 504 }" in frontend
+    assert "set-header Retry-After" in frontend
+
+
+@pytest.mark.skipif(not Path("/usr/sbin/haproxy").exists(), reason="no /usr/sbin/haproxy "
+                    "(apt-get install haproxy, as .ci/run does)")
+def test_haproxy_accepts_the_config() -> None:
+    done = subprocess.run(["/usr/sbin/haproxy", "-c", "-f", str(HAPROXY_CFG)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_compose_scheduler_is_single(compose: dict) -> None:
