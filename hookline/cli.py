@@ -7,7 +7,9 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Mapping
 
+from hookline import __version__
 from shared import config, lifetime, logs
 
 log = logging.getLogger("hookline")
@@ -213,44 +215,67 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hookline", description=__doc__)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("migrate", help="apply SQL migrations (idempotent)").set_defaults(
         func=cmd_migrate)
 
     s = sub.add_parser("ingest", help="run the production HTTP server (granian, WSGI)")
-    s.add_argument("--host", default="0.0.0.0")
-    s.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
-    s.add_argument("--workers", type=int, default=2)
-    s.add_argument("--threads", type=int, default=4, help="blocking threads per worker")
+    s.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
+    s.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)),
+                   help="port to listen on (default: $PORT, else 8000)")
+    s.add_argument("--workers", type=int, default=2,
+                   help="server processes (default: %(default)s; one per container when "
+                        "replicas scale out behind a load balancer)")
+    s.add_argument("--threads", type=int, default=4,
+                   help="blocking threads per worker (default: %(default)s)")
     s.add_argument("--workers-kill-timeout", type=int, default=5, metavar="SECONDS",
                    help="on SIGTERM/SIGINT, SIGKILL workers still serving after this long")
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("worker", help="run a Celery worker on every hookline queue")
-    s.add_argument("--concurrency", type=int, default=2)
-    s.add_argument("--hostname", default=None)
+    s.add_argument("--concurrency", type=int, default=2,
+                   help="Celery pool processes (default: %(default)s)")
+    s.add_argument("--hostname", default=None,
+                   help="Celery node name, e.g. w1@%%h (default: Celery's, celery@<host>)")
     s.add_argument("--loglevel", default=None, help="default: HOOKLINE_LOG_LEVEL, else info")
     s.add_argument("--metrics-port", type=int, default=9101,
                    help="Prometheus /metrics for this worker (0 turns it off)")
     s.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("scheduler", help="run Celery beat (exactly one per deployment)")
-    s.add_argument("--loglevel", default="info")
-    s.add_argument("--schedule", default=None, help="beat schedule file")
+    s.add_argument("--loglevel", default="info", help="default: %(default)s")
+    s.add_argument("--schedule", default=None,
+                   help="beat schedule file (default: celerybeat-schedule in the working "
+                        "directory)")
     s.set_defaults(func=cmd_scheduler)
 
     s = sub.add_parser("flower", help="run Flower (basic auth from HOOKLINE_FLOWER_BASIC_AUTH)")
-    s.add_argument("--port", type=int, default=5555)
-    s.add_argument("--address", default="0.0.0.0")
+    s.add_argument("--port", type=int, default=5555, help="default: %(default)s")
+    s.add_argument("--address", default="0.0.0.0",
+                   help="address to listen on (default: %(default)s; anything but loopback "
+                        "needs HOOKLINE_FLOWER_BASIC_AUTH)")
     s.set_defaults(func=cmd_flower)
 
-    s = sub.add_parser("dev", help="run everything locally, on embedded PostgreSQL and Redis")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--data-dir", default=".hookline")
-    s.add_argument("--concurrency", type=int, default=2)
-    s.add_argument("--no-flower", action="store_true")
-    s.add_argument("--flower-port", type=int, default=5555)
+    s = sub.add_parser(
+        "dev", help="run everything locally, on embedded PostgreSQL and Redis",
+        description="Ingest, a worker, the scheduler and Flower on this machine, on embedded "
+                    "PostgreSQL and Redis (the dev extra) unless DATABASE_URL / REDIS_URL are "
+                    "set. Logs are text, each line led by the process it comes from; "
+                    "endpoints on loopback and private addresses are allowed (the "
+                    "production defaults stay JSON and refusing; the variables "
+                    "HOOKLINE_LOG_FORMAT and HOOKLINE_ALLOW_PRIVATE_ENDPOINTS override).")
+    s.add_argument("--port", type=int, default=8000,
+                   help="ingest's port on 127.0.0.1 (default: %(default)s)")
+    s.add_argument("--data-dir", default=".hookline",
+                   help="where the embedded servers, the API token and the secret key are "
+                        "kept (default: %(default)s)")
+    s.add_argument("--concurrency", type=int, default=2,
+                   help="the worker's pool processes (default: %(default)s)")
+    s.add_argument("--no-flower", action="store_true", help="do not start Flower")
+    s.add_argument("--flower-port", type=int, default=5555,
+                   help="Flower's port on 127.0.0.1 (default: %(default)s)")
     s.set_defaults(func=cmd_dev)
     _admin_parsers(sub)
     return p
@@ -277,7 +302,7 @@ def _admin_parsers(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_partitions)
 
     s = sub.add_parser("replay", help="replay dead letters not replayed yet")
-    s.add_argument("--source", default=None)
+    s.add_argument("--source", default=None, help="only this source (e.g. kaleyra-rcs)")
     s.add_argument("--reason", default=None, help="a case-insensitive part of the reason")
     s.add_argument("--since", default=None, help="received at or after (ISO-8601)")
     s.add_argument("--until", default=None, help="received before (ISO-8601)")
@@ -287,10 +312,16 @@ def _admin_parsers(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_replay)
 
 
+def log_format(command: str, environ: Mapping[str, str]) -> str:
+    """HOOKLINE_LOG_FORMAT, else JSON in production and text for `hookline dev`, which a
+    person reads."""
+    return environ.get("HOOKLINE_LOG_FORMAT", "text" if command == "dev" else "json")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        logs.setup(os.environ.get("HOOKLINE_LOG_FORMAT", "json"))
+        logs.setup(log_format(args.command, os.environ))
     except config.ConfigError as exc:
         sys.exit(f"hookline: configuration error: {exc}")
     return int(args.func(args) or 0)

@@ -21,8 +21,10 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 from shared import config, embedded, lifetime
 from shared.db.migrate import migrate
@@ -33,6 +35,31 @@ from shared.status import SERVICES_FILE
 # Longer than ingest's --workers-kill-timeout, so granian usually ends its own workers.
 STOP_GRACE_SECONDS = 8
 REDIS_STOP_SECONDS = 3
+
+# What `hookline dev` changes from the production defaults (a variable set wins): logs a
+# person reads, and a first local receiver (http://127.0.0.1:9000/hook) that is accepted.
+DEV_DEFAULTS = {"HOOKLINE_LOG_FORMAT": "text", "HOOKLINE_ALLOW_PRIVATE_ENDPOINTS": "true"}
+# Each child's lines are led by its name padded to this width: "worker    | ...".
+NAME_WIDTH = 10
+_output_lock = threading.Lock()
+
+
+def relay(name: str, stream: IO[bytes], out: IO[bytes]) -> None:
+    """Copy a child's output to ``out`` line by line, each led by the child's name, until
+    every process holding the pipe has closed it. If ``out`` fails (the terminal is
+    gone) the lines are read and dropped: a child must never block on a full pipe."""
+    tag = f"{name:<{NAME_WIDTH}}| ".encode()
+    broken = False
+    with stream:
+        for line in iter(stream.readline, b""):
+            if broken:
+                continue
+            try:
+                with _output_lock:
+                    out.write(tag + line if line.endswith(b"\n") else tag + line + b"\n")
+                    out.flush()
+            except (OSError, ValueError):
+                broken = True
 
 
 def _group_alive(pgid: int) -> bool:
@@ -100,6 +127,7 @@ class DevRunner:
         self.pg: EmbeddedPostgres | None = None
         self.redis: EmbeddedRedis | None = None
         self.children: list[tuple[str, subprocess.Popen]] = []
+        self.relays: list[threading.Thread] = []
         self.stop_requested = False
         self._stopped = False
 
@@ -117,9 +145,14 @@ class DevRunner:
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         proc = subprocess.Popen(
-            argv, env=env, stdin=subprocess.DEVNULL, process_group=0,
+            argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, process_group=0,
             preexec_fn=lifetime.child_dies_with_me())
         self.children.append((name, proc))
+        thread = threading.Thread(target=relay, args=(name, proc.stdout, sys.stdout.buffer),
+                                  name=f"relay-{name}", daemon=True)
+        thread.start()
+        self.relays.append(thread)
 
     def start_children(self, env: dict[str, str]) -> None:
         hookline = [sys.executable, "-m", "hookline"]
@@ -139,6 +172,8 @@ class DevRunner:
             return
         self._stopped = True
         stop_groups([proc for _, proc in self.children], STOP_GRACE_SECONDS)
+        for thread in self.relays:  # the children's last lines
+            thread.join(timeout=1)
         if self.redis:
             self.redis.stop(REDIS_STOP_SECONDS)
         if self.pg:
@@ -161,7 +196,8 @@ def run_dev(args: argparse.Namespace) -> int:
     runner = DevRunner(args)
     runner.data_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env.setdefault("HOOKLINE_LOG_FORMAT", "text")
+    for name, value in DEV_DEFAULTS.items():
+        env.setdefault(name, value)
     env.setdefault("HOOKLINE_API_TOKEN", _persistent_secret(runner.data_dir))
     # Kept beside the data: endpoint secrets sealed with it must open next time.
     env.setdefault("HOOKLINE_SECRET_KEY", _persistent_secret(runner.data_dir, "secret-key"))
@@ -206,6 +242,9 @@ def _banner(args: argparse.Namespace, env: dict[str, str]) -> None:
     ]
     if not args.no_flower:
         lines.append(f"  Flower     http://127.0.0.1:{args.flower_port}")
+    if config.load(env).allow_private_endpoints:
+        lines.append("  endpoints  loopback and private URLs allowed (production refuses them)")
     lines += [f"  PostgreSQL {env['DATABASE_URL']}", f"  Redis      {env['REDIS_URL']}",
               "Ctrl-C stops everything."]
-    print("\n".join(lines), flush=True)
+    with _output_lock:  # not in the middle of a child's line
+        print("\n".join(lines), flush=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -31,6 +32,26 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(doc, default=str).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """One line a record for people (HOOKLINE_LOG_FORMAT=text, `hookline dev`): UTC time,
+    level, logger, message, then the ``extra`` fields as key=value."""
+
+    converter = time.gmtime
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s.%(msecs)03dZ %(levelname)-7s %(name)s: %(message)s",
+                         "%Y-%m-%dT%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(f"{key}={value}" for key, value in vars(record).items()
+                          if key not in _STANDARD and not key.startswith("_"))
+        text = super().format(record)
+        if not fields:
+            return text
+        head, sep, rest = text.partition("\n")  # fields before any traceback
+        return f"{head}  {fields}{sep}{rest}"
+
+
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -50,10 +71,7 @@ def setup(fmt: str = "json", level: int | str | None = None) -> None:
     elif isinstance(level, str):
         level = logging.getLevelName(level.upper())
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -61,13 +79,13 @@ def setup(fmt: str = "json", level: int | str | None = None) -> None:
     logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
-def granian_config(fmt: str) -> dict | None:
-    """granian's own log lines (start, workers, shutdown) through the same JSON formatter."""
-    if fmt != "json":
-        return None
+def granian_config(fmt: str) -> dict:
+    """granian's own log lines (start, workers, shutdown) through the same formatter as
+    hookline's, so one stream reads alike."""
+    formatter = "shared.logs.JsonFormatter" if fmt == "json" else "shared.logs.TextFormatter"
     return {
-        "formatters": {"json": {"()": "shared.logs.JsonFormatter"}},
-        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json",
+        "formatters": {"hookline": {"()": formatter}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "hookline",
                                  "stream": "ext://sys.stderr"}},
         "loggers": {"_granian": {"handlers": ["console"], "level": "INFO", "propagate": False}},
     }
