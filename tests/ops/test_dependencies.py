@@ -4,7 +4,7 @@ extras, and the image's constraints file pins every runtime dependency."""
 from __future__ import annotations
 
 import ast
-import sys
+import importlib.util
 import tomllib
 from pathlib import Path
 
@@ -21,10 +21,10 @@ TEST_ONLY = {"httpx", "standardwebhooks"}
 DISTRIBUTION = {"psycopg_pool": "psycopg-pool", "prometheus_client": "prometheus-client",
                 "yaml": "pyyaml"}
 
-sys.path.insert(0, str(ROOT / "deploy"))
-import constraints  # noqa: E402  (deploy/constraints.py, the generator of the file)
-
-sys.path.pop(0)
+# deploy/constraints.py, the file's generator (deploy/ is not a package).
+_spec = importlib.util.spec_from_file_location("constraints", ROOT / "deploy" / "constraints.py")
+constraints = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(constraints)
 
 
 def _project() -> dict:
