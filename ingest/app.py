@@ -12,6 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ingest import api, callbacks, consent_api, console, endpoints_api, metrics, openapi
 from ingest.jsonio import OrjsonProvider
+from ingest.tenant_keys import CallbackKeys
 from shared import config, runtime
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ def create_app(
     app.extensions["hookline.send_drain"] = send_drain
     if kick_fanout is not None:
         app.extensions["hookline.kick_fanout"] = kick_fanout
+    app.extensions["hookline.callback_keys"] = CallbackKeys(lambda: get_rt().pool)
     metrics.install(app)
 
     callbacks.install(app)

@@ -20,6 +20,7 @@ from flask import Flask, Request, Response, jsonify, request
 
 from ingest import signatures
 from ingest.auth import presented_token, token_ok
+from ingest.tenant_keys import CallbackKeys, KeysUnavailable
 from shared import queue
 from shared.config import Settings, SignatureSpec, source_env_suffix
 from shared.envelope import KEPT_HEADERS, Envelope, new_id
@@ -120,6 +121,7 @@ class Callbacks:
         self.send_drain: Callable[[], object] = app.extensions["hookline.send_drain"]
         self.observe = app.extensions["hookline.observe"]
         self.enqueue_failed = app.extensions["hookline.enqueue_failed"]
+        self.keys: CallbackKeys = app.extensions["hookline.callback_keys"]
 
     def receive(self, source: str, event: str | None = None) -> Response:
         started = time.perf_counter()
@@ -137,7 +139,18 @@ class Callbacks:
         # The request object itself, not the proxy: each proxy access costs a
         # lookup of the request context.
         req: Request = request._get_current_object()  # type: ignore[attr-defined]
-        if not token_ok(policy.token, presented_token(req, allow_query=True)):
+        presented = presented_token(req, allow_query=True)
+        tenant_id = None
+        source_token = token_ok(policy.token, presented)
+        if presented is not None and (policy.token is None or not source_token):
+            # Not the source's token: a tenant's callback key, or (when the source has
+            # no token) nothing that names a tenant.
+            try:
+                tenant_id = self.keys.tenant_of(presented)
+            except KeysUnavailable:
+                return _error(503, "callback keys unavailable, retry later",
+                              **{"Retry-After": RETRY_AFTER_SECONDS})
+        if tenant_id is None and not source_token:
             return _error(401, "missing or wrong callback token", **{"WWW-Authenticate": "Bearer"})
         environ = req.environ
         addr = environ.get("REMOTE_ADDR")  # req.remote_addr, after any ProxyFix
@@ -157,7 +170,7 @@ class Callbacks:
         envelope = Envelope(
             id=new_id(), source=source, event=event, received_at=time.time(), body=body,
             headers={h: environ[k] for h, k in _KEPT_ENVIRON if k in environ},
-            remote_addr=addr,
+            remote_addr=addr, tenant_id=tenant_id,
         )
         return self._enqueue(envelope)
 

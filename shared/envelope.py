@@ -39,6 +39,9 @@ class Envelope:
     headers: dict[str, str] = field(default_factory=dict)
     remote_addr: str | None = None
     replay_of: int | None = None
+    # The tenant whose callback key authenticated it (ingest.tenant_keys); None for
+    # the source's own token or none.
+    tenant_id: str | None = None
 
     def encode(self) -> bytes:
         header: dict[str, Any] = {
@@ -51,6 +54,8 @@ class Envelope:
         }
         if self.replay_of is not None:
             header["replay_of"] = self.replay_of
+        if self.tenant_id is not None:
+            header["tn"] = self.tenant_id
         return orjson.dumps(header) + b"\n" + self.body
 
 
@@ -73,6 +78,7 @@ def decode(raw: bytes) -> Envelope:
             headers=dict(h.get("h") or {}),
             remote_addr=h.get("ip"),
             replay_of=h.get("replay_of"),
+            tenant_id=h.get("tn"),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise EnvelopeError(f"corrupt envelope header: {exc}") from exc

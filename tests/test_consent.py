@@ -285,6 +285,7 @@ def expected_message(events: list[NormalisedEvent]) -> dict[str, Any]:
         "msisdn": MSISDN, "status": top.status, "status_rank": STATUS_RANK[top.status],
         "last_event_at": max(e.occurred_at for e in events),
         "failure_reason": chosen.failure_reason, "failure_code": chosen.failure_code,
+        "tenant_id": None,  # no tenant owns agent_1
     }
     for s in STATUS_ORDER:
         times = [e.occurred_at for e in events if e.status == s]

@@ -142,7 +142,8 @@ def decode_one(raw: bytes, settings: Settings | None = None) -> Decoded:
             e.occurred_at = received
         if settings is not None:
             consent.apply_keywords(e, settings.opt_in_keywords, settings.opt_out_keywords)
-    return Decoded(raw, env, incoming=[Incoming(e, doc, received) for e in events])
+    return Decoded(raw, env, incoming=[Incoming(e, doc, received, env.tenant_id)
+                                          for e in events])
 
 
 def _apply(rt: Runtime, decoded: list[Decoded], rows: events.Rows | None = None) -> Applied:

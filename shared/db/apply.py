@@ -27,6 +27,7 @@ class Notification:
     event_id: int
     type: str
     event: NormalisedEvent
+    tenant_id: str | None = None  # whose endpoints may hear of it (docs/tenants.md)
 
 
 def plain_notifications(stored: list[Stored]) -> list[Notification]:
@@ -34,7 +35,7 @@ def plain_notifications(stored: list[Stored]) -> list[Notification]:
     those notify only through the transitions they cause (see the consent step). A
     keyword text notifies as message.inbound and, if it changed consent, again
     as its transition."""
-    return [Notification(s.id, s.event.type, s.event) for s in stored
+    return [Notification(s.id, s.event.type, s.event, s.tenant_id) for s in stored
             if notifies_as_itself(s.event)]
 
 
@@ -51,7 +52,7 @@ def apply_batch(conn: psycopg.Connection, rows: Rows, letters: list[DeadLetter])
         messages.apply_statuses(cur, stored)
         inbound.insert(cur, stored)
         notes = plain_notifications(stored)
-        notes += [Notification(t.event_id, t.type, t.event)
+        notes += [Notification(t.event_id, t.type, t.event, t.tenant_id)
                   for t in subscriptions.apply_consent(cur, stored)]
         deliveries.enqueue(cur, notes)  # the outbox: last, so it sees every notification
         dead_letters.insert(cur, letters)

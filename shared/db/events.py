@@ -29,10 +29,10 @@ WITH u AS (
     SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
                          %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
                          %b::timestamptz[], %b::text[], %b::jsonb[], %b::jsonb[],
-                         %b::timestamptz[])
+                         %b::timestamptz[], %b::text[])
         AS u(source, dedupe_key, type, channel, message_id, sender, msisdn, status,
              provider_status, provider_event_id, occurred_at, ingest_id, data, raw,
-             received_at)
+             received_at, key_tenant)
 ), claimed AS (
     INSERT INTO event_keys (source, dedupe_key, bucket)
     SELECT u.source, u.dedupe_key,
@@ -46,19 +46,32 @@ WITH u AS (
 )
 INSERT INTO events (source, dedupe_key, type, channel, message_id, sender, msisdn, status,
                     provider_status, provider_event_id, occurred_at, ingest_id, data, raw,
-                    received_at)
-SELECT u.* FROM u JOIN new USING (source, dedupe_key) {legacy}
+                    received_at, tenant_id)
+SELECT u.source, u.dedupe_key, u.type, u.channel, u.message_id, u.sender, u.msisdn, u.status,
+       u.provider_status, u.provider_event_id, u.occurred_at, u.ingest_id, u.data, u.raw,
+       u.received_at, {tenant}
+FROM u JOIN new USING (source, dedupe_key) {attribution} {legacy}
 ORDER BY 1, 2
-RETURNING id, source, dedupe_key
+RETURNING id, source, dedupe_key, tenant_id
 """
+# Attribution (docs/tenants.md), in this same statement: the tenant whose callback key
+# brought the event (ingest puts it in the envelope), else the owner of its (source,
+# sender), else, for a receipt without a sender, its message's tenant (from earlier
+# events), else none. Two index probes per event at most, and only the second when
+# there is no sender.
+_TENANT = "coalesce(u.key_tenant, ts.tenant_id, m.tenant_id)"
+_ATTRIBUTION = """
+LEFT JOIN tenant_senders ts ON ts.source = u.source AND ts.sender = u.sender
+LEFT JOIN messages m ON u.sender IS NULL AND u.key_tenant IS NULL
+    AND m.source = u.source AND m.message_id = u.message_id"""
 # While an installation converts (shared.db.convert), an event not yet moved across is
 # still a duplicate. The legacy table only shrinks, and a batch moves an event's keys
 # into event_keys in the transaction that deletes it there, so every key is in one of
 # the two whenever a statement looks.
 _NOT_LEGACY = """WHERE NOT EXISTS (SELECT 1 FROM events_legacy l
                  WHERE l.source = u.source AND l.dedupe_key = u.dedupe_key)"""
-_PLAIN = _INSERT.format(legacy="")
-_CONVERTING = _INSERT.format(legacy=_NOT_LEGACY)
+_PLAIN = _INSERT.format(legacy="", tenant=_TENANT, attribution=_ATTRIBUTION)
+_CONVERTING = _INSERT.format(legacy=_NOT_LEGACY, tenant=_TENANT, attribution=_ATTRIBUTION)
 
 
 @dataclass(slots=True)
@@ -66,12 +79,14 @@ class Incoming:
     event: NormalisedEvent
     raw: Any
     received_at: datetime
+    tenant_id: str | None = None  # the tenant of the callback key that brought it
 
 
 @dataclass(slots=True)
 class Stored:
     id: int
     event: NormalisedEvent
+    tenant_id: str | None = None  # attributed by the insert
 
 
 @dataclass(slots=True)
@@ -108,7 +123,8 @@ def insert_new(cur: psycopg.Cursor, batch: Rows) -> list[Stored]:
         except psycopg.errors.UndefinedTable:
             convert.forget()
             cur.execute(_PLAIN, params)
-    stored = [Stored(row[0], batch.unique[(row[1], row[2])].event) for row in cur.fetchall()]
+    stored = [Stored(row[0], batch.unique[(row[1], row[2])].event, row[3])
+              for row in cur.fetchall()]
     stored.sort(key=lambda s: s.id)
     return stored
 
@@ -125,6 +141,7 @@ def _columns(rows: list[Incoming]) -> list[arrays.Array]:
         arrays.timestamptz([e.occurred_at for e in ev]), arrays.text([e.ingest_id for e in ev]),
         arrays.jsonb([e.data for e in ev]), arrays.jsonb([i.raw for i in rows]),
         arrays.timestamptz([i.received_at for i in rows]),
+        arrays.text([i.tenant_id for i in rows]),
     ]
 
 

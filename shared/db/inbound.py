@@ -21,10 +21,11 @@ CONTENT = ("text", "response", "location", "media", "carrier_id")
 
 _INSERT = """
 INSERT INTO inbound_messages (event_id, source, channel, sender, msisdn, message_id,
-                              occurred_at, text, response, location, media, carrier_id, data)
+                              occurred_at, text, response, location, media, carrier_id, data,
+                              tenant_id)
 SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
                      %b::timestamptz[], %b::text[], %b::jsonb[], %b::jsonb[], %b::jsonb[],
-                     %b::text[], %b::jsonb[])
+                     %b::text[], %b::jsonb[], %b::text[])
 ORDER BY 1
 ON CONFLICT (event_id, occurred_at) DO NOTHING
 """
@@ -52,16 +53,19 @@ def insert(cur: psycopg.Cursor, stored: list[Stored]) -> None:
         arrays.jsonb([d.get("media") for d in data]),
         arrays.text([_text(d.get("carrier_id")) for d in data]),
         arrays.jsonb([{k: v for k, v in d.items() if k not in CONTENT} for d in data]),
+        arrays.text([s.tenant_id for s in rows]),
     ])
 
 
 _COLUMNS = "event_id, source, channel, sender, msisdn, message_id, occurred_at, text, " \
     "response, location, media, carrier_id, data"
 _PAGE = newest_first("inbound_messages", _COLUMNS, "event_id",
-                     {c: is_(c) for c in ("channel", "sender", "msisdn", "source")})
+                     {c: is_(c) for c in ("channel", "sender", "msisdn", "source")}
+                     | {"tenant": "tenant_id = %(tenant)s"})
 
 
 def list_page(conn: psycopg.Connection, page: Page, party: Party,
-              source: str | None = None) -> list[dict[str, Any]]:
-    """Newest first (by event id), keyset-paged."""
-    return fetch_page(conn, _PAGE, page, **party.params(), source=source)
+              source: str | None = None, tenant_id: str | None = None
+              ) -> list[dict[str, Any]]:
+    """Newest first (by event id), keyset-paged; with ``tenant_id``, that tenant's only."""
+    return fetch_page(conn, _PAGE, page, **party.params(), source=source, tenant=tenant_id)

@@ -38,17 +38,19 @@ _TAKES_FAILURE = f"""(EXCLUDED.status_rank > m.status_rank
 # the rules live in SQL only; groups go in key order (no deadlocks).
 _UPSERT = f"""
 INSERT INTO messages AS m (source, message_id, channel, sender, msisdn, status, status_rank,
-                           {", ".join(_AT)}, last_event_at, failure_reason, failure_code)
+                           {", ".join(_AT)}, last_event_at, failure_reason, failure_code,
+                           tenant_id)
 SELECT source, message_id, min(channel), min(sender), min(msisdn),
        (array_agg(status ORDER BY rank DESC))[1], max(rank),
        {", ".join(f"min(occurred_at) FILTER (WHERE status = '{st}')" for st in STATUS_ORDER)},
        max(occurred_at),
        (array_agg(failure_reason ORDER BY rank DESC, {_FAILURE_KEY.format(t="")}))[1],
-       (array_agg(failure_code ORDER BY rank DESC, {_FAILURE_KEY.format(t="")}))[1]
+       (array_agg(failure_code ORDER BY rank DESC, {_FAILURE_KEY.format(t="")}))[1],
+       min(tenant_id)
 FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-            %b::smallint[], %b::timestamptz[], %b::text[], %b::text[])
+            %b::smallint[], %b::timestamptz[], %b::text[], %b::text[], %b::text[])
      AS r(source, message_id, channel, sender, msisdn, status, rank, occurred_at,
-          failure_reason, failure_code)
+          failure_reason, failure_code, tenant_id)
 GROUP BY source, message_id
 ORDER BY source, message_id
 ON CONFLICT (source, message_id) DO UPDATE SET
@@ -64,7 +66,10 @@ ON CONFLICT (source, message_id) DO UPDATE SET
     channel = LEAST(m.channel, EXCLUDED.channel),
     sender = LEAST(m.sender, EXCLUDED.sender),
     msisdn = LEAST(m.msisdn, EXCLUDED.msisdn),
-    last_event_at = GREATEST(m.last_event_at, EXCLUDED.last_event_at)
+    last_event_at = GREATEST(m.last_event_at, EXCLUDED.last_event_at),
+    -- The first attributed event names the message's tenant; a later receipt without
+    -- a sender or key takes it from here (shared.db.events).
+    tenant_id = coalesce(m.tenant_id, EXCLUDED.tenant_id)
 """
 
 _HISTORY = """
@@ -76,7 +81,8 @@ SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[
 
 
 def apply_statuses(cur: psycopg.Cursor, stored: list[Stored]) -> None:
-    receipts = [s.event for s in stored if s.event.status is not None and s.event.message_id]
+    mine = [s for s in stored if s.event.status is not None and s.event.message_id]
+    receipts = [s.event for s in mine]
     if not receipts:
         return
     # Columns both statements send are encoded once.
@@ -90,9 +96,9 @@ def apply_statuses(cur: psycopg.Cursor, stored: list[Stored]) -> None:
         source, message_id, arrays.text([e.channel for e in receipts]),
         arrays.text([e.sender for e in receipts]), arrays.text([e.msisdn for e in receipts]),
         status, arrays.smallint([STATUS_RANK[e.status] for e in receipts]), occurred_at,
-        reason, code,
+        reason, code, arrays.text([s.tenant_id for s in mine]),
     ])
-    ids = [s.id for s in stored if s.event.status is not None and s.event.message_id]
+    ids = [s.id for s in mine]
     cur.execute(_HISTORY, [
         arrays.bigint(ids), source, message_id, status,
         arrays.text([e.provider_status for e in receipts]), occurred_at, reason, code,
@@ -102,7 +108,8 @@ def apply_statuses(cur: psycopg.Cursor, stored: list[Stored]) -> None:
 _GET = f"""
 SELECT source, message_id, channel, sender, msisdn, status, failure_reason, failure_code,
        {", ".join(_AT)}, last_event_at
-FROM messages WHERE message_id = %s AND (%s::text IS NULL OR source = %s)
+FROM messages WHERE message_id = %(id)s AND (%(source)s::text IS NULL OR source = %(source)s)
+    AND (%(tenant)s::text IS NULL OR tenant_id = %(tenant)s)
 ORDER BY source
 """
 
@@ -117,10 +124,13 @@ ORDER BY h.occurred_at, h.id
 """
 
 
-def get(conn: psycopg.Connection, message_id: str, source: str | None) -> list[dict[str, Any]]:
-    """The message (one per source sharing the id), each with its status history."""
+def get(conn: psycopg.Connection, message_id: str, source: str | None,
+        tenant_id: str | None = None) -> list[dict[str, Any]]:
+    """The message (one per source sharing the id), each with its status history;
+    with ``tenant_id``, only that tenant's."""
     cur = conn.cursor(row_factory=psycopg.rows.dict_row)
-    rows = cur.execute(_GET, (message_id, source, source)).fetchall()
+    rows = cur.execute(_GET, {"id": message_id, "source": source, "tenant": tenant_id}
+                       ).fetchall()
     for row in rows:
         row["events"] = cur.execute(_HISTORY_OF, (row["source"], message_id)).fetchall()
     return rows

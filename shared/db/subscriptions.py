@@ -39,20 +39,22 @@ from shared.model import ConsentScope, NormalisedEvent
 log = logging.getLogger(__name__)
 
 _KEY = "channel, sender, msisdn, category"
+# The conflict key: a subscription is per tenant (NULLS NOT DISTINCT, migration 012).
+_TKEY = f"{_KEY}, tenant_id"
 # Rule order, ascending: the last row in this order is the winner.
 _RANK = "occurred_at, status = 'opted_out', event_key"
 
 _UPSERT = f"""
-INSERT INTO subscriptions AS s (channel, sender, msisdn, category, status, scope, changed_at,
-                                event_id, source, event_key)
-SELECT DISTINCT ON ({_KEY}) {_KEY}, status, scope, occurred_at, event_id, source, event_key
-FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+INSERT INTO subscriptions AS s (channel, sender, msisdn, category, tenant_id, status, scope,
+                                changed_at, event_id, source, event_key)
+SELECT DISTINCT ON ({_TKEY}) {_TKEY}, status, scope, occurred_at, event_id, source, event_key
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
             %b::timestamptz[], %b::bigint[], %b::text[], %b::text[])
-     AS r({_KEY}, status, scope, occurred_at, event_id, source, event_key)
+     AS r({_TKEY}, status, scope, occurred_at, event_id, source, event_key)
 -- One row per key (a key twice in one statement is an error), the batch's
 -- winner, in key order so concurrent batches lock rows in one order.
-ORDER BY {_KEY}, occurred_at DESC, status = 'opted_out' DESC, event_key DESC
-ON CONFLICT ({_KEY}) DO UPDATE SET
+ORDER BY {_TKEY}, occurred_at DESC, status = 'opted_out' DESC, event_key DESC
+ON CONFLICT ({_TKEY}) DO UPDATE SET
     status = EXCLUDED.status, scope = EXCLUDED.scope, changed_at = EXCLUDED.changed_at,
     event_id = EXCLUDED.event_id, source = EXCLUDED.source, event_key = EXCLUDED.event_key
 WHERE (EXCLUDED.changed_at, EXCLUDED.status = 'opted_out', EXCLUDED.event_key)
@@ -64,24 +66,28 @@ WHERE (EXCLUDED.changed_at, EXCLUDED.status = 'opted_out', EXCLUDED.event_key)
 _TRANSITIONS = f"""
 WITH b AS (
     SELECT * FROM unnest(%b::int[], %b::text[], %b::text[], %b::text[], %b::text[],
-                         %b::text[], %b::timestamptz[], %b::text[])
-        AS r(idx, {_KEY}, status, occurred_at, event_key)
+                         %b::text[], %b::text[], %b::timestamptz[], %b::text[])
+        AS r(idx, {_TKEY}, status, occurred_at, event_key)
 ), prior AS (
-    SELECT k.channel, k.sender, k.msisdn, k.category, p.status, p.occurred_at, p.event_key
-    FROM (SELECT DISTINCT {_KEY} FROM b) k
+    SELECT k.channel, k.sender, k.msisdn, k.category, k.tenant_id, p.status, p.occurred_at,
+           p.event_key
+    FROM (SELECT DISTINCT {_TKEY} FROM b) k
     JOIN LATERAL (
         SELECT h.status, h.occurred_at, h.event_key FROM consent_history h
         WHERE h.channel = k.channel AND h.sender = k.sender AND h.msisdn = k.msisdn
-          AND h.category = k.category
+          AND h.category = k.category AND h.tenant_id IS NOT DISTINCT FROM k.tenant_id
         ORDER BY h.occurred_at DESC, h.status = 'opted_out' DESC, h.event_key DESC
         LIMIT 1
     ) p ON true
 ), newer AS (
     SELECT b.idx, b.status, p.status AS prior_status,
-           lag(b.status) OVER (PARTITION BY b.channel, b.sender, b.msisdn, b.category
+           lag(b.status) OVER (PARTITION BY b.channel, b.sender, b.msisdn, b.category,
+                                            b.tenant_id
                                ORDER BY b.occurred_at, b.status = 'opted_out', b.event_key)
                AS previous
-    FROM b LEFT JOIN prior p USING ({_KEY})
+    FROM b LEFT JOIN prior p ON (p.channel, p.sender, p.msisdn, p.category)
+                                = (b.channel, b.sender, b.msisdn, b.category)
+                            AND p.tenant_id IS NOT DISTINCT FROM b.tenant_id
     WHERE p.status IS NULL
        OR (b.occurred_at, b.status = 'opted_out', b.event_key)
           > (p.occurred_at, p.status = 'opted_out', p.event_key)
@@ -91,10 +97,10 @@ SELECT idx FROM newer WHERE status IS DISTINCT FROM coalesce(previous, prior_sta
 
 _HISTORY = f"""
 INSERT INTO consent_history (event_id, source, event_key, event_type, provider_event_id,
-                             {_KEY}, scope, status, occurred_at, keyword, transition)
+                             {_TKEY}, scope, status, occurred_at, keyword, transition)
 SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[],
                      %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-                     %b::timestamptz[], %b::text[], %b::boolean[])
+                     %b::text[], %b::timestamptz[], %b::text[], %b::boolean[])
 """
 
 
@@ -107,6 +113,7 @@ class ConsentRow:
     category: str
     scope: str
     status: str
+    tenant_id: str | None  # the event's: an all-senders opt-out binds this tenant only
 
     @property
     def event(self) -> NormalisedEvent:
@@ -118,7 +125,8 @@ class ConsentRow:
 
     @property
     def sort_key(self) -> tuple:
-        return (self.channel, self.sender, self.msisdn, self.category, self.event.occurred_at,
+        return (self.channel, self.sender, self.msisdn, self.category, self.tenant_id or "",
+                self.event.occurred_at,
                 self.status == OPTED_OUT, self.event_key)
 
 
@@ -127,6 +135,7 @@ class Transition:
     event_id: int
     type: str  # subscription.opted_in / subscription.opted_out
     event: NormalisedEvent
+    tenant_id: str | None = None
 
 
 def consent_row(s: Stored) -> ConsentRow | None:
@@ -141,7 +150,8 @@ def consent_row(s: Stored) -> ConsentRow | None:
         log.warning("consent event %s has no subscription key; not applied", s.id,
                     extra={"event_id": s.id, "source": e.source})
         return None
-    return ConsentRow(s, e.channel, sender, e.msisdn, category, scope.value, STATUS[e.consent])
+    return ConsentRow(s, e.channel, sender, e.msisdn, category, scope.value, STATUS[e.consent],
+                      s.tenant_id)
 
 
 def apply_consent(cur: psycopg.Cursor, stored: list[Stored]) -> list[Transition]:
@@ -150,7 +160,8 @@ def apply_consent(cur: psycopg.Cursor, stored: list[Stored]) -> list[Transition]
     if not rows:
         return []
     key_cols = [arrays.text([r.channel for r in rows]), arrays.text([r.sender for r in rows]),
-                arrays.text([r.msisdn for r in rows]), arrays.text([r.category for r in rows])]
+                arrays.text([r.msisdn for r in rows]), arrays.text([r.category for r in rows]),
+                arrays.text([r.tenant_id for r in rows])]
     ids = arrays.bigint([r.stored.id for r in rows])
     sources = arrays.text([r.event.source for r in rows])
     statuses = arrays.text([r.status for r in rows])
@@ -167,52 +178,71 @@ def apply_consent(cur: psycopg.Cursor, stored: list[Stored]) -> list[Transition]
         times, arrays.text([r.event.data.get("consent_keyword") for r in rows]),
         arrays.boolean([i in changed for i in range(len(rows))]),
     ])
-    return [Transition(r.stored.id, TRANSITION_TYPE[r.status], r.event)
+    return [Transition(r.stored.id, TRANSITION_TYPE[r.status], r.event, r.tenant_id)
             for i, r in enumerate(rows) if i in changed]
 
 
 # --- queries for the API -----------------------------------------------------------------
 
 _COLUMNS = "id, channel, sender, msisdn, NULLIF(category, '') AS category, status, scope, " \
-    "changed_at, event_id, source"
+    "changed_at, event_id, source, tenant_id"
+
+
+# Whose consent decides for a sender: the asking tenant's, or for the operator the
+# tenant owning the sender; and in either case the rows of no tenant (consent from
+# before tenants, or for senders nobody owns), which no tenant may ignore.
+_WHOSE = """coalesce(%(tenant)s::text,
+    (SELECT min(tenant_id) FROM tenant_senders WHERE sender = %(sender)s))"""
+_SCOPE = f"(tenant_id IS NULL OR tenant_id = {_WHOSE})"
+
+
+def _winner(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Of one key's rows (one per tenant), the one the rule picks: newest, opt-out on a tie."""
+    if not rows:
+        return None
+    return max(rows, key=lambda r: (r["changed_at"], r["status"] == OPTED_OUT))
 
 
 def status_of(conn: psycopg.Connection, channel: str, sender: str,
-              msisdn: str) -> dict[str, Any]:
+              msisdn: str, tenant_id: str | None = None) -> dict[str, Any]:
     """The rows that decide whether ``sender`` may message ``msisdn`` on ``channel``:
     ``sender`` (its own subscription), ``all`` (the all-senders row) and
-    ``categories`` (category records), plus the consent history behind them."""
+    ``categories`` (category records), plus the consent history behind them.
+    ``tenant_id``: the asking tenant (None: the operator, for whom the sender's owner
+    decides); another tenant's all-senders opt-out never counts."""
     cur = conn.cursor(row_factory=dict_row)
+    params = {"channel": channel, "msisdn": msisdn, "sender": sender, "tenant": tenant_id}
     rows = cur.execute(
-        f"SELECT {_COLUMNS} FROM subscriptions WHERE channel = %s AND msisdn = %s "
-        "AND sender IN (%s, '*') ORDER BY sender, category",
-        (channel, msisdn, sender),
+        f"SELECT {_COLUMNS} FROM subscriptions WHERE channel = %(channel)s "
+        f"AND msisdn = %(msisdn)s AND sender IN (%(sender)s, '*') AND {_SCOPE} "
+        "ORDER BY sender, category", params,
     ).fetchall()
-    own = next((r for r in rows if r["sender"] == sender and r["category"] is None), None)
-    every = next((r for r in rows if r["sender"] == ALL_SENDERS and r["category"] is None), None)
     return {
-        "sender": own,
-        "all": every,
+        "sender": _winner([r for r in rows if r["sender"] == sender and r["category"] is None]),
+        "all": _winner([r for r in rows
+                        if r["sender"] == ALL_SENDERS and r["category"] is None]),
         "categories": [r for r in rows if r["category"] is not None],
-        "history": history(conn, channel, sender, msisdn),
+        "history": history(conn, channel, sender, msisdn, tenant_id=tenant_id),
     }
 
 
-_HISTORY_OF = """
+_HISTORY_OF = f"""
 SELECT id, event_id, source, event_type, provider_event_id, sender,
        NULLIF(category, '') AS category, scope, status, occurred_at, keyword, transition,
        recorded_at
 FROM consent_history
-WHERE channel = %s AND msisdn = %s AND sender IN (%s, '*')
-ORDER BY occurred_at DESC, id DESC LIMIT %s
+WHERE channel = %(channel)s AND msisdn = %(msisdn)s AND sender IN (%(sender)s, '*')
+    AND {_SCOPE}
+ORDER BY occurred_at DESC, id DESC LIMIT %(limit)s
 """
 
 
 def history(conn: psycopg.Connection, channel: str, sender: str, msisdn: str,
-            limit: int = 500) -> list[dict[str, Any]]:
+            limit: int = 500, tenant_id: str | None = None) -> list[dict[str, Any]]:
     """Every consent event for the key (and the all-senders key), oldest first."""
     cur = conn.cursor(row_factory=dict_row)
-    rows = cur.execute(_HISTORY_OF, (channel, msisdn, sender, limit)).fetchall()
+    rows = cur.execute(_HISTORY_OF, {"channel": channel, "msisdn": msisdn, "sender": sender,
+                                     "limit": limit, "tenant": tenant_id}).fetchall()
     return rows[::-1]
 
 
@@ -221,7 +251,7 @@ def history(conn: psycopg.Connection, channel: str, sender: str, msisdn: str,
 _ONE = newest_first("subscriptions", _COLUMNS, "id", {
     "channel": is_("channel"), "msisdn": is_("msisdn"), "status": is_("status"),
     "own": "sender = %(own)s", "mine": "sender = %(sender)s",
-    "every": f"sender = '{ALL_SENDERS}'",
+    "every": f"sender = '{ALL_SENDERS}'", "tenant": "tenant_id = %(tenant)s",
 })
 
 
@@ -236,10 +266,12 @@ def _page(names: frozenset[str]) -> str:
 
 
 def list_page(conn: psycopg.Connection, page: Page, party: Party,
-              status: str | None = None) -> list[dict[str, Any]]:
+              status: str | None = None, tenant_id: str | None = None
+              ) -> list[dict[str, Any]]:
     """Newest first by id, keyset-paged. A ``sender`` filter also matches the
-    all-senders rows (sender '*'), since those apply to every sender."""
+    all-senders rows (sender '*'), since those apply to every sender. With
+    ``tenant_id``, that tenant's rows only."""
     params = party.params()
     if params["sender"] == ALL_SENDERS:  # both halves would be the same rows
         params["sender"], params["own"] = None, ALL_SENDERS
-    return fetch_page(conn, _page, page, **params, status=status)
+    return fetch_page(conn, _page, page, **params, status=status, tenant=tenant_id)
