@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -22,13 +21,11 @@ from importlib import resources
 import psycopg
 
 from shared import config
-from shared.db import partitions
+from shared.db import locks, partitions
 from shared.db.stats import table_exists
 
 log = logging.getLogger(__name__)
 
-# An arbitrary constant shared by every hookline process that migrates.
-_LOCK_ID = 0x686F6F6B
 LOCK_POLL_SECONDS = 0.2
 NO_TRANSACTION = "-- hookline: no transaction"
 _STATEMENT_END = re.compile(r";[ \t]*$", re.MULTILINE)
@@ -79,9 +76,7 @@ def migrate(database_url: str, env: Mapping[str, str] | None = None,
         # Polled, not waited for inside pg_advisory_lock: a waiting statement holds a
         # snapshot, which CREATE INDEX CONCURRENTLY in the holder's migration waits
         # out, and PostgreSQL breaks the deadlock by failing one of them.
-        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_ID,)).fetchone()[0]:
-            time.sleep(LOCK_POLL_SECONDS)
-        try:
+        with locks.held(conn, locks.MIGRATE, wait="poll", poll_seconds=LOCK_POLL_SECONDS):
             conn.execute(_TABLE)
             done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
             for version, sql in migration_files():
@@ -103,6 +98,4 @@ def migrate(database_url: str, env: Mapping[str, str] | None = None,
             # Before any worker writes: else the first rows would all go to the defaults.
             if table_exists(conn, "events_default"):
                 _ensure_partitions(conn, os.environ if env is None else env)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
     return applied_now
