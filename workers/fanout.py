@@ -31,9 +31,10 @@ from prometheus_client import Counter, Histogram
 from psycopg_pool import PoolTimeout
 
 from shared import runtime, secretbox
-from shared.db import deliveries
-from shared.db.deliveries import Claimed, ClaimRules, Result
 from shared.db.endpoints import HealthRules
+from shared.db.outbox import attempts, claims
+from shared.db.outbox.attempts import Result
+from shared.db.outbox.claims import Claimed, ClaimRules
 from workers import queues
 from workers.lanes import Lanes
 from workers.sender import Pools, attempt
@@ -215,20 +216,20 @@ class Sender:
         full = self.lanes.slow_load() >= self.capacity // 2
         return slow, 0 if full else self.lanes.cap
 
-    def _record(self, batch: list[Result]) -> deliveries.Recorded:
+    def _record(self, batch: list[Result]) -> attempts.Recorded:
         with self.rt.pool.connection() as conn:
-            return deliveries.record(conn, batch, self.schedule, self.health_rules)
+            return attempts.record(conn, batch, self.schedule, self.health_rules)
 
-    def _record_each(self, batch: list[Result]) -> deliveries.Recorded:
+    def _record_each(self, batch: list[Result]) -> attempts.Recorded:
         """Record results one at a time; one refused again is recorded as a plain
         failed attempt that says why."""
-        total = deliveries.Recorded({}, {}, set())
+        total = attempts.Recorded({}, {}, set())
         for r in batch:
             try:
                 try:
                     part = self._record([r])
                 except psycopg.DataError as exc:
-                    part = self._record([deliveries.unrecordable(r, exc)])
+                    part = self._record([attempts.unrecordable(r, exc)])
             except Exception as exc:
                 # Its claim's lease runs out and it goes again.
                 log.error("could not record attempt of %s: %s", r.delivery_id, exc,
@@ -246,7 +247,7 @@ class Sender:
             return
         try:
             with self.rt.pool.connection() as conn:
-                deliveries.release(conn, claimed)
+                attempts.release(conn, claimed)
         except Exception as exc:
             log.warning("could not release %d claims: %s", len(claimed), exc,
                         extra={"error": repr(exc)})
@@ -273,7 +274,7 @@ class Sender:
         self.pools.close()
 
 
-def _account(batch: list[Result], recorded: deliveries.Recorded) -> None:
+def _account(batch: list[Result], recorded: attempts.Recorded) -> None:
     for r in batch:
         DELIVERIES.labels(recorded.statuses.get(r.delivery_id, "stale")).inc()
         if r.delivery_id in recorded.statuses and not r.ok:
@@ -349,7 +350,7 @@ def dispatch(rt: runtime.Runtime, budget: float = DISPATCH_BUDGET_SECONDS,
 
 
 def claim_into(conn: psycopg.Connection, sender: Sender, limit: int) -> int:
-    batch = deliveries.claim(conn, limit, sender.claim_rules, *sender.claim_slow())
+    batch = claims.claim(conn, limit, sender.claim_rules, *sender.claim_slow())
     secrets = secretbox.box(runtime.get().settings.secret_key)
     sendable: list[Claimed] = []
     for c in batch:
@@ -438,7 +439,7 @@ def fanout_tick() -> None:
     rt = runtime.get()
     try:
         with rt.pool.connection() as conn:
-            due = deliveries.due_exists(conn)
+            due = claims.due_exists(conn)
     except _DB_DOWN as exc:
         log.warning("fan-out tick skipped, database unavailable: %s", exc,
                     extra={"error": repr(exc)})

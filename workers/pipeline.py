@@ -24,10 +24,11 @@ from psycopg_pool import PoolTimeout
 from shared import consent, providers
 from shared.config import Settings
 from shared.db import events
-from shared.db.apply import Applied, Notification, apply_batch
+from shared.db.apply import Applied, apply_batch
 from shared.db.dead_letters import DeadLetter
 from shared.db.events import Incoming, Stored
 from shared.envelope import Envelope, EnvelopeError, decode
+from shared.notifications import Notification
 from shared.providers import ParseError
 from shared.queue import ERRORS, Lease
 from shared.runtime import Runtime

@@ -72,30 +72,30 @@ def migrate(database_url: str, env: Mapping[str, str] | None = None,
     the time partitions that should exist (HOOKLINE_PARTITION_INTERVAL in ``env``,
     default os.environ); returns the versions applied now."""
     applied_now: list[str] = []
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        # Polled, not waited for inside pg_advisory_lock: a waiting statement holds a
-        # snapshot, which CREATE INDEX CONCURRENTLY in the holder's migration waits
-        # out, and PostgreSQL breaks the deadlock by failing one of them.
-        with locks.held(conn, locks.MIGRATE, wait="poll", poll_seconds=LOCK_POLL_SECONDS):
-            conn.execute(_TABLE)
-            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
-            for version, sql in migration_files():
-                if version in done or (until is not None and version > until):
-                    continue
-                if sql.startswith(NO_TRANSACTION):
-                    for statement in statements(sql):
-                        conn.execute(statement)
-                    conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)",
-                                 (version,))
-                else:
-                    with conn.transaction():
-                        conn.execute(sql)
-                        conn.execute(
-                            "INSERT INTO schema_migrations (version) VALUES (%s)", (version,)
-                        )
-                log.info("applied migration %s", version, extra={"version": version})
-                applied_now.append(version)
-            # Before any worker writes: else the first rows would all go to the defaults.
-            if table_exists(conn, "events_default"):
-                _ensure_partitions(conn, os.environ if env is None else env)
+    # Polled, not waited for inside pg_advisory_lock: a waiting statement holds a
+    # snapshot, which CREATE INDEX CONCURRENTLY in the holder's migration waits
+    # out, and PostgreSQL breaks the deadlock by failing one of them.
+    with (psycopg.connect(database_url, autocommit=True) as conn,
+          locks.held(conn, locks.MIGRATE, wait="poll", poll_seconds=LOCK_POLL_SECONDS)):
+        conn.execute(_TABLE)
+        done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+        for version, sql in migration_files():
+            if version in done or (until is not None and version > until):
+                continue
+            if sql.startswith(NO_TRANSACTION):
+                for statement in statements(sql):
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)",
+                             (version,))
+            else:
+                with conn.transaction():
+                    conn.execute(sql)
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version) VALUES (%s)", (version,)
+                    )
+            log.info("applied migration %s", version, extra={"version": version})
+            applied_now.append(version)
+        # Before any worker writes: else the first rows would all go to the defaults.
+        if table_exists(conn, "events_default"):
+            _ensure_partitions(conn, os.environ if env is None else env)
     return applied_now
