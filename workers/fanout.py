@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 
 import psycopg
 from celery import shared_task
@@ -35,6 +36,7 @@ from shared.db.endpoints import HealthRules
 from shared.db.outbox import attempts, claims
 from shared.db.outbox.attempts import Result
 from shared.db.outbox.claims import Claimed, ClaimRules
+from shared.retry import run_with_retries
 from workers import queues
 from workers.lanes import Lanes
 from workers.sender import Pools, attempt
@@ -58,6 +60,8 @@ CLAIM_MAX = 200             # deliveries per claim statement
 IDLE_POLL_SECONDS = 0.05    # re-claim this often while sends are in flight
 RECORD_BATCH_MAX = 500
 RECORD_RETRIES = 5
+# The pauses between the tries of a record: 0.4, 0.8, 1.6, 3.2 s.
+RECORD_SCHEDULE = tuple(0.2 * 2 ** n for n in range(1, RECORD_RETRIES))
 # Claims run ahead of the sending threads so they never wait on the database:
 # up to PREFETCH x the endpoint cap may be claimed per endpoint, and up to
 # PREFETCH x the thread count per process. Sends per endpoint stay at the cap.
@@ -167,24 +171,20 @@ class Sender:
             self._cond.notify_all()
 
     def _write(self, batch: list[Result]) -> None:
-        for attempt_no in range(1, RECORD_RETRIES + 1):
-            try:
-                recorded = self._record(batch)
-                break
-            except psycopg.DataError as exc:
-                # One result PostgreSQL refuses must not sink the others, nor go
-                # unrecorded (its delivery would be sent again after every lease).
-                log.error("a batch of %d attempts was refused, recording one by one: %s",
-                          len(batch), exc, extra={"error": repr(exc), "count": len(batch)})
-                recorded = self._record_each(batch)
-                break
-            except Exception as exc:
-                if attempt_no == RECORD_RETRIES:
-                    # The claims' leases run out and the deliveries go again.
-                    log.error("could not record %d attempts: %s", len(batch), exc,
-                              extra={"error": repr(exc), "count": len(batch)})
-                    return
-                time.sleep(0.2 * 2 ** attempt_no)
+        try:
+            recorded = run_with_retries(partial(self._record, batch), _not_refused,
+                                        RECORD_SCHEDULE)
+        except psycopg.DataError as exc:
+            # One result PostgreSQL refuses must not sink the others, nor go
+            # unrecorded (its delivery would be sent again after every lease).
+            log.error("a batch of %d attempts was refused, recording one by one: %s",
+                      len(batch), exc, extra={"error": repr(exc), "count": len(batch)})
+            recorded = self._record_each(batch)
+        except Exception as exc:
+            # The claims' leases run out and the deliveries go again.
+            log.error("could not record %d attempts: %s", len(batch), exc,
+                      extra={"error": repr(exc), "count": len(batch)})
+            return
         _account(batch, recorded)
         for endpoint_id in recorded.stopped:
             self._release(self.lanes.drop(endpoint_id))
@@ -272,6 +272,11 @@ class Sender:
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         self.pools.close()
+
+
+def _not_refused(exc: Exception) -> bool:
+    """A record worth trying again: not one PostgreSQL refuses the data of."""
+    return not isinstance(exc, psycopg.DataError)
 
 
 def _account(batch: list[Result], recorded: attempts.Recorded) -> None:

@@ -38,6 +38,17 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
+# Names the newest migration. A branch that adds one changes this line, so two branches
+# that each add one conflict here in git instead of merging two 011_*.sql files
+# (tests/db/test_migration_head.py keeps it true).
+HEAD_FILE = ".head"
+
+
+def head() -> str:
+    """The newest migration's version, as HEAD_FILE names it."""
+    return (resources.files("shared.db") / "migrations" / HEAD_FILE).read_text().strip()
+
+
 def migration_files() -> list[tuple[str, str]]:
     folder = resources.files("shared.db") / "migrations"
     names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
