@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import NamedTuple
 
 import psycopg
 
@@ -84,15 +83,6 @@ SELECT {ASYNC_COMMIT}, {ordering.LOCK_ORDERED}
 """
 
 
-class _Advanced(NamedTuple):
-    """An _ADVANCE row."""
-
-    id: str
-    status: str
-    endpoint_id: str
-    message_key: str | None
-
-
 def health(results: Sequence[Result]) -> list[endpoints.Health]:
     """Per endpoint, what this batch (in completion order) says about it."""
     out: dict[str, endpoints.Health] = {}
@@ -140,10 +130,9 @@ def record(conn: psycopg.Connection, results: Sequence[Result], schedule: Sequen
         ordered_eps = set(cur.execute(
             _RECORD_START, (sorted({r.endpoint_id for r in results}),)).fetchone()[1] or ())
         cur.execute(_ATTEMPTS, attempts)
-        advanced = [_Advanced(*row) for row in cur.execute(_ADVANCE, advance).fetchall()]
+        advanced = [ordering.Advanced(*row) for row in cur.execute(_ADVANCE, advance)]
         statuses = {a.id: a.status for a in advanced}
-        ordering.release_settled(cur, [(a.status, a.endpoint_id, a.message_key)
-                                       for a in advanced], ordered_eps)
+        ordering.release_settled(cur, advanced, ordered_eps)
         for h in health(results):
             row = endpoints.apply_health(cur, h, rules)
             if row is None:  # deleted while its deliveries were queued

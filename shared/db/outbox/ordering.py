@@ -36,7 +36,7 @@ FROM (SELECT DISTINCT endpoint_id, message_key FROM {cte} WHERE next_attempt_at 
 class Written(NamedTuple):
     """A HELD_PAIRS row."""
 
-    count: int
+    rows: int  # how many the statement wrote
     endpoint_ids: list[str] | None
     message_keys: list[str] | None
 
@@ -48,7 +48,7 @@ def release_held(cur: psycopg.Cursor, written: Written, lock: bool = False) -> i
         if lock:
             lock_endpoints(cur, written.endpoint_ids)
         release_first(cur, written.endpoint_ids, written.message_keys)
-    return written.count
+    return written.rows
 
 
 _LOCK_ORDER = """
@@ -111,13 +111,22 @@ def release_first(cur: psycopg.Cursor, endpoint_ids: Sequence[str],
                                             keys=arrays.text(message_keys))).rowcount
 
 
-def release_settled(cur: psycopg.Cursor, settled: Iterable[tuple[str, str, str | None]],
+class Advanced(NamedTuple):
+    """A delivery a record moved on, with its new status."""
+
+    id: str
+    status: str
+    endpoint_id: str
+    message_key: str | None
+
+
+def release_settled(cur: psycopg.Cursor, advanced: Iterable[Advanced],
                     ordered: set[str]) -> None:
-    """A settled delivery lets the next of its message go. ``settled``: (new status,
-    endpoint id, message key) of the deliveries a record moved on; ``ordered``: the
-    ordered endpoints whose locks it holds (LOCK_ORDERED)."""
-    done = [(ep, key) for status, ep, key in settled
-            if status in ("succeeded", "dead") and key is not None and ep in ordered]
+    """A settled delivery lets the next of its message go. ``ordered``: the ordered
+    endpoints whose locks the record holds (LOCK_ORDERED)."""
+    done = [(a.endpoint_id, a.message_key) for a in advanced
+            if a.status in ("succeeded", "dead") and a.message_key is not None
+            and a.endpoint_id in ordered]
     if done:
         release_first(cur, [ep for ep, _ in done], [key for _, key in done])
 
