@@ -14,7 +14,8 @@ from flask import Blueprint, Response, abort, current_app, jsonify, request
 
 from ingest import api, endpoints_openapi  # noqa: F401  (registers the route docs)
 from shared import netguard, secretbox, signing
-from shared.db import deliveries, endpoints
+from shared.db import endpoints
+from shared.db.outbox import admin, ordering
 from shared.model import EVENT_TYPES
 from shared.timeutil import parse_timestamp
 
@@ -183,7 +184,7 @@ def update(endpoint_id: str, doc: dict[str, Any]) -> dict[str, Any]:
     with api.rt().pool.connection() as conn:
         row = _found(endpoints.update(conn, endpoint_id, changes), "endpoint", endpoint_id)
         if changes.get("ordered") is False:
-            deliveries.unhold(conn, endpoint_id)  # what waited for its turn goes now
+            ordering.unhold(conn, endpoint_id)  # what waited for its turn goes now
     return row
 
 
@@ -225,8 +226,8 @@ def delivery_json(row: dict[str, Any]) -> dict[str, Any]:
 
 def _status_arg() -> str | None:
     status = request.args.get("status")
-    if status is not None and status not in deliveries.STATUSES:
-        abort(400, f"status must be one of {', '.join(deliveries.STATUSES)}")
+    if status is not None and status not in admin.STATUSES:
+        abort(400, f"status must be one of {', '.join(admin.STATUSES)}")
     return status
 
 
@@ -236,7 +237,7 @@ def list_deliveries(endpoint_id: str) -> Response:
     limit, status, before = api.page_limit(), _status_arg(), api.arg_int("before")
     with api.rt().pool.connection() as conn:
         _found(endpoints.get(conn, endpoint_id), "endpoint", endpoint_id)
-        rows = deliveries.list_for_endpoint(conn, endpoint_id, limit, status, before)
+        rows = admin.list_for_endpoint(conn, endpoint_id, limit, status, before)
     nxt = rows[-1]["seq"] if len(rows) == limit else None
     return jsonify(items=[delivery_json(r) for r in rows], next_before=nxt)
 
@@ -245,7 +246,7 @@ def list_deliveries(endpoint_id: str) -> Response:
 def get_delivery(delivery_id: str) -> Response:
     """One delivery with its body and every attempt."""
     with api.rt().pool.connection() as conn:
-        row = _found(deliveries.get(conn, delivery_id), "delivery", delivery_id)
+        row = _found(admin.get(conn, delivery_id), "delivery", delivery_id)
     return jsonify(delivery_json(row))
 
 
@@ -270,7 +271,7 @@ def retry_delivery(delivery_id: str) -> tuple[Response, int]:
 def retry(delivery_id: str) -> None:
     """Queue one delivery now (404 when there is none, 409 while it is being sent)."""
     with api.rt().pool.connection() as conn:
-        outcome = deliveries.retry(conn, delivery_id)
+        outcome = admin.retry(conn, delivery_id)
     if outcome is None:
         abort(404, f"no delivery {delivery_id!r}")
     if outcome == "in_flight":
@@ -282,8 +283,8 @@ def _replay_statuses(value: Any) -> list[str]:
     if value is None:
         return list(REPLAY_STATUSES)
     values = [value] if isinstance(value, str) else value
-    if not isinstance(values, list) or not values or not set(values) <= set(deliveries.STATUSES):
-        abort(400, f"status must be one or a list of {', '.join(deliveries.STATUSES)}")
+    if not isinstance(values, list) or not values or not set(values) <= set(admin.STATUSES):
+        abort(400, f"status must be one or a list of {', '.join(admin.STATUSES)}")
     return values
 
 
@@ -313,7 +314,7 @@ def replay_window(endpoint_id: str, doc: dict[str, Any]) -> dict[str, Any]:
     statuses = _replay_statuses(doc.get("status"))
     with api.rt().pool.connection() as conn:
         row = _found(endpoints.get(conn, endpoint_id), "endpoint", endpoint_id)
-        queued = deliveries.replay(conn, endpoint_id, since, until, statuses)
+        queued = admin.replay(conn, endpoint_id, since, until, statuses)
     log.info("replay of endpoint %s queued %d deliveries", endpoint_id, queued,
              extra={"endpoint_id": endpoint_id, "queued": queued})
     if queued:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from ingest.openapi import register
-from shared.db.deliveries import STATUSES
 from shared.db.endpoints import FILTER_KEYS
+from shared.db.outbox.admin import STATUSES
 
 _FILTER = fields.Dict(keys=fields.Str(validate=validate.OneOf(FILTER_KEYS)),
                       values=fields.List(fields.Str()),

@@ -12,9 +12,10 @@ import pytest
 
 from shared import config, runtime
 from shared.consent import apply_keywords
-from shared.db.apply import Applied, Notification, apply_batch
+from shared.db.apply import Applied, apply_batch
 from shared.db.events import Incoming, rows
 from shared.model import Consent, ConsentScope, EventType, NormalisedEvent
+from shared.notifications import Notification
 from shared.runtime import Runtime
 from tests.conftest import _clean
 from tests.helpers import T0

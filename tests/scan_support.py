@@ -12,7 +12,8 @@ from typing import Any
 
 import psycopg
 
-from shared.db import dead_letters, deliveries, event_feed, inbound, subscriptions
+from shared.db import dead_letters, event_feed, inbound, subscriptions
+from shared.db.outbox import admin
 from shared.db.paging import Page, Party
 
 LIMIT = 50
@@ -130,7 +131,7 @@ def cases(n: int) -> list[Case]:
 
     def sent(label: str, **f: Any) -> Case:
         return Case(f"deliveries of an endpoint {label}",
-                    lambda c: deliveries.list_for_endpoint(c, "ep_a", LIMIT, **f))
+                    lambda c: admin.list_for_endpoint(c, "ep_a", LIMIT, **f))
 
     return [
         letters("until a month back", until=month_back),

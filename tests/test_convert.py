@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from shared.db import convert, partitions
+from shared.db import convert, legacy, locks, partitions
 from shared.db.events import DEDUPE_DAYS
 from shared.db.migrate import migrate
 from tests.helpers import drain_all, enqueue, receipt
@@ -52,9 +52,9 @@ _CHILDREN = [
 def legacy_url(fresh_url: str) -> Iterator[str]:
     """A database as it was before 010."""
     migrate(fresh_url, until="009_list_indexes")
-    convert.forget()
+    legacy.forget()
     yield fresh_url
-    convert.forget()  # the next test's database has no legacy tables
+    legacy.forget()  # the next test's database has no legacy tables
 
 
 def load(url: str) -> None:
@@ -153,17 +153,17 @@ def test_a_drain_that_still_thinks_the_legacy_tables_exist_carries_on(rt, caplog
     # The conversion dropped them in another process; this one read that they exist.
     with rt.pool.connection() as conn:
         conn.execute("CREATE TABLE events_legacy (source text, dedupe_key text)")
-    convert.forget()
+    legacy.forget()
     with rt.pool.connection() as conn:
-        assert convert.legacy_present(conn)
+        assert legacy.legacy_present(conn)
         conn.execute("DROP TABLE events_legacy")
     try:
         enqueue(rt, receipt("SENT", message_id="after-the-drop"))
         assert drain_all(rt) == 1
         with rt.pool.connection() as conn:
-            assert not convert.legacy_present(conn)
+            assert not legacy.legacy_present(conn)
     finally:
-        convert.forget()
+        legacy.forget()
     assert "isolating" not in caplog.text  # the batch went through whole, once
 
 
@@ -172,13 +172,13 @@ def test_one_conversion_at_a_time(rt):
     with psycopg.connect(url, autocommit=True) as a, psycopg.connect(url, autocommit=True) as b:
         a.execute("CREATE TABLE events_legacy (id bigint)")
         try:
-            a.execute("SELECT pg_advisory_lock(%s)", (convert._LOCK_ID,))
+            a.execute("SELECT pg_advisory_lock(%s)", (locks.CONVERT.key,))
             out = convert.step(b, CUTOFF, 1, DEDUPE_DAYS, budget_seconds=1)
             assert out.skipped and not out.finished and out.events == 0
-            a.execute("SELECT pg_advisory_unlock(%s)", (convert._LOCK_ID,))
+            a.execute("SELECT pg_advisory_unlock(%s)", (locks.CONVERT.key,))
         finally:
             a.execute("DROP TABLE events_legacy")
-            convert.forget()
+            legacy.forget()
 
 
 _ORDERED = """

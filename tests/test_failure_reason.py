@@ -158,8 +158,7 @@ def test_the_failure_fields_are_documented(api):
 
 
 def test_a_fan_out_body_carries_the_reason():
-    from shared.db.apply import Notification
-    from shared.db.deliveries import payload
+    from shared.notifications import Notification, payload
     from shared.providers import parse
 
     rel = "comapi/message_failed__email.json"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from shared.db import deliveries
+from shared.db.outbox import claims
 from tests.fanout_helpers import (
     AUTH,
     apply_receipts,
@@ -162,7 +162,7 @@ def test_a_delivery_in_flight_cannot_be_retried(api, frt, receiver):
     ep = create_endpoint(api, receiver.url("/f"))
     apply_receipts(frt, "SENT")
     with frt.pool.connection() as conn:
-        (claimed,) = deliveries.claim(conn, 1, deliveries.ClaimRules(8, 50, lease=30))
+        (claimed,) = claims.claim(conn, 1, claims.ClaimRules(8, 50, lease=30))
     resp = api.post(f"/v1/deliveries/{claimed.id}/retry", headers=AUTH)
     assert resp.status_code == 409 and "being sent" in resp.get_json()["error"]
     listed = api.get(f"/v1/endpoints/{ep['id']}/deliveries", headers=AUTH).get_json()["items"]

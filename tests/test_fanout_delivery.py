@@ -11,8 +11,8 @@ import orjson
 import pytest
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from shared.db import deliveries
-from shared.db.apply import Notification
+from shared.db.outbox import attempts, claims, enqueue
+from shared.notifications import Notification
 from tests.fanout_helpers import (
     AUTH,
     apply_receipts,
@@ -64,7 +64,7 @@ def test_an_event_applied_twice_yields_one_delivery_per_endpoint(api, frt, recei
 
     note = Notification(event_id, stored, replace(sample_event(), occurred_at=occurred_at))
     with frt.pool.connection() as conn, conn.cursor() as cur:
-        assert deliveries.enqueue(cur, [note]) == 0
+        assert enqueue.enqueue(cur, [note]) == 0
     deliver(frt)
     assert len(delivery_rows(frt, a["id"])) == 1 and len(delivery_rows(frt, b["id"])) == 1
     assert len(receiver.requests("/a")) == 1 and len(receiver.requests("/b")) == 1
@@ -243,13 +243,13 @@ def test_ordered_endpoint_sends_nothing_of_a_message_while_one_is_in_flight(api,
     # SENT arriving after DELIVERED (same second) orders before it: it must still
     # wait while DELIVERED is being sent, or both are in flight at once.
     create_endpoint(api, receiver.url("/ordered"), ordered=True)
-    rules = deliveries.ClaimRules(8, 50, lease=60)
+    rules = claims.ClaimRules(8, 50, lease=60)
     apply_receipts(frt, "DELIVERED", offsets=(5.0,))
     with frt.pool.connection() as conn:
-        assert len(deliveries.claim(conn, 10, rules)) == 1
+        assert len(claims.claim(conn, 10, rules)) == 1
     apply_receipts(frt, "SENT", offsets=(5.0,))
     with frt.pool.connection() as conn:
-        assert deliveries.claim(conn, 10, rules) == []
+        assert claims.claim(conn, 10, rules) == []
 
 
 def test_a_slow_endpoint_does_not_delay_a_fast_one(fast_rt, receiver):
@@ -338,17 +338,17 @@ def test_a_dead_senders_claim_expires_and_the_delivery_goes_again(frt, api, rece
     apply_receipts(frt, "SENT")
     with frt.pool.connection() as conn:
         # A worker claims it and is killed before sending anything.
-        lost = deliveries.claim(conn, 10, deliveries.ClaimRules(8, 50, lease=0.3))
+        lost = claims.claim(conn, 10, claims.ClaimRules(8, 50, lease=0.3))
     assert len(lost) == 1
     deliver(frt)
     assert receiver.requests("/again") == []  # still leased
     time.sleep(0.35)
     deliver(frt, until=lambda: delivery_rows(frt, ep["id"])[0][1] == "succeeded")
     # The dead worker's late result, if it ever came, would change nothing.
-    late = deliveries.Result(lost[0].id, ep["id"], lost[0].token, datetime.now(UTC), 1,
+    late = attempts.Result(lost[0].id, ep["id"], lost[0].token, datetime.now(UTC), 1,
                              ok=False, error="late")
     with frt.pool.connection() as conn:
-        rec = deliveries.record(conn, [late], [0.2], _rules())
+        rec = attempts.record(conn, [late], [0.2], _rules())
     assert rec.statuses == {}
     assert delivery_rows(frt, ep["id"])[0][1:3] == ("succeeded", 1)
 
@@ -390,13 +390,13 @@ def test_a_result_postgresql_refuses_is_recorded_on_its_own(api, frt, receiver):
     bad = create_endpoint(api, receiver.url("/bad"))
     apply_receipts(frt, "SENT")
     with frt.pool.connection() as conn:
-        claimed = {c.endpoint_id: c for c in deliveries.claim(
-            conn, 10, deliveries.ClaimRules(8, 50, lease=60))}
+        claimed = {c.endpoint_id: c for c in claims.claim(
+            conn, 10, claims.ClaimRules(8, 50, lease=60))}
     now = datetime.now(UTC)
     c_good, c_bad = claimed[good["id"]], claimed[bad["id"]]
     results = [
-        deliveries.Result(c_good.id, good["id"], c_good.token, now, 3, ok=True, status_code=200),
-        deliveries.Result(c_bad.id, bad["id"], c_bad.token, now, 3, ok=False, status_code=503,
+        attempts.Result(c_good.id, good["id"], c_good.token, now, 3, ok=True, status_code=200),
+        attempts.Result(c_bad.id, bad["id"], c_bad.token, now, 3, ok=False, status_code=503,
                           error="HTTP 503", retry_after=float("nan")),
     ]
     fanout.sender_for(frt)._write(results)

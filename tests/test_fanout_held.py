@@ -12,19 +12,21 @@ from pathlib import Path
 
 import psycopg
 
-from shared.db import deliveries
-from shared.db.apply import Notification, apply_batch
-from shared.db.deliveries import Claimed, Result
+from shared.db.apply import apply_batch
 from shared.db.endpoints import HealthRules
 from shared.db.events import Incoming, rows
+from shared.db.outbox import attempts, claims, enqueue
+from shared.db.outbox.attempts import Result
+from shared.db.outbox.claims import Claimed
 from shared.model import NormalisedEvent
+from shared.notifications import Notification
 from shared.runtime import Runtime
 from tests.fanout_helpers import AUTH, apply_receipts, create_endpoint
 from tests.helpers import T0
 
 pytest_plugins = ("tests.fanout_fixtures",)  # receiver, frt, fast_rt, api
 
-RULES = deliveries.ClaimRules(cap=64, breaker_failures=50, lease=60)
+RULES = claims.ClaimRules(cap=64, breaker_failures=50, lease=60)
 HEALTH = HealthRules(breaker_failures=50, breaker_cooldown=30, disable_after=5 * 86400)
 RETRY_LATER = (60.0,)   # a failure waits a minute: the test sees it still pending
 NO_RETRIES = ()         # a failure is final: dead
@@ -46,7 +48,7 @@ def _chain(rt: Runtime, endpoint_id: str) -> list[tuple[str, str, bool]]:
 
 def _claim(rt: Runtime, limit: int = 50) -> list[Claimed]:
     with rt.pool.connection() as conn:
-        return deliveries.claim(conn, limit, RULES)
+        return claims.claim(conn, limit, RULES)
 
 
 def _types(rt: Runtime, claimed: list[Claimed]) -> list[str]:
@@ -58,7 +60,7 @@ def _settle(rt: Runtime, claimed: list[Claimed], ok: bool = True,
     results = [Result(c.id, c.endpoint_id, c.token, datetime.now(UTC), 5, ok=ok,
                       status_code=200 if ok else 500) for c in claimed]
     with rt.pool.connection() as conn:
-        return deliveries.record(conn, results, schedule, HEALTH).statuses
+        return attempts.record(conn, results, schedule, HEALTH).statuses
 
 
 def _receipt(status: str, seconds: float, message_id: str = "msg-1",
@@ -232,7 +234,7 @@ def _held_backlog(rt: Runtime, endpoint_id: str, messages: int, per_message: int
                           _receipt("delivered", i, message_id=f"m{m}", source="backlog"))
              for m in range(messages) for i in range(per_message)]
     with rt.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-        deliveries.enqueue(cur, notes)
+        enqueue.enqueue(cur, notes)
         cur.execute("UPDATE deliveries SET status = 'failed', attempts = 1, "
                     "round_attempts = 1, next_attempt_at = now() + interval '1 hour' "
                     "WHERE endpoint_id = %s AND type LIKE 'bench.%%.0'", (endpoint_id,))
@@ -246,7 +248,7 @@ def _claim_plan(rt: Runtime) -> dict:
                   slow=[], slow_cap=0)
     with rt.pool.connection() as conn, conn.transaction(force_rollback=True):
         conn.execute("SET LOCAL enable_bitmapscan = off")  # as claim() runs it
-        return conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + deliveries._CLAIM,
+        return conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + claims._CLAIM,
                             params).fetchone()[0][0]["Plan"]
 
 

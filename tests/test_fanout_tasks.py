@@ -9,8 +9,8 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
-from shared.db import deliveries
-from shared.db.deliveries import Claimed
+from shared.db.outbox import claims
+from shared.db.outbox.claims import Claimed
 from tests.fanout_helpers import apply_receipts, create_endpoint, deliver, delivery_rows
 from tests.helpers import enqueue, receipt
 from tests.receiver import Reply
@@ -91,16 +91,16 @@ def test_due_exists_ignores_what_cannot_be_sent_now(api, frt, receiver):
     ep = create_endpoint(api, receiver.url())
     apply_receipts(frt, "SENT")
     with frt.pool.connection() as conn:
-        assert deliveries.due_exists(conn)
+        assert claims.due_exists(conn)
         conn.execute("UPDATE endpoints SET paused_until = now() + interval '1 minute'")
-        assert not deliveries.due_exists(conn)
+        assert not claims.due_exists(conn)
         conn.execute("UPDATE endpoints SET paused_until = NULL, enabled = false")
-        assert not deliveries.due_exists(conn)
+        assert not claims.due_exists(conn)
     api.patch(f"/v1/endpoints/{ep['id']}", json={"enabled": True},
               headers={"Authorization": "Bearer test-api-token"})
     deliver(frt)
     with frt.pool.connection() as conn:
-        assert not deliveries.due_exists(conn)
+        assert not claims.due_exists(conn)
 
 
 def _claimed(endpoint_id: str, n: int) -> list[Claimed]:
@@ -176,7 +176,7 @@ def test_a_claim_that_overlapped_the_last_record_does_not_end_the_dispatch(
     apply_receipts(rt, "SENT", "DELIVERED", "READ")
     for i in range(12):  # more than one claim's worth (cap 1 x PREFETCH)
         apply_receipts(rt, "SENT", message_id=f"m-{i}")
-    real = deliveries.claim
+    real = claims.claim
     sender = fanout.sender_for(rt)
     overlapped: list[int] = []
 
@@ -187,7 +187,7 @@ def test_a_claim_that_overlapped_the_last_record_does_not_end_the_dispatch(
             return []         # ...whose snapshot still saw the cap reached
         return real(conn, limit, rules, *slow)
 
-    monkeypatch.setattr(deliveries, "claim", claim_during_the_last_record)
+    monkeypatch.setattr(claims, "claim", claim_during_the_last_record)
     _, idle = fanout.dispatch(rt, budget=10)
     sender.flush(10)
     assert overlapped and idle

@@ -16,9 +16,9 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from shared import config, netguard, signing
-from shared.db import deliveries
-from shared.db.apply import Notification
+from shared.db.outbox import attempts, claims
 from shared.model import NormalisedEvent
+from shared.notifications import Notification, payload
 from workers import http1, sender
 
 pytest_plugins = ("tests.fanout_fixtures",)  # receiver
@@ -101,12 +101,12 @@ def _listener() -> socket.socket:
     return server
 
 
-def _attempt_with(server: socket.socket, serve, allow_private: bool) -> deliveries.Result:
+def _attempt_with(server: socket.socket, serve, allow_private: bool) -> attempts.Result:
     """One attempt at ``server`` while ``serve`` plays its side in a thread."""
     t = threading.Thread(target=serve)
     t.start()
     pools = sender.Pools(timeout=2, allow_private=allow_private, keep=2)
-    claimed = deliveries.Claimed("msg_1", "ep_1", f"http://127.0.0.1:{server.getsockname()[1]}/",
+    claimed = claims.Claimed("msg_1", "ep_1", f"http://127.0.0.1:{server.getsockname()[1]}/",
                                  b"{}", [signing.new_secret()], token=None)
     try:
         return sender.attempt(claimed, pools, 60)
@@ -149,7 +149,7 @@ def test_a_slow_resolver_cannot_hold_a_send_past_the_delivery_timeout(monkeypatc
     # Past its timeout a send can outlive its claim, and the delivery goes twice.
     _slow_resolver(monkeypatch, 3)
     pools = sender.Pools(timeout=0.3, allow_private=True, keep=2)
-    claimed = deliveries.Claimed("msg_1", "ep_1", "http://hooks.example/", b"{}",
+    claimed = claims.Claimed("msg_1", "ep_1", "http://hooks.example/", b"{}",
                                  [signing.new_secret()], token=None)
     started = time.monotonic()
     result = sender.attempt(claimed, pools, 60)
@@ -277,7 +277,7 @@ def test_https_deliveries_shake_hands_and_verify_the_certificate(tmp_path, monke
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                      daemon=True).start()
     url = f"https://127.0.0.1:{server.server_address[1]}/hook"
-    claimed = deliveries.Claimed("msg_1", "ep_1", url, b"{}", [signing.new_secret()], token=None)
+    claimed = claims.Claimed("msg_1", "ep_1", url, b"{}", [signing.new_secret()], token=None)
     try:
         # Not trusted yet: the default context refuses the self-signed certificate.
         refused = sender.attempt(claimed, sender.Pools(timeout=2, allow_private=True, keep=2), 60)
@@ -304,7 +304,7 @@ class _Ok(BaseHTTPRequestHandler):
 
 def test_a_kept_connection_gets_the_whole_timeout_back(receiver):
     pools = sender.Pools(timeout=2.5, allow_private=True, keep=2)
-    claimed = deliveries.Claimed("msg_1", "ep_1", receiver.url("/a"), b"{}",
+    claimed = claims.Claimed("msg_1", "ep_1", receiver.url("/a"), b"{}",
                                  [signing.new_secret()], token=None)
     assert sender.attempt(claimed, pools, 60).ok
     [(conn, _)] = pools.get("ep_1", "http", "127.0.0.1", receiver.port)._idle
@@ -343,7 +343,7 @@ def test_retry_after_as_an_http_date():
 
 def test_payload_is_type_timestamp_and_the_normalised_event():
     note = Notification(42, "subscription.opted_out", sample_event())
-    doc = deliveries.payload(note)
+    doc = payload(note)
     assert doc["type"] == "subscription.opted_out"
     assert doc["timestamp"] == "2025-06-16T13:46:38+00:00"
     assert doc["data"]["event_id"] == 42 and doc["data"]["type"] == "message.read"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from shared.db import locks
+
 ROOT = Path(__file__).resolve().parents[1]
 
 FORBIDDEN = {
@@ -52,3 +54,18 @@ def test_the_check_sees_lazy_imports(tmp_path: Path) -> None:
     module.write_text("def f():\n    from workers.tasks import send_drain\n"
                       "    import hookline.cli\n")
     assert _imported_packages(module) == {("workers", 2), ("hookline", 3)}
+
+
+def test_advisory_lock_keys_are_unique_within_their_form() -> None:
+    # PostgreSQL keeps the one-key and two-key forms apart; within one, two names on
+    # one key would exclude each other. Every advisory lock is taken through the
+    # registry, so no hex key may appear anywhere else either.
+    spaces = [(lock.form, lock.key) for lock in locks.ALL]
+    assert len(set(spaces)) == len(spaces), spaces
+    assert len({lock.name for lock in locks.ALL}) == len(locks.ALL)
+    registered = {name for name, value in vars(locks).items() if isinstance(value, locks.Lock)}
+    assert registered == {lock.name.upper() for lock in locks.ALL}
+    stray = [f"{path.relative_to(ROOT)}" for package in ("shared", "workers", "ingest", "hookline")
+             for path in sorted((ROOT / package).rglob("*.py"))
+             if path != ROOT / "shared/db/locks.py" and "0X686F6F" in path.read_text().upper()]
+    assert stray == []

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from shared import queue
-from shared.db import endpoints, partitions, retention
+from shared.db import endpoints, locks, partitions, retention
 from shared.envelope import Envelope, new_id
 from tests.helpers import drain_all, receipt
 from workers import tasks
@@ -131,9 +131,9 @@ def test_a_purge_with_a_spent_budget_says_so_and_one_runs_at_a_time(make_rt):
     cutoff = datetime.now(UTC) - timedelta(days=30)
     url = rt.settings.database_url
     with psycopg.connect(url, autocommit=True) as a, psycopg.connect(url, autocommit=True) as b:
-        a.execute("SELECT pg_advisory_lock(%s)", (retention._LOCK_ID,))
+        a.execute("SELECT pg_advisory_lock(%s)", (locks.RETENTION.key,))
         assert retention.purge(b, cutoff).skipped  # another purge holds the lock
-        a.execute("SELECT pg_advisory_unlock(%s)", (retention._LOCK_ID,))
+        a.execute("SELECT pg_advisory_unlock(%s)", (locks.RETENTION.key,))
         out = retention.purge(b, cutoff, batch=2, budget_seconds=0)
     assert not out.finished and out.deleted["events_default"] == 2
     assert count(rt, "SELECT count(*) FROM events") == 3

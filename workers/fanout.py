@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 
 import psycopg
 from celery import shared_task
@@ -31,9 +32,11 @@ from prometheus_client import Counter, Histogram
 from psycopg_pool import PoolTimeout
 
 from shared import runtime, secretbox
-from shared.db import deliveries
-from shared.db.deliveries import Claimed, ClaimRules, Result
 from shared.db.endpoints import HealthRules
+from shared.db.outbox import attempts, claims
+from shared.db.outbox.attempts import Result
+from shared.db.outbox.claims import Claimed, ClaimRules
+from shared.retry import run_with_retries
 from workers import queues
 from workers.lanes import Lanes
 from workers.sender import Pools, attempt
@@ -57,6 +60,8 @@ CLAIM_MAX = 200             # deliveries per claim statement
 IDLE_POLL_SECONDS = 0.05    # re-claim this often while sends are in flight
 RECORD_BATCH_MAX = 500
 RECORD_RETRIES = 5
+# The pauses between the tries of a record: 0.4, 0.8, 1.6, 3.2 s.
+RECORD_SCHEDULE = tuple(0.2 * 2 ** n for n in range(1, RECORD_RETRIES))
 # Claims run ahead of the sending threads so they never wait on the database:
 # up to PREFETCH x the endpoint cap may be claimed per endpoint, and up to
 # PREFETCH x the thread count per process. Sends per endpoint stay at the cap.
@@ -166,24 +171,20 @@ class Sender:
             self._cond.notify_all()
 
     def _write(self, batch: list[Result]) -> None:
-        for attempt_no in range(1, RECORD_RETRIES + 1):
-            try:
-                recorded = self._record(batch)
-                break
-            except psycopg.DataError as exc:
-                # One result PostgreSQL refuses must not sink the others, nor go
-                # unrecorded (its delivery would be sent again after every lease).
-                log.error("a batch of %d attempts was refused, recording one by one: %s",
-                          len(batch), exc, extra={"error": repr(exc), "count": len(batch)})
-                recorded = self._record_each(batch)
-                break
-            except Exception as exc:
-                if attempt_no == RECORD_RETRIES:
-                    # The claims' leases run out and the deliveries go again.
-                    log.error("could not record %d attempts: %s", len(batch), exc,
-                              extra={"error": repr(exc), "count": len(batch)})
-                    return
-                time.sleep(0.2 * 2 ** attempt_no)
+        try:
+            recorded = run_with_retries(partial(self._record, batch), _not_refused,
+                                        RECORD_SCHEDULE)
+        except psycopg.DataError as exc:
+            # One result PostgreSQL refuses must not sink the others, nor go
+            # unrecorded (its delivery would be sent again after every lease).
+            log.error("a batch of %d attempts was refused, recording one by one: %s",
+                      len(batch), exc, extra={"error": repr(exc), "count": len(batch)})
+            recorded = self._record_each(batch)
+        except Exception as exc:
+            # The claims' leases run out and the deliveries go again.
+            log.error("could not record %d attempts: %s", len(batch), exc,
+                      extra={"error": repr(exc), "count": len(batch)})
+            return
         _account(batch, recorded)
         for endpoint_id in recorded.stopped:
             self._release(self.lanes.drop(endpoint_id))
@@ -215,20 +216,20 @@ class Sender:
         full = self.lanes.slow_load() >= self.capacity // 2
         return slow, 0 if full else self.lanes.cap
 
-    def _record(self, batch: list[Result]) -> deliveries.Recorded:
+    def _record(self, batch: list[Result]) -> attempts.Recorded:
         with self.rt.pool.connection() as conn:
-            return deliveries.record(conn, batch, self.schedule, self.health_rules)
+            return attempts.record(conn, batch, self.schedule, self.health_rules)
 
-    def _record_each(self, batch: list[Result]) -> deliveries.Recorded:
+    def _record_each(self, batch: list[Result]) -> attempts.Recorded:
         """Record results one at a time; one refused again is recorded as a plain
         failed attempt that says why."""
-        total = deliveries.Recorded({}, {}, set())
+        total = attempts.Recorded({}, {}, set())
         for r in batch:
             try:
                 try:
                     part = self._record([r])
                 except psycopg.DataError as exc:
-                    part = self._record([deliveries.unrecordable(r, exc)])
+                    part = self._record([attempts.unrecordable(r, exc)])
             except Exception as exc:
                 # Its claim's lease runs out and it goes again.
                 log.error("could not record attempt of %s: %s", r.delivery_id, exc,
@@ -246,7 +247,7 @@ class Sender:
             return
         try:
             with self.rt.pool.connection() as conn:
-                deliveries.release(conn, claimed)
+                attempts.release(conn, claimed)
         except Exception as exc:
             log.warning("could not release %d claims: %s", len(claimed), exc,
                         extra={"error": repr(exc)})
@@ -273,7 +274,12 @@ class Sender:
         self.pools.close()
 
 
-def _account(batch: list[Result], recorded: deliveries.Recorded) -> None:
+def _not_refused(exc: Exception) -> bool:
+    """A record worth trying again: not one PostgreSQL refuses the data of."""
+    return not isinstance(exc, psycopg.DataError)
+
+
+def _account(batch: list[Result], recorded: attempts.Recorded) -> None:
     for r in batch:
         DELIVERIES.labels(recorded.statuses.get(r.delivery_id, "stale")).inc()
         if r.delivery_id in recorded.statuses and not r.ok:
@@ -349,7 +355,7 @@ def dispatch(rt: runtime.Runtime, budget: float = DISPATCH_BUDGET_SECONDS,
 
 
 def claim_into(conn: psycopg.Connection, sender: Sender, limit: int) -> int:
-    batch = deliveries.claim(conn, limit, sender.claim_rules, *sender.claim_slow())
+    batch = claims.claim(conn, limit, sender.claim_rules, *sender.claim_slow())
     secrets = secretbox.box(runtime.get().settings.secret_key)
     sendable: list[Claimed] = []
     for c in batch:
@@ -438,7 +444,7 @@ def fanout_tick() -> None:
     rt = runtime.get()
     try:
         with rt.pool.connection() as conn:
-            due = deliveries.due_exists(conn)
+            due = claims.due_exists(conn)
     except _DB_DOWN as exc:
         log.warning("fan-out tick skipped, database unavailable: %s", exc,
                     extra={"error": repr(exc)})

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-from shared.db.deliveries import Claimed
+from shared.db.outbox.claims import Claimed
 
 
 class Lanes:

@@ -24,12 +24,14 @@ from psycopg_pool import PoolTimeout
 from shared import consent, providers
 from shared.config import Settings
 from shared.db import events
-from shared.db.apply import Applied, Notification, apply_batch
+from shared.db.apply import Applied, apply_batch
 from shared.db.dead_letters import DeadLetter
 from shared.db.events import Incoming, Stored
 from shared.envelope import Envelope, EnvelopeError, decode
+from shared.notifications import Notification
 from shared.providers import ParseError
 from shared.queue import ERRORS, Lease
+from shared.retry import run_with_retries
 from shared.runtime import Runtime
 from shared.timeutil import from_epoch
 from workers import metrics
@@ -151,22 +153,29 @@ def _apply(rt: Runtime, decoded: list[Decoded], rows: events.Rows | None = None)
     if rows is None:
         rows = events.rows(_incoming(decoded))
     letters = [d.letter for d in decoded if d.letter is not None]
-    for attempt in range(RACE_RETRIES):
-        try:
-            with rt.pool.connection() as conn, conn.transaction():
-                return apply_batch(conn, rows, letters)
-        except psycopg.errors.ProgramLimitExceeded as exc:
-            # psycopg files class 54 under OperationalError, but it is the data's
-            # fault (e.g. a 10 kB random eventId: "index row requires 10032 bytes"),
-            # not an outage. Taken for one, it would stall the inbox behind it forever.
-            raise BatchRejected(str(exc)) from exc
-        except (*RACE_ERRORS, psycopg.errors.CheckViolation) as exc:
-            if attempt == RACE_RETRIES - 1 or not _lost_race(exc):
-                raise
-            log.warning("batch lost a race, retrying", extra={"attempt": attempt + 1})
-            # A moment for what it raced (a partition being made) to be done.
-            time.sleep(RACE_PAUSE_SECONDS * (attempt + 1))
-    raise AssertionError("unreachable")
+
+    def once() -> Applied:
+        with rt.pool.connection() as conn, conn.transaction():
+            return apply_batch(conn, rows, letters)
+
+    try:
+        # A moment between tries for what it raced (a partition being made) to be done.
+        return run_with_retries(once, _raced, [RACE_PAUSE_SECONDS * n
+                                               for n in range(1, RACE_RETRIES)],
+                                on_retry=_retrying)
+    except psycopg.errors.ProgramLimitExceeded as exc:
+        # psycopg files class 54 under OperationalError, but it is the data's
+        # fault (e.g. a 10 kB random eventId: "index row requires 10032 bytes"),
+        # not an outage. Taken for one, it would stall the inbox behind it forever.
+        raise BatchRejected(str(exc)) from exc
+
+
+def _raced(exc: Exception) -> bool:
+    return isinstance(exc, (*RACE_ERRORS, psycopg.errors.CheckViolation)) and _lost_race(exc)
+
+
+def _retrying(attempt: int, exc: Exception) -> None:
+    log.warning("batch lost a race, retrying", extra={"attempt": attempt})
 
 
 def _lost_race(exc: Exception) -> bool:

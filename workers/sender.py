@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from functools import partial
 
 from shared import netguard, signing
-from shared.db.deliveries import Claimed, Result
+from shared.db.outbox.attempts import Result
+from shared.db.outbox.claims import Claimed
 from workers.http1 import Answer, Connection
 
 USER_AGENT = "hookline-webhooks/1"

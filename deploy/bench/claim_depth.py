@@ -1,5 +1,5 @@
 """What one claim costs with a deep outbox: median and p95 per claim of a normal
-batch (``deliveries.claim``, limit 200, cap 64 per endpoint) with 0, 10k, 100k and
+batch (``claims.claim``, limit 200, cap 64 per endpoint) with 0, 10k, 100k and
 1M deliveries pending behind it, for an ordered and an unordered endpoint.
 
     python deploy/bench/claim_depth.py [--depths 0,10000,100000,1000000] [--claims 30]
@@ -15,7 +15,7 @@ endpoint of the kind measured:
 
 Beside it, 4 live endpoints of the same kind with 2,000 due deliveries each (one
 message each), which the claims take. After each claim its deliveries are handed
-back (``deliveries.release``), so every claim sees the same outbox. Followers are
+back (``attempts.release``), so every claim sees the same outbox. Followers are
 written as the code before migration 008 left them (due); the migration's
 (if the file exists) is then run again over the backlog, as on a live
 install, and their time is reported; the outbox is analyzed first, as a live one would
@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from common import ROOT, services
 
-from shared.db import deliveries
+from shared.db.outbox import attempts, claims
 
 try:
     from shared.db import partitions
@@ -43,7 +43,7 @@ except ImportError:  # a tree from before migration 010
 LIVE_ENDPOINTS = 4
 LIVE_ROWS = 2000
 CHAIN = 10
-RULES = deliveries.ClaimRules(cap=64, breaker_failures=5, lease=120.0)
+RULES = claims.ClaimRules(cap=64, breaker_failures=5, lease=120.0)
 MIGRATION = ROOT / "shared/db/migrations/008_held_followers.sql"
 
 _ENDPOINT = """
@@ -125,11 +125,11 @@ def _claims(url: str, n: int, warm: int = 5) -> list[float]:
     with psycopg.connect(url, autocommit=True, options="-c jit=off") as conn:
         for i in range(warm + n):
             started = time.perf_counter()
-            got = deliveries.claim(conn, 200, RULES)
+            got = claims.claim(conn, 200, RULES)
             took = time.perf_counter() - started
             if len(got) != 200:
                 raise SystemExit(f"a claim took {len(got)} deliveries, not 200")
-            deliveries.release(conn, got)
+            attempts.release(conn, got)
             if i >= warm:
                 times.append(took * 1000)
     return times

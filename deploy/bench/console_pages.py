@@ -189,13 +189,14 @@ def time_pages(client, targets: list[tuple[str, str]], n: int) -> None:
 
 def explain(url: str) -> None:
     """The plans of the queries behind the heaviest pages (node types and timing)."""
-    from shared.db import dead_letters, deliveries, stats, subscriptions
+    from shared.db import dead_letters, stats, subscriptions
+    from shared.db.outbox import admin
     from shared.db.paging import Page, page_sql
 
     cases = [
         ("overview series (events)", stats._FIRST_IDS.format(table="events", column="received_at"),
          {"minutes": 60, "rows": stats.BOUNDARY_ROWS}),
-        ("endpoint health (50 endpoints)", deliveries._RECENT,
+        ("endpoint health (50 endpoints)", admin._RECENT,
          ([f"ep_{i:012d}" for i in range(1, 51)], 100)),
         ("dead letters by source",
          *page_sql(dead_letters._RECENT, Page(50), source="comapi")),

@@ -53,7 +53,7 @@ import psycopg
 import psycopg.errors
 from common import services
 
-from shared.db import apply, convert, events, partitions
+from shared.db import apply, convert, events, legacy, partitions
 from shared.db.migrate import migrate
 from shared.model import NormalisedEvent
 
@@ -152,7 +152,7 @@ def pre_010(url: str) -> None:
         conn.execute("DROP SCHEMA public CASCADE")
         conn.execute("CREATE SCHEMA public")
     migrate(url, until=PRE_010)
-    convert.forget()
+    legacy.forget()
 
 
 def load(url: str, n: int, children: bool) -> Loaded:

@@ -7,8 +7,8 @@ the noise-free view of what fan-out asks of PostgreSQL.
 
 The outbox is filled as the drain fills it (mixed callbacks, one endpoint subscribed
 to every event; ``--ordered 1`` makes it ordered), then one process under callgrind
-claims batches with ``deliveries.claim`` and records each as answered 200 with
-``deliveries.record``, on two connections, until nothing is left. Two runs, of W and
+claims batches with ``claims.claim`` and records each as answered 200 with
+``attempts.record``, on two connections, until nothing is left. Two runs, of W and
 W + N callbacks: the difference divided by the difference in deliveries is the cost
 of one. With PostgreSQL under callgrind (pg_callgrind.py) its claiming and
 recording backends are reported apart. ``--partitions-at`` as in drain_instructions.py.
@@ -34,19 +34,20 @@ def _child(pids_file: str) -> None:
     import psycopg
 
     sys.path[:0] = [str(ROOT), str(HERE)]
-    from shared.db import deliveries, endpoints
+    from shared.db import endpoints
+    from shared.db.outbox import attempts, claims
 
     claim_conn = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True)
     record_conn = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True)
     pid = "SELECT pg_backend_pid()"
     Path(pids_file).write_text(f"{claim_conn.execute(pid).fetchone()[0]} "
                                f"{record_conn.execute(pid).fetchone()[0]}")
-    rules = deliveries.ClaimRules(cap=64, breaker_failures=5, lease=120.0)
+    rules = claims.ClaimRules(cap=64, breaker_failures=5, lease=120.0)
     health = endpoints.HealthRules(5, 30.0, 5 * 86400.0)
-    while batch := deliveries.claim(claim_conn, 200, rules):
+    while batch := claims.claim(claim_conn, 200, rules):
         now = datetime.now(UTC)
-        deliveries.record(record_conn, [
-            deliveries.Result(c.id, c.endpoint_id, c.token, now, 1, True, 200, "ok")
+        attempts.record(record_conn, [
+            attempts.Result(c.id, c.endpoint_id, c.token, now, 1, True, 200, "ok")
             for c in batch], [60.0], health)
     claim_conn.close()
     record_conn.close()

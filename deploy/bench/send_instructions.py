@@ -34,7 +34,7 @@ BODY = (b'{"type":"message.status","timestamp":"2026-11-30T12:00:00.000000Z","da
 def _child(url: str, attempts: int) -> None:
     sys.path[:0] = [str(ROOT)]
     from shared import signing
-    from shared.db.deliveries import Claimed
+    from shared.db.outbox.claims import Claimed
     from workers.sender import Pools, attempt
 
     pools = Pools(timeout=10.0, allow_private=True, keep=4)

@@ -14,14 +14,15 @@ from werkzeug.wrappers import Response
 from ingest import endpoints_api
 from ingest.console import bp, rt, settings
 from ingest.console.forms import PAGE, attempt, integer, one, text, words
-from shared.db import deliveries, endpoints
+from shared.db import endpoints
+from shared.db.outbox import admin
 from shared.model import EVENT_TYPES
 
 HEALTH_WINDOW = 100  # the success rate is over this many latest deliveries
 
 
 def breaker(ep: dict[str, Any]) -> str:
-    """The circuit breaker as the sender sees it (shared.db.deliveries' claim)."""
+    """The circuit breaker as the sender sees it (shared.db.outbox.claims)."""
     if not ep["enabled"]:
         return "disabled"
     if ep["paused_until"] and ep["paused_until"] > datetime.now(UTC):
@@ -33,7 +34,7 @@ def breaker(ep: dict[str, Any]) -> str:
 
 def _with_health(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     with rt().pool.connection() as conn:
-        recent = deliveries.recent_outcomes(conn, [r["id"] for r in rows], HEALTH_WINDOW)
+        recent = admin.recent_outcomes(conn, [r["id"] for r in rows], HEALTH_WINDOW)
     for r in rows:
         h = recent.get(r["id"], {})
         done = (h.get("succeeded") or 0) + (h.get("failed") or 0)
@@ -97,13 +98,13 @@ def _endpoint(endpoint_id: str) -> dict[str, Any]:
 def endpoint(endpoint_id: str) -> str:
     ep = _with_health([_endpoint(endpoint_id)])[0]
     status = request.args.get("status") or None
-    if status not in (None, *deliveries.STATUSES):
+    if status not in (None, *admin.STATUSES):
         status = None
     with rt().pool.connection() as conn:
-        rows = deliveries.list_for_endpoint(conn, endpoint_id, PAGE, status, integer("before"))
+        rows = admin.list_for_endpoint(conn, endpoint_id, PAGE, status, integer("before"))
     nxt = rows[-1]["seq"] if len(rows) == PAGE else None
     return render_template("console/endpoint.html", ep=ep, rows=rows, next_before=nxt,
-                           status=status, statuses=deliveries.STATUSES,
+                           status=status, statuses=admin.STATUSES,
                            replay_statuses=endpoints_api.REPLAY_STATUSES)
 
 
@@ -160,7 +161,7 @@ def request_headers(row: dict[str, Any], at: datetime) -> dict[str, str]:
 
 @bp.get("/deliveries/<delivery_id>")
 def delivery(delivery_id: str) -> str:
-    row = one(lambda conn: deliveries.get(conn, delivery_id), "delivery", delivery_id)
+    row = one(lambda conn: admin.get(conn, delivery_id), "delivery", delivery_id)
     body = orjson.dumps(row["payload"], option=orjson.OPT_INDENT_2).decode()
     for a in row["attempts_made"]:
         a["headers"] = request_headers(row, a["attempted_at"])

@@ -8,7 +8,8 @@ from flask import render_template
 
 from ingest.console import bp, rt
 from ingest.console.forms import text
-from shared.db import deliveries, messages
+from shared.db import messages
+from shared.db.outbox import admin
 from shared.model import STATUS_ORDER
 
 
@@ -16,7 +17,7 @@ def lookup(message_id: str, source: str | None) -> list[dict[str, Any]]:
     with rt().pool.connection() as conn:
         rows = messages.get(conn, message_id, source)
         for row in rows:
-            row["deliveries"] = deliveries.for_events(conn, [e["id"] for e in row["events"]])
+            row["deliveries"] = admin.for_events(conn, [e["id"] for e in row["events"]])
     return rows
 
 

@@ -12,31 +12,11 @@ from dataclasses import dataclass
 
 import psycopg
 
-from shared.consent import notifies_as_itself
-from shared.db import dead_letters, deliveries, events, inbound, messages, subscriptions
+from shared.db import dead_letters, events, inbound, messages, subscriptions
 from shared.db.dead_letters import DeadLetter
 from shared.db.events import Rows, Stored
-from shared.model import NormalisedEvent
-
-
-@dataclass(slots=True)
-class Notification:
-    """One thing customer endpoints may be told: an applied event, or a consent
-    transition it caused (then ``type`` differs from ``event.type``)."""
-
-    event_id: int
-    type: str
-    event: NormalisedEvent
-    tenant_id: str | None = None  # whose endpoints may hear of it (docs/tenants.md)
-
-
-def plain_notifications(stored: list[Stored]) -> list[Notification]:
-    """Every new event notifies as itself, except SUBSCRIBE / UNSUBSCRIBE-like events:
-    those notify only through the transitions they cause (see the consent step). A
-    keyword text notifies as message.inbound and, if it changed consent, again
-    as its transition."""
-    return [Notification(s.id, s.event.type, s.event, s.tenant_id) for s in stored
-            if notifies_as_itself(s.event)]
+from shared.db.outbox.enqueue import enqueue
+from shared.notifications import Notification, plain_notifications
 
 
 @dataclass(slots=True)
@@ -54,6 +34,6 @@ def apply_batch(conn: psycopg.Connection, rows: Rows, letters: list[DeadLetter])
         notes = plain_notifications(stored)
         notes += [Notification(t.event_id, t.type, t.event, t.tenant_id)
                   for t in subscriptions.apply_consent(cur, stored)]
-        deliveries.enqueue(cur, notes)  # the outbox: last, so it sees every notification
+        enqueue(cur, notes)  # the outbox: last, so it sees every notification
         dead_letters.insert(cur, letters)
     return Applied(stored, notes)

@@ -23,7 +23,8 @@ from datetime import datetime
 import psycopg
 import psycopg.errors
 
-from shared.db import deliveries, partitions
+from shared.db import legacy, locks, partitions
+from shared.db.outbox import ordering
 from shared.db.stats import table_exists
 
 log = logging.getLogger(__name__)
@@ -31,37 +32,10 @@ log = logging.getLogger(__name__)
 # Small: a new callback that duplicates an event of the batch waits for the batch's
 # commit on that event's key (5,000 made such waits seconds long).
 BATCH = 1000
-_LOCK_ID = 0x686F6F63  # distinct from the other advisory locks
 # Children of an event, in the order they are copied.
 _CHILDREN = ("message_status_history", "inbound_messages", "deliveries")
 _LEGACY = ("delivery_attempts_legacy", "deliveries_legacy", "inbound_messages_legacy",
            "message_status_history_legacy", "events_legacy")
-
-_present: bool | None = None
-
-
-def legacy_present(cur: psycopg.Cursor | psycopg.Connection) -> bool:
-    """Whether events_legacy exists. Once migration 010 has run the answer can only go
-    from yes to no (the table is dropped, never made again; a statement naming it after
-    the drop fails with UndefinedTable, which forget() answers), so it is kept. Before
-    010 (event_keys missing: a worker that started before `hookline migrate` finished)
-    nothing is kept: 010 may be about to make the legacy tables."""
-    global _present
-    if _present is None:
-        legacy, migrated = cur.execute(
-            "SELECT to_regclass('events_legacy') IS NOT NULL, "
-            "to_regclass('event_keys') IS NOT NULL").fetchone()
-        if not migrated:
-            return legacy
-        _present = legacy
-    return _present
-
-
-def forget() -> None:
-    """Read legacy_present again next time (the legacy tables were dropped)."""
-    global _present
-    _present = None
-
 
 # Unsent deliveries first, a message at a time: every unsent delivery of a message
 # moves in one batch, so an ordered endpoint's held followers never end up in the other
@@ -78,7 +52,7 @@ UNION
  WHERE status IN ('pending', 'failed') AND message_key IS NULL LIMIT %(n)s)
 """
 # The moved messages' held deliveries: the first pending of each is let go if its
-# predecessor settled before the move (shared.db.deliveries' own release).
+# predecessor settled before the move (shared.db.outbox.ordering's own release).
 _MOVED_HELD = """
 SELECT array_agg(endpoint_id), array_agg(message_key) FROM (
     SELECT DISTINCT endpoint_id, message_key FROM deliveries
@@ -129,8 +103,8 @@ def _move(conn: psycopg.Connection, ids: list[int], dedupe_days: int,
         eps, keys = conn.execute(_MOVED_HELD, (ids,)).fetchone()
         if eps:
             cur = conn.cursor()
-            deliveries._lock_order(cur, eps)
-            deliveries._release_first(cur, eps, keys)
+            ordering.lock_endpoints(cur, eps)
+            ordering.release_first(cur, eps, keys)
         # The keys last, just before the delete: from here to the commit a new duplicate
         # of one of these events waits on its key.
         conn.execute(_KEYS, (dedupe_days, ids))
@@ -148,7 +122,7 @@ def _drop(conn: psycopg.Connection) -> bool:
 
     if not partitions.with_lock_retries(drop, "dropped", "events_legacy"):
         return False
-    forget()
+    legacy.forget()
     log.info("conversion finished: legacy tables dropped")
     return True
 
@@ -163,13 +137,11 @@ def step(conn: psycopg.Connection, since: datetime, interval_days: int, dedupe_d
         out.finished = True
         return out
     # One at a time: two would pick the same events, and the second's copy would fail.
-    if not conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_ID,)).fetchone()[0]:
-        out.skipped = True
-        return out
-    try:
+    with locks.held(conn, locks.CONVERT, wait="try") as took:
+        if not took:
+            out.skipped = True
+            return out
         _run(conn, out, since, interval_days, dedupe_days, budget_seconds, batch)
-    finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
     log.info("converted %s legacy events", out.events,
              extra={"events": out.events, "finished": out.finished})
     return out

@@ -1,7 +1,7 @@
 """Customer webhook endpoints: CRUD, secret rotation, and health (breaker, disable).
 
 Secrets never leave this module except through ``create`` and ``rotate_secret``
-(and the sender's claim query in shared.db.deliveries): every other read uses
+(and the sender's claim query in shared.db.outbox.claims): every other read uses
 the public column list.
 """
 

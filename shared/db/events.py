@@ -10,7 +10,7 @@ import psycopg
 import psycopg.errors
 from psycopg.rows import dict_row
 
-from shared.db import arrays, convert
+from shared.db import arrays, legacy
 from shared.model import NormalisedEvent
 
 # Deduplication across time partitions (migration 010): each event claims its key in
@@ -112,7 +112,7 @@ def insert_new(cur: psycopg.Cursor, batch: Rows) -> list[Stored]:
     if not batch.unique:
         return []
     params = [*batch.columns, DEDUPE_DAYS, DEDUPE_DAYS + 1]
-    if not convert.legacy_present(cur):
+    if not legacy.legacy_present(cur):
         cur.execute(_PLAIN, params)
     else:
         try:
@@ -121,7 +121,7 @@ def insert_new(cur: psycopg.Cursor, batch: Rows) -> list[Stored]:
             with cur.connection.transaction():
                 cur.execute(_CONVERTING, params)
         except psycopg.errors.UndefinedTable:
-            convert.forget()
+            legacy.forget()
             cur.execute(_PLAIN, params)
     stored = [Stored(row[0], batch.unique[(row[1], row[2])].event, row[3])
               for row in cur.fetchall()]

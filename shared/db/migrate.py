@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -22,13 +21,11 @@ from importlib import resources
 import psycopg
 
 from shared import config
-from shared.db import partitions
+from shared.db import locks, partitions
 from shared.db.stats import table_exists
 
 log = logging.getLogger(__name__)
 
-# An arbitrary constant shared by every hookline process that migrates.
-_LOCK_ID = 0x686F6F6B
 LOCK_POLL_SECONDS = 0.2
 NO_TRANSACTION = "-- hookline: no transaction"
 _STATEMENT_END = re.compile(r";[ \t]*$", re.MULTILINE)
@@ -39,6 +36,17 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT now()
 )
 """
+
+
+# Names the newest migration. A branch that adds one changes this line, so two branches
+# that each add one conflict here in git instead of merging two 011_*.sql files
+# (tests/db/test_migration_head.py keeps it true).
+HEAD_FILE = ".head"
+
+
+def head() -> str:
+    """The newest migration's version, as HEAD_FILE names it."""
+    return (resources.files("shared.db") / "migrations" / HEAD_FILE).read_text().strip()
 
 
 def migration_files() -> list[tuple[str, str]]:
@@ -75,34 +83,30 @@ def migrate(database_url: str, env: Mapping[str, str] | None = None,
     the time partitions that should exist (HOOKLINE_PARTITION_INTERVAL in ``env``,
     default os.environ); returns the versions applied now."""
     applied_now: list[str] = []
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        # Polled, not waited for inside pg_advisory_lock: a waiting statement holds a
-        # snapshot, which CREATE INDEX CONCURRENTLY in the holder's migration waits
-        # out, and PostgreSQL breaks the deadlock by failing one of them.
-        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_ID,)).fetchone()[0]:
-            time.sleep(LOCK_POLL_SECONDS)
-        try:
-            conn.execute(_TABLE)
-            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
-            for version, sql in migration_files():
-                if version in done or (until is not None and version > until):
-                    continue
-                if sql.startswith(NO_TRANSACTION):
-                    for statement in statements(sql):
-                        conn.execute(statement)
-                    conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)",
-                                 (version,))
-                else:
-                    with conn.transaction():
-                        conn.execute(sql)
-                        conn.execute(
-                            "INSERT INTO schema_migrations (version) VALUES (%s)", (version,)
-                        )
-                log.info("applied migration %s", version, extra={"version": version})
-                applied_now.append(version)
-            # Before any worker writes: else the first rows would all go to the defaults.
-            if table_exists(conn, "events_default"):
-                _ensure_partitions(conn, os.environ if env is None else env)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+    # Polled, not waited for inside pg_advisory_lock: a waiting statement holds a
+    # snapshot, which CREATE INDEX CONCURRENTLY in the holder's migration waits
+    # out, and PostgreSQL breaks the deadlock by failing one of them.
+    with (psycopg.connect(database_url, autocommit=True) as conn,
+          locks.held(conn, locks.MIGRATE, wait="poll", poll_seconds=LOCK_POLL_SECONDS)):
+        conn.execute(_TABLE)
+        done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+        for version, sql in migration_files():
+            if version in done or (until is not None and version > until):
+                continue
+            if sql.startswith(NO_TRANSACTION):
+                for statement in statements(sql):
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)",
+                             (version,))
+            else:
+                with conn.transaction():
+                    conn.execute(sql)
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version) VALUES (%s)", (version,)
+                    )
+            log.info("applied migration %s", version, extra={"version": version})
+            applied_now.append(version)
+        # Before any worker writes: else the first rows would all go to the defaults.
+        if table_exists(conn, "events_default"):
+            _ensure_partitions(conn, os.environ if env is None else env)
     return applied_now

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,9 @@ from functools import partial
 import psycopg
 import psycopg.errors
 from psycopg import sql
+
+from shared.db import locks
+from shared.retry import run_with_retries
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,6 @@ BEHIND_DAYS = 2
 # locks hold off; while such a request waits, every new query on the table queues
 # behind it. So: a short wait, tried again a few times, then left to the next run.
 LOCK_TIMEOUT = "200ms"
-_LOCK_ID = 0x686F6F70  # distinct from the migrations' and retention's advisory locks
 LOCK_TRIES = 10
 LOCK_PAUSE_SECONDS = 0.5
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -117,11 +118,8 @@ def ensure(conn: psycopg.Connection, now: datetime | None = None,
     now = now or datetime.now(UTC)
     # One at a time (migrate, the scheduler's purge, `hookline partitions`): two would
     # both see a range missing and the second CREATE TABLE would fail.
-    conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
-    try:
+    with locks.held(conn, locks.PARTITIONS):
         made = _ensure(conn, now, interval_days, ahead_days, since)
-    finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
     if made:
         log.info("made partitions %s", made, extra={"partitions": made})
     return made
@@ -147,15 +145,17 @@ def _ensure(conn: psycopg.Connection, now: datetime, interval_days: int, ahead_d
 def with_lock_retries(step: Callable[[], object], what: str, name: str) -> bool:
     """Run ``step`` (one transaction under LOCK_TIMEOUT) until it gets its locks; False
     when it never did (logged: ``name`` not ``what``)."""
-    for _ in range(LOCK_TRIES):
-        try:
-            step()
-            return True
-        except psycopg.errors.LockNotAvailable:
-            time.sleep(LOCK_PAUSE_SECONDS)
-    log.warning("%s not %s: its lock was busy %s times; the next run tries again",
-                name, what, LOCK_TRIES, extra={"partition": name})
-    return False
+    try:
+        run_with_retries(step, _lock_busy, [LOCK_PAUSE_SECONDS] * (LOCK_TRIES - 1))
+    except psycopg.errors.LockNotAvailable:
+        log.warning("%s not %s: its lock was busy %s times; the next run tries again",
+                    name, what, LOCK_TRIES, extra={"partition": name})
+        return False
+    return True
+
+
+def _lock_busy(exc: Exception) -> bool:
+    return isinstance(exc, psycopg.errors.LockNotAvailable)
 
 
 def _create(conn: psycopg.Connection, parent: str, column: str, name: str,

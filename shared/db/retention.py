@@ -31,14 +31,12 @@ from datetime import datetime
 import psycopg
 import psycopg.errors
 
-from shared.db import partitions
+from shared.db import locks, partitions
 from shared.db.stats import table_exists
 
 log = logging.getLogger(__name__)
 
 BATCH = 5000
-# Any constant distinct from the migrations' lock: one purge at a time.
-_LOCK_ID = 0x686F6F6C
 
 
 _DEAD_LETTERS = """
@@ -92,11 +90,11 @@ def purge(conn: psycopg.Connection, cutoff: datetime, batch: int = BATCH,
     """Drop and delete what is older than ``cutoff`` on an autocommit connection."""
     if not conn.autocommit:
         raise ValueError("purge needs an autocommit connection: one transaction per batch")
-    if not conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_ID,)).fetchone()[0]:
-        return Purged(skipped=True)
-    deadline = time.monotonic() + budget_seconds
-    out = Purged()
-    try:
+    with locks.held(conn, locks.RETENTION, wait="try") as took:
+        if not took:  # one purge at a time
+            return Purged(skipped=True)
+        deadline = time.monotonic() + budget_seconds
+        out = Purged()
         drop = partitions.drop_expired(conn, cutoff)
         out.dropped, out.dropped_rows, out.kept = drop.partitions, drop.rows, drop.kept
         for table, sql in _deletes(conn):
@@ -105,8 +103,6 @@ def purge(conn: psycopg.Connection, cutoff: datetime, batch: int = BATCH,
             if not done:
                 out.finished = False
                 break
-    finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
     return out
 
 
