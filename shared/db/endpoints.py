@@ -18,10 +18,14 @@ from psycopg.rows import dict_row
 
 from shared.signing import ROTATION_OVERLAP
 
-FILTER_KEYS = ("source", "channel", "sender")
+# "tenant" matters on an operator's endpoint only: a tenant's hears its own tenant alone.
+FILTER_KEYS = ("source", "channel", "sender", "tenant")
+# Which endpoints a caller may see: a tenant's own, or (tenant None) the operator all.
+_MINE = "(%(tenant)s::text IS NULL OR tenant_id = %(tenant)s)"
 
 PUBLIC_COLUMNS = (
     "id, url, description, event_types, filter_source, filter_channel, filter_sender, "
+    "filter_tenant, tenant_id, "
     "ordered, enabled, disabled_reason, disabled_at, previous_secret_expires_at, "
     "consecutive_failures, failing_since, paused_until, last_success_at, last_failure_at, "
     "created_at, updated_at"
@@ -44,36 +48,41 @@ def _filter_columns(filters: dict[str, list[str]] | None) -> dict[str, list[str]
 def create(
     conn: psycopg.Connection, *, url: str, event_types: list[str], secret: str,
     filters: dict[str, list[str]] | None = None, description: str | None = None,
-    ordered: bool = False,
+    ordered: bool = False, tenant_id: str | None = None,
 ) -> dict[str, Any]:
+    """``tenant_id``: the tenant whose key made it, None for the operator."""
     params = dict(id=new_id(), url=url, description=description, event_types=event_types,
-                  ordered=ordered, secret=secret, **_filter_columns(filters))
+                  ordered=ordered, secret=secret, tenant_id=tenant_id,
+                  **_filter_columns(filters))
     sql = f"""
     INSERT INTO endpoints (id, url, description, event_types, filter_source, filter_channel,
-                           filter_sender, ordered, secret)
+                           filter_sender, filter_tenant, ordered, secret, tenant_id)
     VALUES (%(id)s, %(url)s, %(description)s, %(event_types)s, %(filter_source)s,
-            %(filter_channel)s, %(filter_sender)s, %(ordered)s, %(secret)s)
+            %(filter_channel)s, %(filter_sender)s, %(filter_tenant)s, %(ordered)s, %(secret)s,
+            %(tenant_id)s)
     RETURNING {PUBLIC_COLUMNS}
     """
     return conn.cursor(row_factory=dict_row).execute(sql, params).fetchone()
 
 
-def get(conn: psycopg.Connection, endpoint_id: str) -> dict[str, Any] | None:
+def get(conn: psycopg.Connection, endpoint_id: str, tenant_id: str | None = None
+        ) -> dict[str, Any] | None:
+    """The endpoint; with ``tenant_id``, only if it is that tenant's."""
     cur = conn.cursor(row_factory=dict_row)
-    return cur.execute(f"SELECT {PUBLIC_COLUMNS} FROM endpoints WHERE id = %s",
-                       (endpoint_id,)).fetchone()
+    return cur.execute(f"SELECT {PUBLIC_COLUMNS} FROM endpoints WHERE id = %(id)s AND {_MINE}",
+                       {"id": endpoint_id, "tenant": tenant_id}).fetchone()
 
 
-def list_page(conn: psycopg.Connection, limit: int, after: str | None = None
-              ) -> list[dict[str, Any]]:
-    """Oldest first; ``after`` (an id) pages."""
+def list_page(conn: psycopg.Connection, limit: int, after: str | None = None,
+              tenant_id: str | None = None) -> list[dict[str, Any]]:
+    """Oldest first; ``after`` (an id) pages; with ``tenant_id``, that tenant's only."""
     sql = f"""
     SELECT {PUBLIC_COLUMNS} FROM endpoints
-    WHERE %(after)s::text IS NULL OR id > %(after)s
+    WHERE (%(after)s::text IS NULL OR id > %(after)s) AND {_MINE}
     ORDER BY id LIMIT %(limit)s
     """
     cur = conn.cursor(row_factory=dict_row)
-    return cur.execute(sql, {"after": after, "limit": limit}).fetchall()
+    return cur.execute(sql, {"after": after, "limit": limit, "tenant": tenant_id}).fetchall()
 
 
 _ENABLE = """
@@ -85,12 +94,12 @@ _DISABLE = """
     disabled_at = CASE WHEN enabled THEN now() ELSE disabled_at END"""
 
 
-def update(conn: psycopg.Connection, endpoint_id: str, changes: dict[str, Any]
-           ) -> dict[str, Any] | None:
+def update(conn: psycopg.Connection, endpoint_id: str, changes: dict[str, Any],
+           tenant_id: str | None = None) -> dict[str, Any] | None:
     """Apply a PATCH. Re-enabling clears the endpoint's failure history, so the
     breaker and the N-days rule start afresh."""
     sets: list[str] = ["updated_at = now()"]
-    params: dict[str, Any] = {"id": endpoint_id}
+    params: dict[str, Any] = {"id": endpoint_id, "tenant": tenant_id}
     for name in _PLAIN_FIELDS:
         if name in changes:
             sets.append(f"{name} = %({name})s")
@@ -101,11 +110,14 @@ def update(conn: psycopg.Connection, endpoint_id: str, changes: dict[str, Any]
         params.update(cols)
     if "enabled" in changes:
         sets.append(_ENABLE if changes["enabled"] else _DISABLE)
-    sql = f"UPDATE endpoints SET {', '.join(sets)} WHERE id = %(id)s RETURNING {PUBLIC_COLUMNS}"
+    sql = f"UPDATE endpoints SET {', '.join(sets)} WHERE id = %(id)s AND {_MINE} " \
+        f"RETURNING {PUBLIC_COLUMNS}"
     return conn.cursor(row_factory=dict_row).execute(sql, params).fetchone()
 
 
-def delete(conn: psycopg.Connection, endpoint_id: str) -> bool:
+def delete(conn: psycopg.Connection, endpoint_id: str, tenant_id: str | None = None) -> bool:
+    if get(conn, endpoint_id, tenant_id) is None:
+        return False
     # Deliveries go by their foreign key's cascade; attempts are partitioned on their
     # own time and have none (migration 010), so they go first, here.
     conn.execute("DELETE FROM delivery_attempts WHERE delivery_id IN "
@@ -113,15 +125,16 @@ def delete(conn: psycopg.Connection, endpoint_id: str) -> bool:
     return conn.execute("DELETE FROM endpoints WHERE id = %s", (endpoint_id,)).rowcount == 1
 
 
-def rotate_secret(conn: psycopg.Connection, endpoint_id: str, secret: str
-                  ) -> dict[str, Any] | None:
+def rotate_secret(conn: psycopg.Connection, endpoint_id: str, secret: str,
+                  tenant_id: str | None = None) -> dict[str, Any] | None:
     """The current secret becomes the previous one and keeps signing for the overlap."""
     sql = f"""
     UPDATE endpoints SET previous_secret = secret, secret = %(secret)s,
         previous_secret_expires_at = now() + %(overlap)s, updated_at = now()
-    WHERE id = %(id)s RETURNING {PUBLIC_COLUMNS}
+    WHERE id = %(id)s AND {_MINE} RETURNING {PUBLIC_COLUMNS}
     """
-    params = {"id": endpoint_id, "secret": secret, "overlap": ROTATION_OVERLAP}
+    params = {"id": endpoint_id, "secret": secret, "overlap": ROTATION_OVERLAP,
+              "tenant": tenant_id}
     return conn.cursor(row_factory=dict_row).execute(sql, params).fetchone()
 
 

@@ -38,11 +38,18 @@ def list_for_endpoint(
     return conn.cursor(row_factory=dict_row).execute(sql, params).fetchall()
 
 
-def get(conn: psycopg.Connection, delivery_id: str) -> dict[str, Any] | None:
-    """One delivery with its body and every attempt, oldest first."""
+# A tenant sees the deliveries of its own endpoints only (tenant None: the operator, all).
+_MINE = """(%(tenant)s::text IS NULL OR endpoint_id IN
+    (SELECT id FROM endpoints WHERE tenant_id = %(tenant)s))"""
+
+
+def get(conn: psycopg.Connection, delivery_id: str, tenant_id: str | None = None
+        ) -> dict[str, Any] | None:
+    """One delivery with its body and every attempt, oldest first; with ``tenant_id``,
+    only one to that tenant's endpoints."""
     cur = conn.cursor(row_factory=dict_row)
-    row = cur.execute(f"SELECT {_COLUMNS}, payload FROM deliveries WHERE id = %s",
-                      (delivery_id,)).fetchone()
+    row = cur.execute(f"SELECT {_COLUMNS}, payload FROM deliveries WHERE id = %(id)s "
+                      f"AND {_MINE}", {"id": delivery_id, "tenant": tenant_id}).fetchone()
     if row is not None:
         row["attempts_made"] = cur.execute("""
             SELECT attempted_at, duration_ms, status_code, response_body, error
@@ -102,10 +109,12 @@ def requeue(conn: psycopg.Connection, endpoint_id: str, selected: Selector) -> i
         return ordering.release_held(cur, ordering.Written(*cur.execute(sql, params).fetchone()))
 
 
-def retry(conn: psycopg.Connection, delivery_id: str) -> str | None:
-    """Queue one delivery now: 'queued', 'in_flight' (being sent, left alone) or None."""
-    row = conn.execute("SELECT endpoint_id FROM deliveries WHERE id = %s",
-                       (delivery_id,)).fetchone()
+def retry(conn: psycopg.Connection, delivery_id: str, tenant_id: str | None = None
+          ) -> str | None:
+    """Queue one delivery now: 'queued', 'in_flight' (being sent, left alone) or None
+    (none, or with ``tenant_id`` none of that tenant's)."""
+    row = conn.execute(f"SELECT endpoint_id FROM deliveries WHERE id = %(id)s AND {_MINE}",
+                       {"id": delivery_id, "tenant": tenant_id}).fetchone()
     if row is None:
         return None
     (endpoint_id,) = row
@@ -123,13 +132,14 @@ def replay(
     return requeue(conn, endpoint_id, Window(endpoint_id, since, until, statuses))
 
 
-def for_events(conn: psycopg.Connection, event_ids: Sequence[int], limit: int = 200
-               ) -> list[dict[str, Any]]:
+def for_events(conn: psycopg.Connection, event_ids: Sequence[int], limit: int = 200,
+               tenant_id: str | None = None) -> list[dict[str, Any]]:
     """The deliveries these events caused (the deliveries_once index leads with event_id),
-    each with its attempts, oldest first."""
+    each with its attempts, oldest first; with ``tenant_id``, to its endpoints only."""
     cur = conn.cursor(row_factory=dict_row)
-    rows = cur.execute(f"SELECT {_COLUMNS} FROM deliveries WHERE event_id = ANY(%s) "
-                       "ORDER BY seq LIMIT %s", (list(event_ids), limit)).fetchall()
+    rows = cur.execute(f"SELECT {_COLUMNS} FROM deliveries WHERE event_id = ANY(%(ids)s) "
+                       f"AND {_MINE} ORDER BY seq LIMIT %(limit)s",
+                       {"ids": list(event_ids), "limit": limit, "tenant": tenant_id}).fetchall()
     attempts: dict[str, list] = {r["id"]: [] for r in rows}
     if rows:
         for a in cur.execute("""
