@@ -85,7 +85,9 @@ def validate_request() -> None:
     method = "GET" if request.method == "HEAD" else request.method
     op = _OPERATIONS.get((method, rule.rule))
     _storable("path", request.view_args or {})
-    _storable("query", {k: v for k, v in request.args.lists()})
+    for name, values in request.args.lists():  # named as sent, not as name[0]
+        if problems.unstorable([name, *values]) is not None:
+            raise _unstorable("query", name)
     g.query = _loaded(op.query if op else None, request.args.to_dict(), "query")
     if op is not None and isinstance(op.body, Schema | type) and op.body_content_type == \
             "application/json":
@@ -97,8 +99,14 @@ def validate_request() -> None:
 def _storable(location: str, value: Any) -> None:
     bad = problems.unstorable(value)
     if bad is not None:
-        raise problems.invalid(location, bad, "holds a NUL byte, a lone surrogate or an "
-                                              "integer out of range: it cannot be stored")
+        raise _unstorable(location, bad)
+
+
+def _unstorable(location: str, name: str) -> problems.Invalid:
+    # The name itself may hold the NUL: shown escaped, so the answer is storable too.
+    return problems.invalid(location, name.replace("\x00", "\\0"),
+                            "holds a NUL byte, a lone surrogate or an integer out of range: "
+                            "it cannot be stored")
 
 
 def _instance(schema: type[Schema] | Schema) -> Schema:
