@@ -64,7 +64,8 @@ class EventTypes(fields.List):
         known = [*sorted(EVENT_TYPES), "*"]
         super().__init__(fields.Str(validate=validate.OneOf(
                              known, error="unknown event type {input}; known: {choices}")),
-                         validate=validate.Length(min=1), metadata={
+                         validate=validate.Length(min=1, error='must be a non-empty list of '
+                                                  'event type names, or ["*"]'), metadata={
                              "description": 'Normalised event type names, or ["*"] for all'},
                          **kwargs)
 

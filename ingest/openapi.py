@@ -87,26 +87,17 @@ def validate_request() -> None:
     _storable("path", request.view_args or {})
     for name, values in request.args.lists():  # named as sent, not as name[0]
         if problems.unstorable([name, *values]) is not None:
-            raise _unstorable("query", name)
+            raise problems.unstorable_input("query", name)
     g.query = _loaded(op.query if op else None, request.args.to_dict(), "query")
     if op is not None and isinstance(op.body, Schema | type) and op.body_content_type == \
             "application/json":
-        doc = request.get_json(silent=True)
-        _storable("body", doc)
-        g.body = problems.load(_instance(op.body), doc, "body")
+        g.body = problems.load(_instance(op.body), request.get_json(silent=True), "body")
 
 
 def _storable(location: str, value: Any) -> None:
     bad = problems.unstorable(value)
     if bad is not None:
-        raise _unstorable(location, bad)
-
-
-def _unstorable(location: str, name: str) -> problems.Invalid:
-    # The name itself may hold the NUL: shown escaped, so the answer is storable too.
-    return problems.invalid(location, name.replace("\x00", "\\0"),
-                            "holds a NUL byte, a lone surrogate or an integer out of range: "
-                            "it cannot be stored")
+        raise problems.unstorable_input(location, bad)
 
 
 def _instance(schema: type[Schema] | Schema) -> Schema:

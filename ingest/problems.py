@@ -99,13 +99,24 @@ def from_validation(exc: ValidationError, location: str) -> Invalid:
 
 
 def load(schema: Schema, data: Any, location: str) -> dict[str, Any]:
-    """``data`` loaded by ``schema``, or an Invalid naming every bad field."""
+    """``data`` loaded by ``schema``, or an Invalid naming every bad field (or the first
+    value PostgreSQL could not store)."""
     if location == "body" and not isinstance(data, dict):
         raise invalid("body", "", "the body must be a JSON object")
+    bad = unstorable(data)
+    if bad is not None:
+        raise unstorable_input(location, bad)
     try:
         return schema.load(data)
     except ValidationError as exc:
         raise from_validation(exc, location) from None
+
+
+def unstorable_input(location: str, name: str) -> Invalid:
+    # The name itself may hold the NUL: shown escaped, so the answer is storable too.
+    return invalid(location, name.replace("\x00", "\\0"),
+                   "holds a NUL byte, a lone surrogate or an integer out of range: it cannot "
+                   "be stored")
 
 
 def unstorable(value: Any, name: str = "") -> str | None:

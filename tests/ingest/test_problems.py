@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from ingest import endpoints_api
 from ingest.app import create_app
-from ingest.problems import MEDIA_TYPE
+from ingest.problems import MEDIA_TYPE, Invalid
 
 AUTH = {"Authorization": "Bearer test-api-token"}
 PROBLEM_KEYS = {"type", "title", "status", "detail", "errors"}
@@ -140,3 +141,15 @@ def test_every_list_pages_with_after_and_next_after(client):
     for path in lists:
         params = {q["name"] for q in paths[path]["get"]["parameters"]}
         assert "after" in params and "before" not in params, path
+
+
+def test_the_console_creates_through_the_same_schema(app):
+    # The console calls endpoints_api.create with its form as the body: the same rules.
+    with app.test_request_context(), pytest.raises(Invalid) as refused:
+        endpoints_api.create({"url": "http://127.0.0.1:9/x", "event_types": ["*"],
+                              "description": "a\x00b"})
+    assert refused.value.errors == [{"in": "body", "name": "description",
+                                     "detail": refused.value.errors[0]["detail"]}]
+    with app.test_request_context(), pytest.raises(Invalid) as refused:
+        endpoints_api.create({"url": "http://127.0.0.1:9/x", "event_types": ["nope"]})
+    assert "event_types" in refused.value.description
