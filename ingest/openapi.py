@@ -142,7 +142,7 @@ def _json(schema: SchemaType | None) -> dict[str, Any]:
 
 
 def _problem(code: int) -> dict[str, Any]:
-    schema = problems.AmbiguousProblemSchema if code == 409 else problems.ProblemSchema
+    schema = problems.ConflictProblemSchema if code == 409 else problems.ProblemSchema
     return {"description": _REASONS.get(code, "Error"),
             "content": {problems.MEDIA_TYPE: {"schema": schema}}}
 

@@ -60,9 +60,10 @@ class ProblemSchema(Schema):
     errors = fields.List(fields.Nested(ProblemErrorSchema), required=True)
 
 
-class AmbiguousProblemSchema(ProblemSchema):
+class ConflictProblemSchema(ProblemSchema):
     sources = fields.List(fields.Str(), metadata={
-        "description": "The sources sharing the message id: pass one as ?source="})
+        "description": "GET /v1/messages: the sources sharing the message id; pass one "
+                       "as ?source="})
 
 
 class Invalid(BadRequest):
