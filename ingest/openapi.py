@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
 from importlib import metadata
 from typing import Any
 
@@ -100,6 +101,7 @@ def _storable(location: str, value: Any) -> None:
         raise problems.unstorable_input(location, bad)
 
 
+@cache  # one instance per schema: building one per request costs more than the load
 def _instance(schema: type[Schema] | Schema) -> Schema:
     return schema() if isinstance(schema, type) else schema
 
