@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
-from flask import Blueprint, Response, abort, current_app, jsonify, request
+from flask import Blueprint, Response, abort, current_app, g, jsonify, request
 
+from ingest import openapi, problems
 from ingest.auth import presented_token, token_ok
 from shared.db import dead_letters, messages
 from shared.db.paging import Page
 from shared.replay import replay
 from shared.runtime import Runtime
-from shared.timeutil import parse_timestamp
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
-MAX_PAGE = 500
 
 
 def rt() -> Runtime:
@@ -30,68 +28,54 @@ def _authenticate() -> Response | None:
     presented = presented_token(request, allow_query=False)
     # No configured token means the API is closed, not open.
     if expected is None or not token_ok(expected, presented):
-        resp = jsonify(error="missing or wrong API token")
-        resp.status_code = 401
-        resp.headers["WWW-Authenticate"] = "Bearer"
-        return resp
+        return problems.response(401, "missing or wrong API token",
+                                 headers={"WWW-Authenticate": "Bearer"})
     return None
 
 
-T = TypeVar("T")
-# One page of a list: (connection, ?limit= and ?before=) -> rows, newest first.
+# After authentication (a caller without the token learns nothing about the input), and
+# before the views: they read only what the route's schemas loaded.
+bp.before_request(openapi.validate_request)
+
+
+# One page of a list: (connection, ?limit= and ?after=) -> rows in the list's order.
 PageQuery = Callable[[psycopg.Connection, Page], list[dict[str, Any]]]
 
 
-def _arg(name: str, parse: Callable[[str], T], error: str | None = None) -> T | None:
-    """?name= parsed, None when it is absent. A value ``parse`` refuses is a 400 that names
-    the parameter, in ``error``'s words when given, else in the parser's."""
-    raw = request.args.get(name)
-    if raw is None:
-        return None
-    try:
-        return parse(raw)
-    except ValueError as exc:
-        abort(400, f"{name} {error}" if error else f"{name}: {exc}")
+def args() -> dict[str, Any]:
+    """The query parameters, loaded by the route's registered schema (ingest.openapi)."""
+    return g.query
 
 
-def arg_int(name: str) -> int | None:
-    return _arg(name, int, "must be an integer")
-
-
-def arg_time(name: str) -> datetime | None:
-    return _arg(name, parse_timestamp)
-
-
-def page_limit() -> int:
-    limit = arg_int("limit")
-    return max(1, min(MAX_PAGE, 100 if limit is None else limit))
+def body() -> dict[str, Any]:
+    """The JSON body, loaded by the route's registered schema (ingest.openapi)."""
+    return g.body
 
 
 def newest_first(id_key: str, query: PageQuery) -> Response:
-    """A page of rows and ``next_before`` (the last row's ``id_key``) when it is full.
-
-    ``query`` reads its own filters from the request, after ?limit= and ?before=: with
-    several bad parameters, the 400 names the first in that order.
-    """
-    limit = page_limit()
+    """A page of rows and ``next_after`` (the last row's ``id_key``, an opaque cursor)
+    when it is full. The storage layer names the same cursor ``before``: in a newest-first
+    list, the rows after it are the older ones."""
+    limit, after = args()["limit"], args().get("after")
     with rt().pool.connection() as conn:
-        items = query(conn, Page(limit, arg_int("before")))
-    nxt = items[-1][id_key] if len(items) == limit else None
-    return jsonify(items=items, next_before=nxt)
+        items = query(conn, Page(limit, after))
+    return jsonify(items=items, next_after=cursor(items, id_key, limit))
+
+
+def cursor(items: list[dict[str, Any]], key: str, limit: int) -> str | None:
+    """The ``next_after`` of a page: its last row's key, or None on the last page."""
+    return str(items[-1][key]) if len(items) == limit else None
 
 
 @bp.get("/messages/<message_id>")
 def get_message(message_id: str) -> Response:
-    source = request.args.get("source")
     with rt().pool.connection() as conn:
-        rows = messages.get(conn, message_id, source)
+        rows = messages.get(conn, message_id, args().get("source"))
     if not rows:
         abort(404, f"no message {message_id!r}")
     if len(rows) > 1:
-        resp = jsonify(error="several sources share this message id; pass ?source=",
-                       sources=[r["source"] for r in rows])
-        resp.status_code = 409
-        return resp
+        return problems.response(409, "several sources share this message id; pass ?source=",
+                                 sources=[r["source"] for r in rows])
     row = rows[0]
     row["events"] = [
         {"status": e["status"], "provider_status": e["provider_status"],
@@ -112,9 +96,10 @@ def _letter_json(d: dict) -> dict:
 @bp.get("/dead-letters")
 def list_dead_letters() -> Response:
     def letters(conn: psycopg.Connection, page: Page) -> list[dict[str, Any]]:
-        rows = dead_letters.list_recent(
-            conn, page, source=request.args.get("source"), reason=request.args.get("reason"),
-            since=arg_time("since"), until=arg_time("until"))
+        q = args()
+        rows = dead_letters.list_recent(conn, page, source=q.get("source"),
+                                        reason=q.get("reason"), since=q.get("since"),
+                                        until=q.get("until"))
         return [_letter_json(r) for r in rows]
 
     return newest_first("id", letters)

@@ -6,11 +6,21 @@ import logging
 import time
 from collections.abc import Callable
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from ingest import api, callbacks, consent_api, console, endpoints_api, metrics, openapi
+from ingest import (
+    api,
+    callbacks,
+    consent_api,
+    console,
+    endpoints_api,
+    event_types,
+    metrics,
+    openapi,
+    problems,
+)
 from ingest.jsonio import OrjsonProvider
 from ingest.tenant_keys import CallbackKeys
 from shared import config, runtime
@@ -50,6 +60,7 @@ def create_app(
     app.register_blueprint(api.bp)
     app.register_blueprint(consent_api.bp)  # subscriptions, inbound, events
     app.register_blueprint(endpoints_api.bp)  # fan-out: endpoints, deliveries, replay
+    app.register_blueprint(event_types.bp)  # the webhook catalogue
     app.register_blueprint(openapi.bp)  # outside api.bp: served without the token
     console.install(app, settings)  # /console, unless HOOKLINE_CONSOLE=0
     app.add_url_rule("/healthz", "healthz", lambda: jsonify(status="ok"))
@@ -83,6 +94,10 @@ def _ready(rt: runtime.Runtime) -> Response:
 
 
 def _http_error(exc: HTTPException) -> Response:
+    """/v1 answers every error as problem details (an unhandled error arrives here as a
+    500); callbacks and the rest keep their plain {"error": ...}."""
+    if request.path.startswith(openapi.PREFIX):
+        return problems.from_http(exc)
     resp = jsonify(error=exc.description or exc.name)
     resp.status_code = exc.code or 500
     return resp

@@ -10,28 +10,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, abort, jsonify, request
+from flask import Blueprint, Response, jsonify
 
-from ingest import api
-from shared.consent import ALL_SENDERS, OPTED_IN, OPTED_OUT
+from ingest import api, consent_openapi, openapi  # noqa: F401  (registers the route docs)
+from shared.consent import ALL_SENDERS, OPTED_OUT
 from shared.db import event_feed, inbound, subscriptions
 from shared.db.paging import Party
-from shared.model import EVENT_TYPES
 
 bp = Blueprint("consent_api", __name__, url_prefix="/v1")
 bp.before_request(api._authenticate)
-
-
-def _choice(name: str, allowed: frozenset[str] | tuple[str, ...]) -> str | None:
-    value = request.args.get(name)
-    if value is not None and value not in allowed:
-        abort(400, f"{name} must be one of {', '.join(sorted(allowed))}")
-    return value
+bp.before_request(openapi.validate_request)
 
 
 def _party() -> Party:
-    args = request.args
-    return Party(args.get("channel"), args.get("sender"), args.get("msisdn"))
+    q = api.args()
+    return Party(q.get("channel"), q.get("sender"), q.get("msisdn"))
 
 
 def _blocked_by(own: dict | None, every: dict | None) -> list[str]:
@@ -76,19 +69,19 @@ def decision(channel: str, sender: str, msisdn: str) -> dict[str, Any]:
 def list_subscriptions() -> Response:
     """Subscriptions, newest first; with ?status=opted_out the suppression list."""
     return api.newest_first("id", lambda conn, page: subscriptions.list_page(
-        conn, page, _party(), status=_choice("status", (OPTED_IN, OPTED_OUT))))
+        conn, page, _party(), status=api.args().get("status")))
 
 
 @bp.get("/inbound")
 def list_inbound() -> Response:
     """Inbound messages (text, response, location, media), newest first."""
     return api.newest_first("event_id", lambda conn, page: inbound.list_page(
-        conn, page, _party(), source=request.args.get("source")))
+        conn, page, _party(), source=api.args().get("source")))
 
 
 @bp.get("/events")
 def list_events() -> Response:
     """Normalised events, newest first; ?since= bounds the receipt time."""
     return api.newest_first("id", lambda conn, page: event_feed.list_page(
-        conn, page, type_=_choice("type", EVENT_TYPES), source=request.args.get("source"),
-        since=api.arg_time("since")))
+        conn, page, type_=api.args().get("type"), source=api.args().get("source"),
+        since=api.args().get("since")))

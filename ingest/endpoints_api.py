@@ -10,102 +10,31 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, jsonify, request
+from flask import Blueprint, Response, abort, current_app, jsonify
+from marshmallow import Schema
 
-from ingest import api, endpoints_openapi  # noqa: F401  (registers the route docs)
-from shared import netguard, secretbox, signing
+from ingest import api, openapi, problems
+from ingest.endpoints_openapi import (
+    EndpointCreateSchema,
+    EndpointPatchSchema,
+    EndpointReplayBodySchema,
+)
+from shared import secretbox, signing
 from shared.db import endpoints
 from shared.db.outbox import admin, ordering
-from shared.model import EVENT_TYPES
-from shared.timeutil import parse_timestamp
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("endpoints", __name__, url_prefix="/v1")
 bp.before_request(api._authenticate)
+bp.before_request(openapi.validate_request)
 
-MAX_DESCRIPTION = 1000
-CREATE_FIELDS = {"url", "event_types", "filter", "description", "ordered"}
-PATCH_FIELDS = {"url", "event_types", "filter", "description", "ordered", "enabled"}
 REPLAY_STATUSES = ("succeeded", "failed", "dead")
 
 
-def _body(allowed: set[str]) -> dict[str, Any]:
-    doc = request.get_json(silent=True)
-    if not isinstance(doc, dict):
-        abort(400, "the body must be a JSON object")
-    unknown = sorted(set(doc) - allowed)
-    if unknown:
-        abort(400, f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
-    return doc
-
-
-def _url(value: Any) -> str:
-    try:
-        return netguard.check_url(value, current_app.config["HOOKLINE_SETTINGS"]
-                                  .allow_private_endpoints)
-    except netguard.UnsafeURL as exc:
-        abort(400, f"url refused: {exc}")
-
-
-def _event_types(value: Any) -> list[str]:
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        abort(400, 'event_types must be a non-empty list of event type names, or ["*"]')
-    unknown = sorted(set(value) - EVENT_TYPES - {"*"})
-    if unknown:
-        abort(400, f"unknown event type(s): {', '.join(unknown)}; "
-                   f"known: {', '.join(sorted(EVENT_TYPES))} or *")
-    return list(dict.fromkeys(value))
-
-
-def _filter(value: Any) -> dict[str, list[str]]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        abort(400, "filter must be an object with source, channel and/or sender")
-    unknown = sorted(set(value) - set(endpoints.FILTER_KEYS))
-    if unknown:
-        abort(400, f"unknown filter key(s): {', '.join(unknown)}; "
-                   f"allowed: {', '.join(endpoints.FILTER_KEYS)}")
-    out: dict[str, list[str]] = {}
-    for key, raw in value.items():
-        values = [raw] if isinstance(raw, str) else raw
-        if raw is None:
-            continue
-        if not isinstance(values, list) or not values or not all(
-                isinstance(v, str) and v for v in values):
-            abort(400, f"filter.{key} must be a string or a non-empty list of strings")
-        out[key] = values
-    return out
-
-
-def _bool(doc: dict, name: str) -> bool:
-    if not isinstance(doc[name], bool):
-        abort(400, f"{name} must be true or false")
-    return doc[name]
-
-
-def _description(value: Any) -> str | None:
-    if value is not None and (not isinstance(value, str) or len(value) > MAX_DESCRIPTION):
-        abort(400, f"description must be a string of at most {MAX_DESCRIPTION} characters")
-    return value
-
-
-def _changes(doc: dict) -> dict[str, Any]:
-    """Validated values of the fields present in a create or PATCH body."""
-    out: dict[str, Any] = {}
-    if "event_types" in doc:
-        out["event_types"] = _event_types(doc["event_types"])
-    if "filter" in doc:
-        out["filter"] = _filter(doc["filter"])
-    if "description" in doc:
-        out["description"] = _description(doc["description"])
-    for name in ("ordered", "enabled"):
-        if name in doc:
-            out[name] = _bool(doc, name)
-    if "url" in doc:  # last: it may resolve the host
-        out["url"] = _url(doc["url"])
-    return out
+def _loaded(schema: Schema, doc: Any) -> dict[str, Any]:
+    """A body the console passes in, through the schema the API's requests go through."""
+    return problems.load(schema, doc, "body")
 
 
 def endpoint_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -132,12 +61,13 @@ def _found(row: dict | None, what: str, ident: str) -> dict:
 
 
 def create(doc: dict[str, Any]) -> dict[str, Any]:
-    """Validate a create body and store the endpoint; the answer holds its secret
-    (the only one that does, with rotate). The console creates through this too."""
-    for required in ("url", "event_types"):
-        if required not in doc:
-            abort(400, f"{required} is required")
-    c = _changes(doc)
+    """Validate a create body (the console's) and store the endpoint."""
+    return _create(_loaded(EndpointCreateSchema(), doc))
+
+
+def _create(c: dict[str, Any]) -> dict[str, Any]:
+    """Store a validated endpoint; the answer holds its secret (the only one that does,
+    with rotate)."""
     secret = signing.new_secret()
     with api.rt().pool.connection() as conn:
         row = endpoints.create(conn, url=c["url"], event_types=c["event_types"],
@@ -151,17 +81,17 @@ def create(doc: dict[str, Any]) -> dict[str, Any]:
 @bp.post("/endpoints")
 def create_endpoint() -> tuple[Response, int]:
     """Create an endpoint; the answer holds its secret (the only one that does, with rotate)."""
-    return jsonify(create(_body(CREATE_FIELDS))), 201
+    return jsonify(_create(api.body())), 201
 
 
 @bp.get("/endpoints")
 def list_endpoints() -> Response:
     """Endpoints, oldest first, keyset-paged with ?after=."""
-    limit = api.page_limit()
+    limit, after = api.args()["limit"], api.args().get("after")
     with api.rt().pool.connection() as conn:
-        rows = endpoints.list_page(conn, limit, after=request.args.get("after"))
+        rows = endpoints.list_page(conn, limit, after=after)
     items = [endpoint_json(r) for r in rows]
-    return jsonify(items=items, next_after=items[-1]["id"] if len(items) == limit else None)
+    return jsonify(items=items, next_after=api.cursor(items, "id", limit))
 
 
 @bp.get("/endpoints/<endpoint_id>")
@@ -175,12 +105,16 @@ def get_endpoint(endpoint_id: str) -> Response:
 @bp.patch("/endpoints/<endpoint_id>")
 def patch_endpoint(endpoint_id: str) -> Response:
     """Change url, event_types, filter, description, ordered or enabled."""
-    return jsonify(endpoint_json(update(endpoint_id, _body(PATCH_FIELDS))))
+    return jsonify(endpoint_json(_update(endpoint_id, api.body())))
 
 
 def update(endpoint_id: str, doc: dict[str, Any]) -> dict[str, Any]:
-    """Validate a PATCH body and apply it; the endpoint's row (404 when there is none)."""
-    changes = _changes(doc)
+    """Validate a PATCH body (the console's) and apply it."""
+    return _update(endpoint_id, _loaded(EndpointPatchSchema(), doc))
+
+
+def _update(endpoint_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """Apply validated changes; the endpoint's row (404 when there is none)."""
     with api.rt().pool.connection() as conn:
         row = _found(endpoints.update(conn, endpoint_id, changes), "endpoint", endpoint_id)
         if changes.get("ordered") is False:
@@ -224,22 +158,17 @@ def delivery_json(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _status_arg() -> str | None:
-    status = request.args.get("status")
-    if status is not None and status not in admin.STATUSES:
-        abort(400, f"status must be one of {', '.join(admin.STATUSES)}")
-    return status
-
-
 @bp.get("/endpoints/<endpoint_id>/deliveries")
 def list_deliveries(endpoint_id: str) -> Response:
-    """The endpoint's deliveries, newest first (?status=, ?limit=, ?before=)."""
-    limit, status, before = api.page_limit(), _status_arg(), api.arg_int("before")
+    """The endpoint's deliveries, newest first (?status=, ?limit=, ?after=)."""
+    q = api.args()
     with api.rt().pool.connection() as conn:
         _found(endpoints.get(conn, endpoint_id), "endpoint", endpoint_id)
-        rows = admin.list_for_endpoint(conn, endpoint_id, limit, status, before)
-    nxt = rows[-1]["seq"] if len(rows) == limit else None
-    return jsonify(items=[delivery_json(r) for r in rows], next_before=nxt)
+        # Newest first: the deliveries after the cursor are those before its seq.
+        rows = admin.list_for_endpoint(conn, endpoint_id, q["limit"], q.get("status"),
+                                            q.get("after"))
+    return jsonify(items=[delivery_json(r) for r in rows],
+                   next_after=api.cursor(rows, "seq", q["limit"]))
 
 
 @bp.get("/deliveries/<delivery_id>")
@@ -279,39 +208,24 @@ def retry(delivery_id: str) -> None:
     _kick()
 
 
-def _replay_statuses(value: Any) -> list[str]:
-    if value is None:
-        return list(REPLAY_STATUSES)
-    values = [value] if isinstance(value, str) else value
-    if not isinstance(values, list) or not values or not set(values) <= set(admin.STATUSES):
-        abort(400, f"status must be one or a list of {', '.join(admin.STATUSES)}")
-    return values
-
-
-def _time(doc: dict, name: str) -> datetime | None:
-    if doc.get(name) is None:
-        return None
-    try:
-        return parse_timestamp(doc[name])
-    except ValueError as exc:
-        abort(400, f"{name}: {exc}")
-
-
 @bp.post("/endpoints/<endpoint_id>/replay")
 def replay(endpoint_id: str) -> tuple[Response, int]:
     """Queue again the deliveries created in [since, until) (default: up to now)."""
-    return jsonify(replay_window(endpoint_id, _body({"since", "until", "status"}))), 202
+    return jsonify(_replay_window(endpoint_id, api.body())), 202
 
 
 def replay_window(endpoint_id: str, doc: dict[str, Any]) -> dict[str, Any]:
-    """Validate a replay body and queue the window: ``queued`` and ``endpoint_enabled``."""
-    since = _time(doc, "since")
-    if since is None:
-        abort(400, "since is required (ISO-8601)")
-    until = _time(doc, "until") or datetime.now(UTC)
-    if until <= since:
-        abort(400, "until must be after since")
-    statuses = _replay_statuses(doc.get("status"))
+    """Validate a replay body (the console's) and queue the window."""
+    return _replay_window(endpoint_id, _loaded(EndpointReplayBodySchema(), doc))
+
+
+def _replay_window(endpoint_id: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """Queue a validated window: ``queued`` and ``endpoint_enabled``."""
+    since = doc["since"]
+    until = doc.get("until") or datetime.now(UTC)
+    if until <= since:  # a window ending now that starts later
+        raise problems.invalid("body", "since", "must be before until (default: now)")
+    statuses = doc.get("status") or list(REPLAY_STATUSES)
     with api.rt().pool.connection() as conn:
         row = _found(endpoints.get(conn, endpoint_id), "endpoint", endpoint_id)
         queued = admin.replay(conn, endpoint_id, since, until, statuses)

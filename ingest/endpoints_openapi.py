@@ -1,17 +1,91 @@
-"""OpenAPI descriptions of the fan-out routes (ingest.endpoints_api)."""
+"""The schemas of the fan-out routes (ingest.endpoints_api): they validate the requests
+(through ingest.openapi, and the console's calls) and describe them in the document."""
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from typing import Any
 
-from ingest.openapi import register
+from flask import current_app
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from ingest.openapi import Cursor, StrictBool, Timestamp, limit_field, next_after, register
+from shared import netguard
 from shared.db.endpoints import FILTER_KEYS
 from shared.db.outbox.admin import STATUSES
+from shared.model import EVENT_TYPES
 
-_FILTER = fields.Dict(keys=fields.Str(validate=validate.OneOf(FILTER_KEYS)),
-                      values=fields.List(fields.Str()),
-                      metadata={"description": "Only events whose source / channel / sender is "
-                                               "one of these (a string is a list of one)"})
+MAX_DESCRIPTION = 1000
+
+
+class OneOrMany(fields.Field):
+    """A non-empty string, or a non-empty list of them (loaded as a list), each one of
+    ``choices`` when given."""
+
+    def __init__(self, choices: tuple[str, ...] | None = None, **kwargs: Any) -> None:
+        self.choices = choices
+        item: dict[str, Any] = {"type": "string", "minLength": 1}
+        if choices:
+            item["enum"] = list(choices)
+        meta = kwargs.pop("metadata", {})
+        super().__init__(metadata={
+            "oneOf": [item, {"type": "array", "items": item, "minItems": 1}], **meta},
+            **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, list) or not values or not all(
+                isinstance(v, str) and v for v in values):
+            raise ValidationError("must be a non-empty string or a non-empty list of them")
+        if self.choices and not set(values) <= set(self.choices):
+            raise ValidationError(f"must be among {', '.join(self.choices)}")
+        return values
+
+
+class EndpointFilter(fields.Dict):
+    """{source|channel|sender: a string or a list}; null (or a null key) filters nothing."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(keys=fields.Str(validate=validate.OneOf(FILTER_KEYS)),
+                         values=OneOrMany(allow_none=True), allow_none=True, metadata={
+                             "description": "Only events whose source / channel / sender is "
+                                            "one of these (a string is a list of one)"},
+                         **kwargs)
+
+    def deserialize(self, value: Any, attr: str | None = None, data: Any = None,
+                    **kwargs: Any) -> Any:
+        loaded = super().deserialize(value, attr, data, **kwargs)
+        return {k: v for k, v in (loaded or {}).items() if v is not None}
+
+
+class EventTypes(fields.List):
+    """Event type names (duplicates dropped), or ["*"]."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        known = [*sorted(EVENT_TYPES), "*"]
+        super().__init__(fields.Str(validate=validate.OneOf(
+                             known, error="unknown event type {input}; known: {choices}")),
+                         validate=validate.Length(min=1, error='must be a non-empty list of '
+                                                  'event type names, or ["*"]'), metadata={
+                             "description": 'Normalised event type names, or ["*"] for all'},
+                         **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        return list(dict.fromkeys(super()._deserialize(value, attr, data, **kwargs)))
+
+
+class SafeURL(fields.Str):
+    """http(s); private and loopback addresses refused unless the settings allow them."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        allow = current_app.config["HOOKLINE_SETTINGS"].allow_private_endpoints
+        try:
+            return netguard.check_url(text, allow)
+        except netguard.UnsafeURL as exc:
+            raise ValidationError(f"refused: {exc}") from None
+
+
+_FILTER = EndpointFilter()
 _EVENT_TYPES = fields.List(fields.Str(), metadata={
     "description": 'Normalised event type names, or ["*"] for all'})
 
@@ -51,31 +125,36 @@ class EndpointWithSecretSchema(EndpointSchema):
 
 class EndpointPageSchema(Schema):
     items = fields.List(fields.Nested(EndpointSchema), required=True)
-    next_after = fields.Str(allow_none=True, required=True,
-                            metadata={"description": "Pass as ?after= for the next page"})
+    next_after = next_after()
 
 
 class EndpointQuerySchema(Schema):
-    limit = fields.Int(validate=validate.Range(1, 500), metadata={"default": 100})
-    after = fields.Str(metadata={"description": "Keyset paging: ids after this one"})
+    limit = limit_field()
+    after = Cursor(numeric=False)
 
 
-class EndpointCreateSchema(Schema):
-    url = fields.Str(required=True, metadata={
-        "description": "http or https; private addresses refused unless allowed"})
-    event_types = fields.List(fields.Str(), required=True)
-    filter = _FILTER
-    description = fields.Str(allow_none=True)
-    ordered = fields.Bool()
+def _description() -> fields.Str:
+    return fields.Str(allow_none=True, validate=validate.Length(max=MAX_DESCRIPTION))
 
 
 class EndpointPatchSchema(Schema):
-    url = fields.Str()
-    event_types = fields.List(fields.Str())
-    filter = fields.Dict(allow_none=True)
-    description = fields.Str(allow_none=True)
-    ordered = fields.Bool()
-    enabled = fields.Bool(metadata={"description": "true also clears the failure history"})
+    url = SafeURL(metadata={"description": "http or https; private addresses refused unless "
+                                          "allowed"})
+    event_types = EventTypes()
+    filter = EndpointFilter()
+    description = _description()
+    ordered = StrictBool(metadata={
+        "description": "Events of one message arrive in occurred_at order"})
+    enabled = StrictBool(metadata={"description": "true also clears the failure history"})
+
+
+class EndpointCreateSchema(EndpointPatchSchema):
+    class Meta:
+        exclude = ("enabled",)
+
+    url = SafeURL(required=True, metadata={
+        "description": "http or https; private addresses refused unless allowed"})
+    event_types = EventTypes(required=True)
 
 
 class DeliverySchema(Schema):
@@ -111,14 +190,13 @@ class DeliveryDetailSchema(DeliverySchema):
 
 class DeliveryPageSchema(Schema):
     items = fields.List(fields.Nested(DeliverySchema), required=True)
-    next_before = fields.Int(allow_none=True, required=True,
-                             metadata={"description": "Pass as ?before= for the next page"})
+    next_after = next_after()
 
 
 class DeliveryQuerySchema(Schema):
     status = fields.Str(validate=validate.OneOf(STATUSES))
-    limit = fields.Int(validate=validate.Range(1, 500), metadata={"default": 100})
-    before = fields.Int()
+    limit = limit_field()
+    after = Cursor()
 
 
 class RetryAcceptedSchema(Schema):
@@ -127,10 +205,16 @@ class RetryAcceptedSchema(Schema):
 
 
 class EndpointReplayBodySchema(Schema):
-    since = fields.DateTime(required=True, metadata={"description": "created_at >= since"})
-    until = fields.DateTime(metadata={"description": "created_at < until (default now)"})
-    status = fields.Raw(metadata={"description": "A status or a list (default: succeeded, "
-                                                 "failed and dead)"})
+    since = Timestamp(required=True, metadata={"description": "created_at >= since"})
+    until = Timestamp(allow_none=True, metadata={
+        "description": "created_at < until (default now)"})
+    status = OneOrMany(STATUSES, allow_none=True, metadata={
+        "description": "A status or a list (default: succeeded, failed and dead)"})
+
+    @validates_schema
+    def _window(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("until") is not None and data["until"] <= data["since"]:
+            raise ValidationError("must be after since", "until")
 
 
 class EndpointReplayAcceptedSchema(Schema):
@@ -149,7 +233,7 @@ register("GET", _EP, "One endpoint", response=EndpointSchema, errors=(404,), tag
 register("PATCH", _EP, "Change an endpoint", body=EndpointPatchSchema, response=EndpointSchema,
          errors=(400, 404), tag="endpoints")
 register("DELETE", _EP, "Delete an endpoint and its deliveries", status=204, errors=(404,),
-         tag="endpoints", response={"type": "null"})
+         tag="endpoints")
 register("POST", f"{_EP}/rotate-secret",
          "A new secret; the old one keeps signing beside it for 24 h",
          response=EndpointWithSecretSchema, errors=(404,), tag="endpoints")

@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
 from importlib import metadata
 from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Flask, Response, current_app, jsonify
-from marshmallow import Schema, fields, validate
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from werkzeug.routing import Rule
 
+from ingest import problems
 from shared.model import STATUS_ORDER
+from shared.timeutil import parse_timestamp
 
 PREFIX = "/v1/"
 DOCUMENT_RULE = "/v1/openapi.json"
@@ -49,6 +52,8 @@ class Operation:
 
 
 _OPERATIONS: dict[tuple[str, str], Operation] = {}
+# OpenAPI 3.1 ``webhooks``: what hookline POSTs to customer endpoints, by event type.
+_WEBHOOKS: dict[str, dict[str, Any]] = {}
 
 
 def register(method: str, rule: str, summary: str, **details: Any) -> None:
@@ -58,8 +63,57 @@ def register(method: str, rule: str, summary: str, **details: Any) -> None:
     _OPERATIONS[(method.upper(), rule)] = Operation(summary, **details)
 
 
-class ErrorSchema(Schema):
-    error = fields.Str(required=True, metadata={"description": "What went wrong"})
+def register_webhook(name: str, summary: str, schema: dict[str, Any]) -> None:
+    """Describe one webhook (a fan-out event type) by the JSON Schema of its body."""
+    _WEBHOOKS[name] = {"post": {
+        "summary": summary, "operationId": f"webhook.{name}", "tags": ["webhooks"],
+        "security": [],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+        "responses": {"2XX": {"description": "Received (any 2xx); anything else is retried"}},
+    }}
+
+
+# --- validating requests with the same schemas ---------------------------------------------
+
+def validate_request() -> None:
+    """before_request of every /v1 blueprint, after authentication: the path, query and
+    JSON body checked against the route's registered schemas (those the document shows)
+    and stored loaded as ``g.query`` and ``g.body``. Nothing PostgreSQL cannot store (a
+    NUL, a lone surrogate, an integer beyond bigint) goes further, on any route."""
+    rule = request.url_rule
+    if rule is None:
+        return
+    method = "GET" if request.method == "HEAD" else request.method
+    op = _OPERATIONS.get((method, rule.rule))
+    _storable("path", request.view_args or {})
+    for name, values in request.args.lists():  # named as sent, not as name[0]
+        if problems.unstorable([name, *values]) is not None:
+            raise problems.unstorable_input("query", name)
+    g.query = _loaded(op.query if op else None, request.args.to_dict(), "query")
+    if op is not None and isinstance(op.body, Schema | type) and op.body_content_type == \
+            "application/json":
+        g.body = problems.load(_instance(op.body), request.get_json(silent=True), "body")
+
+
+def _storable(location: str, value: Any) -> None:
+    bad = problems.unstorable(value)
+    if bad is not None:
+        raise problems.unstorable_input(location, bad)
+
+
+@cache  # one instance per schema: building one per request costs more than the load
+def _instance(schema: type[Schema] | Schema) -> Schema:
+    return schema() if isinstance(schema, type) else schema
+
+
+def _loaded(schema: SchemaType | None, args: dict[str, str], location: str) -> dict[str, Any]:
+    if schema is None or isinstance(schema, dict):
+        return args
+    # Unknown query parameters are ignored (a proxy or a client library may add its own).
+    try:
+        return _instance(schema).load(args, unknown=EXCLUDE)
+    except ValidationError as exc:
+        raise problems.from_validation(exc, location) from None
 
 
 # --- building the document ---------------------------------------------------------------
@@ -89,13 +143,25 @@ def _json(schema: SchemaType | None) -> dict[str, Any]:
     return {"application/json": {"schema": schema or {"type": "object"}}}
 
 
+def _problem(code: int) -> dict[str, Any]:
+    schema = problems.ConflictProblemSchema if code == 409 else problems.ProblemSchema
+    return {"description": _REASONS.get(code, "Error"),
+            "content": {problems.MEDIA_TYPE: {"schema": schema}}}
+
+
+def _success(op: Operation) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": op.summary}
+    if op.status != 204:  # 204 No Content has no body to describe
+        out["content"] = _json(op.response)
+    return out
+
+
 def _operation(op: Operation, params: list[dict[str, Any]], endpoint: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "summary": op.summary, "operationId": endpoint,
         "tags": [op.tag or endpoint.split(".")[0]],
         "parameters": [*params, *([{"in": "query", "schema": op.query}] if op.query else [])],
-        "responses": {str(op.status): {"description": op.summary,
-                                       "content": _json(op.response)}},
+        "responses": {str(op.status): _success(op)},
     }
     if op.description:
         out["description"] = op.description
@@ -103,19 +169,20 @@ def _operation(op: Operation, params: list[dict[str, Any]], endpoint: str) -> di
         content = (_json(op.body) if op.body_content_type == "application/json"
                    else {op.body_content_type: {"schema": op.body}})
         out["requestBody"] = {"required": op.body_required, "content": content}
-    errors = set(op.errors) | ({400} if op.query else set())
+    # Any input at all can be refused (a NUL byte reaches no query); every route can fail.
+    errors = {*op.errors, 500} | ({400} if params or op.query or op.body is not None else set())
     if op.public:
         out["security"] = []
     else:
         errors.add(401)
     for code in sorted(errors):
-        out["responses"][str(code)] = {"description": _REASONS.get(code, "Error"),
-                                       "content": _json(ErrorSchema)}
+        out["responses"][str(code)] = _problem(code)
     return out
 
 
-_REASONS = {400: "Bad request", 401: "Missing or wrong API token", 404: "Not found",
-            409: "Ambiguous", 413: "Body too large", 422: "Invalid input"}
+_REASONS = {400: "Invalid input: `errors` names each bad parameter or field",
+            401: "Missing or wrong API token", 404: "Not found", 409: "Conflict",
+            413: "Body too large", 422: "Invalid input", 500: "Server error"}
 
 
 def build(app: Flask) -> dict[str, Any]:
@@ -139,7 +206,9 @@ def build(app: Flask) -> dict[str, Any]:
             paths.setdefault(path, {})[method.lower()] = _operation(op, params, rule.endpoint)
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
-    return spec.to_dict()
+    doc = spec.to_dict()
+    doc["webhooks"] = dict(sorted(_WEBHOOKS.items()))
+    return doc
 
 
 def unmatched(app: Flask) -> list[tuple[str, str]]:
@@ -167,6 +236,73 @@ def openapi_document() -> Response:
         # The URL map is fixed once the app serves requests: build it once.
         doc = app.extensions["hookline.openapi"] = build(app)
     return jsonify(doc)
+
+
+# --- fields every list shares --------------------------------------------------------------
+
+MAX_PAGE = 500
+DEFAULT_PAGE = 100
+
+
+class Limit(fields.Int):
+    """?limit=: rows per page, clamped to 1..500 (a client asking for more gets 500)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        return max(1, min(MAX_PAGE, super()._deserialize(value, attr, data, **kwargs)))
+
+
+def limit_field() -> fields.Int:
+    return Limit(load_default=DEFAULT_PAGE, metadata={
+        "default": DEFAULT_PAGE, "description": f"Rows per page, clamped to 1..{MAX_PAGE}"})
+
+
+class Cursor(fields.Str):
+    """?after=: the opaque ``next_after`` of the previous page (every list pages so).
+    A list keyed by a number loads it as that number."""
+
+    def __init__(self, numeric: bool = True, **kwargs: Any) -> None:
+        self.numeric = numeric
+        meta: dict[str, Any] = {
+            "description": "Keyset paging: pass the previous page's next_after (opaque) for "
+                           "the rows after it in the list's order",
+            "minLength": 1, "maxLength": 200}
+        if numeric:
+            meta["pattern"] = "^[0-9]{1,18}$"
+        super().__init__(metadata=meta, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not 1 <= len(text) <= 200:
+            raise ValidationError("not a cursor this list gave (pass next_after as is)")
+        if not self.numeric:
+            return text
+        if not (text.isascii() and text.isdigit() and len(text) <= 18):
+            raise ValidationError("not a cursor this list gave (pass next_after as is)")
+        return int(text)
+
+
+def next_after() -> fields.Str:
+    return fields.Str(allow_none=True, required=True, metadata={
+        "description": "Pass as ?after= for the next page; null on the last page"})
+
+
+class StrictBool(fields.Bool):
+    """true or false, nothing that merely looks like one ("yes", 1)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ValidationError("must be true or false")
+        return value
+
+
+class Timestamp(fields.DateTime):
+    """ISO-8601 with Z or an offset (none: UTC), or epoch seconds / milliseconds."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        try:
+            return parse_timestamp(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
 
 
 # --- the /v1 routes of ingest.api ----------------------------------------------------------
@@ -234,18 +370,16 @@ class DeadLetterSchema(Schema):
 
 class DeadLetterPageSchema(Schema):
     items = fields.List(fields.Nested(DeadLetterSchema), required=True)
-    next_before = fields.Int(allow_none=True, required=True,
-                             metadata={"description": "Pass as ?before= for the next page"})
+    next_after = next_after()
 
 
 class DeadLetterQuerySchema(Schema):
     source = fields.Str()
     reason = fields.Str(metadata={"description": "A case-insensitive part of the reason"})
-    since = fields.DateTime(metadata={"description": "received_at >= since"})
-    until = fields.DateTime(metadata={"description": "received_at < until"})
-    limit = fields.Int(validate=validate.Range(1, 500), metadata={"default": 100})
-    before = fields.Int(metadata={"description": "Keyset paging: the rows after this id's row "
-                                  "in the page's order (next_before of the previous page)"})
+    since = Timestamp(metadata={"description": "received_at >= since"})
+    until = Timestamp(metadata={"description": "received_at < until"})
+    limit = limit_field()
+    after = Cursor()
 
 
 class ReplayAcceptedSchema(Schema):

@@ -106,8 +106,8 @@ def test_dead_letters_page_with_before(api, rt):
         enqueue(rt, f"broken {i}".encode())
     drain_all(rt)
     page = api.get("/v1/dead-letters?limit=2", headers=AUTH).get_json()
-    assert len(page["items"]) == 2 and page["next_before"]
-    page2 = api.get(f"/v1/dead-letters?limit=2&before={page['next_before']}",
+    assert len(page["items"]) == 2 and page["next_after"]
+    page2 = api.get(f"/v1/dead-letters?limit=2&after={page['next_after']}",
                     headers=AUTH).get_json()
     assert page2["items"][0]["id"] < page["items"][-1]["id"]
 

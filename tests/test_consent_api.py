@@ -136,16 +136,16 @@ def test_suppression_list_export_pages_and_filters(api, rt):
         doc = get(api, url)
         assert len(doc["items"]) <= 2
         seen += [f"{i['sender']}/{i['msisdn']}" for i in doc["items"]]
-        nxt = doc["next_before"]
+        nxt = doc["next_after"]
         url = f"/v1/subscriptions?status=opted_out&channel=rcs&sender=agent_1&limit=2" \
-              f"&before={nxt}" if nxt else None
+              f"&after={nxt}" if nxt else None
     # Newest first; the all-senders block applies to agent_1 too.
     assert seen == [f"*/{RECEIVER}"] + [f"agent_1/4470000000{i}" for i in range(4, -1, -1)]
     opted_in = get(api, "/v1/subscriptions?status=opted_in")["items"]
     assert [i["msisdn"] for i in opted_in] == ["447000000099"]
     assert get(api, "/v1/subscriptions?channel=sms")["items"] == []
     assert api.get("/v1/subscriptions?status=maybe", headers=AUTH).status_code == 400
-    assert api.get("/v1/subscriptions?before=x", headers=AUTH).status_code == 400
+    assert api.get("/v1/subscriptions?after=x", headers=AUTH).status_code == 400
 
 
 def test_inbound_lists_text_response_location_and_media(api, rt):
@@ -163,9 +163,9 @@ def test_inbound_lists_text_response_location_and_media(api, rt):
     stop = get(api, "/v1/inbound?channel=rcs&sender=kio_rcs&msisdn=19782412456")["items"]
     assert [(i["text"], i["carrier_id"]) for i in stop] == [("STOP", "VZ")]
     page = get(api, "/v1/inbound?limit=3")
-    assert len(page["items"]) == 3 and page["next_before"] == page["items"][-1]["event_id"]
-    rest = get(api, f"/v1/inbound?limit=3&before={page['next_before']}")
-    assert len(rest["items"]) == 1 and rest["next_before"] is None
+    assert len(page["items"]) == 3 and page["next_after"] == str(page["items"][-1]["event_id"])
+    rest = get(api, f"/v1/inbound?limit=3&after={page['next_after']}")
+    assert len(rest["items"]) == 1 and rest["next_after"] is None
 
 
 def test_events_feed_filters_and_pages(api, rt):
@@ -183,23 +183,28 @@ def test_events_feed_filters_and_pages(api, rt):
     assert get(api, "/v1/events?since=2999-01-01T00:00:00Z")["items"] == []
     assert len(get(api, "/v1/events?since=2000-01-01T00:00:00Z")["items"]) == 4
     first = get(api, "/v1/events?limit=3")
-    assert len(get(api, f"/v1/events?before={first['next_before']}")["items"]) == 1
+    assert len(get(api, f"/v1/events?after={first['next_after']}")["items"]) == 1
     assert api.get("/v1/events?type=message.bogus", headers=AUTH).status_code == 400
     assert api.get("/v1/events?since=yesterday", headers=AUTH).status_code == 400
 
 
-@pytest.mark.parametrize("url,error", [
-    ("/v1/events?limit=ten", "limit must be an integer"),
-    ("/v1/events?limit=", "limit must be an integer"),
-    ("/v1/inbound?before=x", "before must be an integer"),
-    ("/v1/events?since=yesterday", "since: not an ISO-8601 timestamp: 'yesterday'"),
-    ("/v1/dead-letters?until=soon", "until: not an ISO-8601 timestamp: 'soon'"),
-    # ?limit= and ?before= are read first, then the list's own filters.
-    ("/v1/subscriptions?status=maybe&before=x", "before must be an integer"),
+@pytest.mark.parametrize("url,errors", [
+    ("/v1/events?limit=ten", {"limit": "Not a valid integer."}),
+    ("/v1/events?limit=", {"limit": "Not a valid integer."}),
+    ("/v1/inbound?after=x", {"after": "not a cursor this list gave (pass next_after as is)"}),
+    ("/v1/events?since=yesterday", {"since": "not an ISO-8601 timestamp: 'yesterday'"}),
+    ("/v1/dead-letters?until=soon", {"until": "not an ISO-8601 timestamp: 'soon'"}),
+    # Every bad parameter is named, not only the first.
+    ("/v1/subscriptions?status=maybe&after=x",
+     {"after": "not a cursor this list gave (pass next_after as is)",
+      "status": "Must be one of: opted_in, opted_out."}),
 ])
-def test_a_bad_query_parameter_is_a_400_that_names_it(api, url, error):
+def test_a_bad_query_parameter_is_a_400_that_names_it(api, url, errors):
     resp = api.get(url, headers=AUTH)
-    assert resp.status_code == 400 and resp.get_json()["error"] == error, resp.get_json()
+    doc = resp.get_json(force=True)
+    assert resp.status_code == 400 and resp.mimetype == "application/problem+json", doc
+    assert {e["name"]: e["detail"] for e in doc["errors"]} == errors, doc
+    assert all(e["in"] == "query" for e in doc["errors"])
 
 
 def test_limit_defaults_to_100_and_is_clamped(api, rt):
@@ -207,4 +212,4 @@ def test_limit_defaults_to_100_and_is_clamped(api, rt):
     assert len(get(api, "/v1/events?limit=0")["items"]) == 1
     assert len(get(api, "/v1/events?limit=-5")["items"]) == 1
     assert len(get(api, "/v1/events")["items"]) == 2
-    assert get(api, "/v1/events?limit=1")["next_before"] is not None
+    assert get(api, "/v1/events?limit=1")["next_after"] is not None

@@ -174,9 +174,9 @@ def test_create_shows_the_secret_once_and_uses_the_v1_rules(console, frt, receiv
     assert ep in listing and "whsec_" not in listing and XSS not in listing
     # The same validation as POST /v1/endpoints: a bad URL or type is refused with its reason.
     bad = post(console, "/console/endpoints", url="ftp://x", event_types=["*"])
-    assert bad.status_code == 400 and "url refused" in bad.get_data(as_text=True)
+    assert bad.status_code == 400 and "url: refused" in bad.get_data(as_text=True)
     bad = post(console, "/console/endpoints", url=receiver.url())
-    assert bad.status_code == 400 and "event_types must be" in bad.get_data(as_text=True)
+    assert bad.status_code == 400 and "event_types: must be" in bad.get_data(as_text=True)
 
 
 def test_edit_disable_enable_rotate(console, frt, receiver):

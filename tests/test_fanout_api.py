@@ -87,7 +87,7 @@ U = "http://127.0.0.1:9/x"
     ({"url": "ftp://example.com", "event_types": ["*"]}, "scheme"),
     ({"url": U, "event_types": []}, "event_types"),
     ({"url": U, "event_types": ["message.nope"]}, "message.nope"),
-    ({"event_types": ["*"]}, "url is required"),
+    ({"event_types": ["*"]}, "url: Missing data for required field"),
     ({"url": U, "event_types": ["*"], "colour": "red"}, "colour"),
     ({"url": U, "event_types": ["*"], "filter": {"region": "eu"}}, "region"),
     ({"url": U, "event_types": ["*"], "filter": {"source": 3}}, "filter.source"),
@@ -95,7 +95,7 @@ U = "http://127.0.0.1:9/x"
 ])
 def test_bad_endpoints_are_refused_with_the_reason(api, body, needle):
     resp = api.post("/v1/endpoints", json=body, headers=AUTH)
-    assert resp.status_code == 400 and needle in resp.get_json()["error"], resp.get_json()
+    assert resp.status_code == 400 and needle in resp.get_json()["detail"], resp.get_json()
 
 
 def test_the_address_guard_refuses_loopback_unless_lifted(fast_rt, receiver):
@@ -104,11 +104,11 @@ def test_the_address_guard_refuses_loopback_unless_lifted(fast_rt, receiver):
         resp = guarded.post("/v1/endpoints", json={"url": url, "event_types": ["*"]},
                             headers=AUTH)
         assert resp.status_code == 400
-        assert "loopback" in resp.get_json()["error"]
-        assert "HOOKLINE_ALLOW_PRIVATE_ENDPOINTS" in resp.get_json()["error"]
+        assert "loopback" in resp.get_json()["detail"]
+        assert "HOOKLINE_ALLOW_PRIVATE_ENDPOINTS" in resp.get_json()["detail"]
     resp = guarded.post("/v1/endpoints", json={"url": "http://169.254.169.254/latest",
                                                "event_types": ["*"]}, headers=AUTH)
-    assert "link-local" in resp.get_json()["error"]
+    assert "link-local" in resp.get_json()["detail"]
 
 
 def test_the_address_guard_also_holds_at_send_time(fast_rt, receiver):
@@ -132,9 +132,9 @@ def test_deliveries_are_listed_newest_first_paged_and_filtered(api, frt, receive
     deliver(frt, until=lambda: len(receiver.requests("/l")) >= 3)
     base = f"/v1/endpoints/{ep['id']}/deliveries"
     page = api.get(f"{base}?limit=2", headers=AUTH).get_json()
-    assert len(page["items"]) == 2 and page["next_before"]
-    rest = api.get(f"{base}?limit=2&before={page['next_before']}", headers=AUTH).get_json()
-    assert len(rest["items"]) == 1 and rest["next_before"] is None
+    assert len(page["items"]) == 2 and page["next_after"]
+    rest = api.get(f"{base}?limit=2&after={page['next_after']}", headers=AUTH).get_json()
+    assert len(rest["items"]) == 1 and rest["next_after"] is None
     every = page["items"] + rest["items"]
     oldest_first = [r[0] for r in delivery_rows(frt, ep["id"])]
     assert [d["id"] for d in every] == oldest_first[::-1]
@@ -164,7 +164,7 @@ def test_a_delivery_in_flight_cannot_be_retried(api, frt, receiver):
     with frt.pool.connection() as conn:
         (claimed,) = claims.claim(conn, 1, claims.ClaimRules(8, 50, lease=30))
     resp = api.post(f"/v1/deliveries/{claimed.id}/retry", headers=AUTH)
-    assert resp.status_code == 409 and "being sent" in resp.get_json()["error"]
+    assert resp.status_code == 409 and "being sent" in resp.get_json()["detail"]
     listed = api.get(f"/v1/endpoints/{ep['id']}/deliveries", headers=AUTH).get_json()["items"]
     assert listed[0]["in_flight"] is True
 
