@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Mapping
 
-from hookline import __version__
+from hookline import __version__, tenants_cli
 from shared import config, lifetime, logs
 
 log = logging.getLogger("hookline")
@@ -310,6 +310,8 @@ def _admin_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--dry-run", action="store_true", help="only count them")
     _data_dir_arg(s)
     s.set_defaults(func=cmd_replay)
+
+    tenants_cli.add_parsers(sub, _data_dir_arg)
 
 
 def log_format(command: str, environ: Mapping[str, str]) -> str:

@@ -1,4 +1,9 @@
-"""The /v1 query API (bearer HOOKLINE_API_TOKEN)."""
+"""The /v1 query API (bearer HOOKLINE_API_TOKEN, an operator key or a tenant's api key).
+
+Every view asks :func:`tenant` whose data it may show: None for the operator, else the
+tenant's id, which each DAO call takes as its scope (docs/tenants.md). A request
+without a principal fails (500) rather than falling back to the operator's view.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from flask import Blueprint, Response, abort, current_app, g, jsonify, request
 
 from ingest import openapi, problems
 from ingest.auth import presented_token, token_ok
-from shared.db import dead_letters, messages
+from shared.db import dead_letters, keys, messages
 from shared.db.paging import Page
 from shared.replay import replay
 from shared.runtime import Runtime
@@ -26,11 +31,35 @@ def rt() -> Runtime:
 def _authenticate() -> Response | None:
     expected = current_app.config["HOOKLINE_SETTINGS"].api_token
     presented = presented_token(request, allow_query=False)
-    # No configured token means the API is closed, not open.
-    if expected is None or not token_ok(expected, presented):
+    who = None
+    # No configured token (nor key) means the API is closed, not open.
+    if expected is not None and token_ok(expected, presented):
+        who = keys.OPERATOR_TOKEN
+    elif presented is not None and presented.startswith(keys.PREFIX):
+        # Looked up on every request: a revoked key fails on the very next one.
+        with rt().pool.connection() as conn:
+            who = keys.authenticate(conn, presented)
+    if who is None:
         return problems.response(401, "missing or wrong API token",
                                  headers={"WWW-Authenticate": "Bearer"})
+    g.principal = who
     return None
+
+
+def principal() -> keys.Principal:
+    """Who the request acts for (set by the /v1 and the console sign-in hooks)."""
+    return g.principal
+
+
+def tenant() -> str | None:
+    """The tenant whose data the request may see and change; None: the operator (all)."""
+    return principal().tenant_id
+
+
+def operator_only() -> None:
+    """403 for a tenant's key: tenants, operator keys and dead letters are the operator's."""
+    if not principal().operator:
+        abort(403, "only an operator key may do this")
 
 
 # After authentication (a caller without the token learns nothing about the input), and
@@ -70,7 +99,7 @@ def cursor(items: list[dict[str, Any]], key: str, limit: int) -> str | None:
 @bp.get("/messages/<message_id>")
 def get_message(message_id: str) -> Response:
     with rt().pool.connection() as conn:
-        rows = messages.get(conn, message_id, args().get("source"))
+        rows = messages.get(conn, message_id, args().get("source"), tenant())
     if not rows:
         abort(404, f"no message {message_id!r}")
     if len(rows) > 1:
@@ -95,6 +124,7 @@ def _letter_json(d: dict) -> dict:
 
 @bp.get("/dead-letters")
 def list_dead_letters() -> Response:
+    operator_only()
     def letters(conn: psycopg.Connection, page: Page) -> list[dict[str, Any]]:
         q = args()
         rows = dead_letters.list_recent(conn, page, source=q.get("source"),
@@ -108,6 +138,7 @@ def list_dead_letters() -> Response:
 @bp.post("/dead-letters/<int:letter_id>/replay")
 def replay_dead_letter(letter_id: int) -> Response:
     """Put the raw body back through the pipeline; a request body replaces it (a fix)."""
+    operator_only()
     body = request.get_data() or None
     ingest_id = replay(rt(), letter_id, body)
     if ingest_id is None:

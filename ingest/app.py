@@ -20,6 +20,7 @@ from ingest import (
     metrics,
     openapi,
     problems,
+    tenants_api,
 )
 from ingest.jsonio import OrjsonProvider
 from ingest.tenant_keys import CallbackKeys
@@ -60,6 +61,7 @@ def create_app(
     app.register_blueprint(api.bp)
     app.register_blueprint(consent_api.bp)  # subscriptions, inbound, events
     app.register_blueprint(endpoints_api.bp)  # fan-out: endpoints, deliveries, replay
+    app.register_blueprint(tenants_api.bp)  # tenants and keys (operator only)
     app.register_blueprint(event_types.bp)  # the webhook catalogue
     app.register_blueprint(openapi.bp)  # outside api.bp: served without the token
     console.install(app, settings)  # /console, unless HOOKLINE_CONSOLE=0

@@ -50,7 +50,7 @@ def decision(channel: str, sender: str, msisdn: str) -> dict[str, Any]:
     """may_send, why not (blocked_by), and the rows and history behind it (the console
     shows the same)."""
     with api.rt().pool.connection() as conn:
-        found = subscriptions.status_of(conn, channel, sender, msisdn)
+        found = subscriptions.status_of(conn, channel, sender, msisdn, api.tenant())
     own, every = found["sender"], found["all"]
     # Asked about sender '*' itself, its own row is the all-senders row.
     blocked_by = _blocked_by(own, every) if sender != ALL_SENDERS else _blocked_by(None, every)
@@ -69,14 +69,14 @@ def decision(channel: str, sender: str, msisdn: str) -> dict[str, Any]:
 def list_subscriptions() -> Response:
     """Subscriptions, newest first; with ?status=opted_out the suppression list."""
     return api.newest_first("id", lambda conn, page: subscriptions.list_page(
-        conn, page, _party(), status=api.args().get("status")))
+        conn, page, _party(), status=api.args().get("status"), tenant_id=api.tenant()))
 
 
 @bp.get("/inbound")
 def list_inbound() -> Response:
     """Inbound messages (text, response, location, media), newest first."""
     return api.newest_first("event_id", lambda conn, page: inbound.list_page(
-        conn, page, _party(), source=api.args().get("source")))
+        conn, page, _party(), source=api.args().get("source"), tenant_id=api.tenant()))
 
 
 @bp.get("/events")
@@ -84,4 +84,4 @@ def list_events() -> Response:
     """Normalised events, newest first; ?since= bounds the receipt time."""
     return api.newest_first("id", lambda conn, page: event_feed.list_page(
         conn, page, type_=api.args().get("type"), source=api.args().get("source"),
-        since=api.args().get("since")))
+        since=api.args().get("since"), tenant_id=api.tenant()))

@@ -38,6 +38,7 @@ class SubscriptionSchema(Schema):
     changed_at = fields.DateTime(required=True)
     event_id = _id()
     source = _str()
+    tenant_id = _str(description="The tenant that received it; null: none")
 
 
 class ConsentHistorySchema(Schema):
@@ -131,6 +132,7 @@ class EventSchema(Schema):
     received_at = fields.DateTime(required=True)
     ingest_id = _str()
     data = _JSON
+    tenant_id = _str(description="The tenant it belongs to; null: none (operator only)")
 
 
 class EventQuerySchema(Schema):

@@ -45,6 +45,7 @@ def endpoint_json(row: dict[str, Any]) -> dict[str, Any]:
         "id": row["id"], "url": row["url"], "description": row["description"],
         "event_types": row["event_types"],
         "filter": {k: row[f"filter_{k}"] for k in endpoints.FILTER_KEYS if row[f"filter_{k}"]},
+        "tenant_id": row["tenant_id"],
         "ordered": row["ordered"], "enabled": row["enabled"],
         "disabled_reason": row["disabled_reason"], "disabled_at": row["disabled_at"],
         "previous_secret_signs_until": rotation_ends,
@@ -52,6 +53,13 @@ def endpoint_json(row: dict[str, Any]) -> dict[str, Any]:
                                        "last_success_at", "last_failure_at")},
         "created_at": row["created_at"], "updated_at": row["updated_at"],
     }
+
+
+def _own_filter(c: dict[str, Any]) -> None:
+    """A tenant's endpoint hears its own tenant only: naming tenants is the operator's."""
+    if (c.get("filter") or {}).get("tenant") and not api.principal().operator:
+        raise problems.invalid("body", "filter.tenant",
+                               "only an operator's endpoint may name tenants")
 
 
 def _found(row: dict | None, what: str, ident: str) -> dict:
@@ -68,12 +76,14 @@ def create(doc: dict[str, Any]) -> dict[str, Any]:
 def _create(c: dict[str, Any]) -> dict[str, Any]:
     """Store a validated endpoint; the answer holds its secret (the only one that does,
     with rotate)."""
+    _own_filter(c)
     secret = signing.new_secret()
     with api.rt().pool.connection() as conn:
+        # An endpoint made with a tenant's key is that tenant's: it hears only its events.
         row = endpoints.create(conn, url=c["url"], event_types=c["event_types"],
                                secret=_box().seal(secret),
                                filters=c.get("filter"), description=c.get("description"),
-                               ordered=c.get("ordered", False))
+                               ordered=c.get("ordered", False), tenant_id=api.tenant())
     log.info("endpoint %s created", row["id"], extra={"endpoint_id": row["id"]})
     return {**endpoint_json(row), "secret": secret}
 
@@ -89,7 +99,7 @@ def list_endpoints() -> Response:
     """Endpoints, oldest first, keyset-paged with ?after=."""
     limit, after = api.args()["limit"], api.args().get("after")
     with api.rt().pool.connection() as conn:
-        rows = endpoints.list_page(conn, limit, after=after)
+        rows = endpoints.list_page(conn, limit, after=after, tenant_id=api.tenant())
     items = [endpoint_json(r) for r in rows]
     return jsonify(items=items, next_after=api.cursor(items, "id", limit))
 
@@ -98,7 +108,7 @@ def list_endpoints() -> Response:
 def get_endpoint(endpoint_id: str) -> Response:
     """One endpoint, with its health (breaker, pause, disabled and why)."""
     with api.rt().pool.connection() as conn:
-        row = _found(endpoints.get(conn, endpoint_id), "endpoint", endpoint_id)
+        row = _found(endpoints.get(conn, endpoint_id, api.tenant()), "endpoint", endpoint_id)
     return jsonify(endpoint_json(row))
 
 
@@ -115,8 +125,10 @@ def update(endpoint_id: str, doc: dict[str, Any]) -> dict[str, Any]:
 
 def _update(endpoint_id: str, changes: dict[str, Any]) -> dict[str, Any]:
     """Apply validated changes; the endpoint's row (404 when there is none)."""
+    _own_filter(changes)
     with api.rt().pool.connection() as conn:
-        row = _found(endpoints.update(conn, endpoint_id, changes), "endpoint", endpoint_id)
+        row = _found(endpoints.update(conn, endpoint_id, changes, api.tenant()), "endpoint",
+                     endpoint_id)
         if changes.get("ordered") is False:
             ordering.unhold(conn, endpoint_id)  # what waited for its turn goes now
     return row
@@ -126,7 +138,7 @@ def _update(endpoint_id: str, changes: dict[str, Any]) -> dict[str, Any]:
 def delete_endpoint(endpoint_id: str) -> tuple[str, int]:
     """Delete an endpoint and its deliveries."""
     with api.rt().pool.connection() as conn:
-        if not endpoints.delete(conn, endpoint_id):
+        if not endpoints.delete(conn, endpoint_id, api.tenant()):
             abort(404, f"no endpoint {endpoint_id!r}")
     return "", 204
 
@@ -145,8 +157,8 @@ def rotate(endpoint_id: str) -> dict[str, Any]:
     """Rotate the endpoint's secret; the answer holds the new one."""
     secret = signing.new_secret()
     with api.rt().pool.connection() as conn:
-        row = _found(endpoints.rotate_secret(conn, endpoint_id, _box().seal(secret)), "endpoint",
-                     endpoint_id)
+        row = _found(endpoints.rotate_secret(conn, endpoint_id, _box().seal(secret),
+                                             api.tenant()), "endpoint", endpoint_id)
     log.info("endpoint %s secret rotated", endpoint_id, extra={"endpoint_id": endpoint_id})
     return {**endpoint_json(row), "secret": secret}
 
@@ -163,7 +175,7 @@ def list_deliveries(endpoint_id: str) -> Response:
     """The endpoint's deliveries, newest first (?status=, ?limit=, ?after=)."""
     q = api.args()
     with api.rt().pool.connection() as conn:
-        _found(endpoints.get(conn, endpoint_id), "endpoint", endpoint_id)
+        _found(endpoints.get(conn, endpoint_id, api.tenant()), "endpoint", endpoint_id)
         # Newest first: the deliveries after the cursor are those before its seq.
         rows = admin.list_for_endpoint(conn, endpoint_id, q["limit"], q.get("status"),
                                             q.get("after"))
@@ -175,7 +187,7 @@ def list_deliveries(endpoint_id: str) -> Response:
 def get_delivery(delivery_id: str) -> Response:
     """One delivery with its body and every attempt."""
     with api.rt().pool.connection() as conn:
-        row = _found(admin.get(conn, delivery_id), "delivery", delivery_id)
+        row = _found(admin.get(conn, delivery_id, api.tenant()), "delivery", delivery_id)
     return jsonify(delivery_json(row))
 
 
@@ -200,7 +212,7 @@ def retry_delivery(delivery_id: str) -> tuple[Response, int]:
 def retry(delivery_id: str) -> None:
     """Queue one delivery now (404 when there is none, 409 while it is being sent)."""
     with api.rt().pool.connection() as conn:
-        outcome = admin.retry(conn, delivery_id)
+        outcome = admin.retry(conn, delivery_id, api.tenant())
     if outcome is None:
         abort(404, f"no delivery {delivery_id!r}")
     if outcome == "in_flight":
@@ -227,7 +239,7 @@ def _replay_window(endpoint_id: str, doc: dict[str, Any]) -> dict[str, Any]:
         raise problems.invalid("body", "since", "must be before until (default: now)")
     statuses = doc.get("status") or list(REPLAY_STATUSES)
     with api.rt().pool.connection() as conn:
-        row = _found(endpoints.get(conn, endpoint_id), "endpoint", endpoint_id)
+        row = _found(endpoints.get(conn, endpoint_id, api.tenant()), "endpoint", endpoint_id)
         queued = admin.replay(conn, endpoint_id, since, until, statuses)
     log.info("replay of endpoint %s queued %d deliveries", endpoint_id, queued,
              extra={"endpoint_id": endpoint_id, "queued": queued})

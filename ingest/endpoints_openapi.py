@@ -47,8 +47,9 @@ class EndpointFilter(fields.Dict):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(keys=fields.Str(validate=validate.OneOf(FILTER_KEYS)),
                          values=OneOrMany(allow_none=True), allow_none=True, metadata={
-                             "description": "Only events whose source / channel / sender is "
-                                            "one of these (a string is a list of one)"},
+                             "description": "Only events whose source / channel / sender / "
+                                            "tenant is one of these (a string is a list of "
+                                            "one); tenant on an operator's endpoint only"},
                          **kwargs)
 
     def deserialize(self, value: Any, attr: str | None = None, data: Any = None,
@@ -114,6 +115,9 @@ class EndpointSchema(Schema):
     previous_secret_signs_until = fields.DateTime(allow_none=True, required=True, metadata={
         "description": "After a rotation, the old secret signs beside the new one until then"})
     health = fields.Nested(EndpointHealthSchema, required=True)
+    tenant_id = fields.Str(allow_none=True, required=True, metadata={
+        "description": "The tenant whose key made it (it hears that tenant's events only); "
+                       "null: the operator's"})
     created_at = fields.DateTime(required=True)
     updated_at = fields.DateTime(required=True)
 

@@ -181,7 +181,9 @@ def _operation(op: Operation, params: list[dict[str, Any]], endpoint: str) -> di
 
 
 _REASONS = {400: "Invalid input: `errors` names each bad parameter or field",
-            401: "Missing or wrong API token", 404: "Not found", 409: "Conflict",
+            401: "Missing or wrong API token",
+            403: "Operator only: a tenant's key may not do this", 404: "Not found",
+            409: "Conflict",
             413: "Body too large", 422: "Invalid input", 500: "Server error"}
 
 
@@ -191,8 +193,9 @@ def build(app: Flask) -> dict[str, Any]:
         title="hookline", version=_version(), openapi_version="3.1.0",
         plugins=[MarshmallowPlugin()],
         info={"description": "The hookline query and administration API. Every route needs "
-                             "`Authorization: Bearer $HOOKLINE_API_TOKEN` unless marked "
-                             "otherwise."},
+                             "`Authorization: Bearer` with HOOKLINE_API_TOKEN, an operator key or "
+                             "a tenant's api key (which sees that tenant's data only) unless "
+                             "marked otherwise."},
         security=[{"bearerAuth": []}],
     )
     spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
@@ -391,11 +394,12 @@ register("GET", "/v1/messages/<message_id>", "A message's status and status hist
          response=MessageSchema, query=MessageQuerySchema, errors=(404, 409), tag="messages")
 register("GET", "/v1/dead-letters", "Dead letters, newest first, keyset-paged",
          response=DeadLetterPageSchema, query=DeadLetterQuerySchema, tag="dead-letters",
+         errors=(403,),
          description="Newest first by id; with since or until, newest first by received_at "
                      "(ties by id), so a letter inserted late still shows in its time range.")
 register("POST", "/v1/dead-letters/<int:letter_id>/replay",
          "Put a dead letter back through the pipeline", status=202,
-         response=ReplayAcceptedSchema, errors=(404,), tag="dead-letters",
+         response=ReplayAcceptedSchema, errors=(403, 404), tag="dead-letters",
          body={"type": "string", "format": "binary"}, body_content_type="*/*",
          body_required=False,
          description="An empty body replays the stored one; a body replaces it (a fixed copy).")

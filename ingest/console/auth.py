@@ -22,6 +22,7 @@ from flask import (
     Request,
     Response,
     abort,
+    g,
     redirect,
     render_template,
     request,
@@ -33,6 +34,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from ingest.console import PREFIX, bp, rt, settings
 from shared import config
+from shared.db import keys
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +130,9 @@ def _guard() -> Response | None:
     ok = signed_in()
     if not ok and "user" in session:
         session.pop("user")  # stale: no page may show it as signed in
+    if ok:
+        # The console's users are the operator's (ingest.api.tenant() scopes by this).
+        g.principal = keys.OPERATOR_TOKEN
     if request.endpoint in _OPEN or ok:
         return None
     if request.headers.get("HX-Request"):
