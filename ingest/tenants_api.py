@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, jsonify
+from flask import Blueprint, Response, abort, current_app, jsonify, url_for
 
 from ingest import api, openapi, problems, tenants_openapi  # noqa: F401  (registers the route docs)
+from ingest.console import portal
 from shared.db import keys, tenants
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,20 @@ def list_tenant_keys(tenant_id: str) -> Response:
 def revoke_tenant_key(tenant_id: str, key_id: str) -> tuple[str, int]:
     """Revoke at once."""
     return _revoke(tenant_id, key_id)
+
+
+@bp.post("/tenants/<tenant_id>/portal-links")
+def create_portal_link(tenant_id: str) -> tuple[Response, int]:
+    """A signed link that opens the tenant's console without a key, until it expires."""
+    settings = current_app.config["HOOKLINE_SETTINGS"]
+    if not settings.console_enabled:
+        abort(404, "the console is off (HOOKLINE_CONSOLE=0)")
+    with api.rt().pool.connection() as conn:
+        _tenant(conn, tenant_id)
+    token, expires_at = portal.link_token(settings, tenant_id, api.body()["expires_in"])
+    log.info("portal link for tenant %s", tenant_id, extra={"tenant_id": tenant_id})
+    return jsonify(url=url_for("console.portal", token=token, _external=True),
+                   expires_at=expires_at), 201
 
 
 @bp.post("/keys")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from ingest.console.portal import DEFAULT_SECONDS, MAX_SECONDS
 from ingest.openapi import Cursor, limit_field, next_after, register
 from shared.providers import SOURCES
 
@@ -79,6 +80,13 @@ class KeyListSchema(Schema):
     items = fields.List(fields.Nested(KeySchema), required=True)
 
 
+class PortalLinkCreateSchema(Schema):
+    expires_in = fields.Int(load_default=DEFAULT_SECONDS,
+                            validate=validate.Range(min=60, max=MAX_SECONDS), metadata={
+                                "description": "Seconds the link (and the session it opens) "
+                                               f"lasts; default {DEFAULT_SECONDS}"})
+
+
 class PortalLinkSchema(Schema):
     url = fields.Str(required=True)
     expires_at = fields.DateTime(required=True)
@@ -109,3 +117,8 @@ register("GET", "/v1/keys", "The operator keys, without their secrets",
          response=KeyListSchema, errors=(403,), tag="keys")
 register("DELETE", "/v1/keys/<key_id>", "Revoke an operator key at once", status=204,
          errors=(403, 404), tag="keys")
+register("POST", f"{_TENANT}/portal-links", "A link opening the tenant's console, no key",
+         status=201, body=PortalLinkCreateSchema,
+         response=PortalLinkSchema, errors=(403, 404), tag="tenants",
+         description="Signed, and void after expires_at; 404 when the console is off. "
+                     "The body may be {} (an hour).")

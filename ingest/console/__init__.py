@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from flask import Blueprint, Flask, current_app, render_template, request
+from flask import Blueprint, Flask, current_app, g, render_template, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from shared import config
+from shared.db import tenants
 from shared.runtime import Runtime
 
 PREFIX = "/console"
@@ -35,6 +36,27 @@ def rt() -> Runtime:
 
 def settings() -> config.Settings:
     return current_app.config["HOOKLINE_SETTINGS"]
+
+
+def scope() -> str | None:
+    """Whose rows a page shows: a tenant's console its own tenant's, whatever the URL says;
+    the operator's everything, or one tenant's with ?tenant=."""
+    who = g.principal
+    if not who.operator:
+        return who.tenant_id
+    return request.args.get("tenant") or None
+
+
+def tenant_choices() -> dict[str, str]:
+    """The operator's tenant filter: every tenant's name by id."""
+    with rt().pool.connection() as conn:
+        return tenants.names(conn)
+
+
+def tenant_console() -> str | None:
+    """The tenant of a tenant's console; None in the operator's (templates ask)."""
+    who = g.get("principal")
+    return None if who is None or who.operator else who.tenant_id
 
 
 @bp.after_request
@@ -69,6 +91,7 @@ def install(app: Flask, settings_: config.Settings) -> None:
         return
     from ingest.console import (  # noqa: F401  (their routes register on bp)
         auth,
+        portal,
         views_consent,
         views_dead_letters,
         views_endpoints,
@@ -79,6 +102,7 @@ def install(app: Flask, settings_: config.Settings) -> None:
     auth.configure(app, settings_)
     app.add_template_filter(_when, "when")
     app.add_template_filter(_ago, "ago")
+    app.jinja_env.globals.update(tenant_console=tenant_console, tenant_choices=tenant_choices)
     app.register_blueprint(bp)
 
 

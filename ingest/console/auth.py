@@ -1,9 +1,12 @@
 """Console sign-in, its session cookie and CSRF tokens.
 
 Sign in with HOOKLINE_API_TOKEN (no user name) or a HOOKLINE_CONSOLE_USERS name and
-password. The session is Flask's signed cookie, signed with a key derived from
-HOOKLINE_SECRET_KEY, else from HOOKLINE_API_TOKEN (never a constant); it holds the
-user and the CSRF token, never an endpoint secret.
+password: the operator's console. Or with a key (no user name): an operator key, or a
+tenant's api key, which opens a console holding that tenant's data only; or through a
+tenant's portal link (ingest.console.portal). A key's session checks the key on every
+request, so revoking it ends the session at once. The session is Flask's signed cookie,
+signed with a key derived from HOOKLINE_SECRET_KEY, else from HOOKLINE_API_TOKEN (never
+a constant); it holds the user and the CSRF token, never an endpoint secret.
 """
 
 from __future__ import annotations
@@ -42,8 +45,13 @@ SESSION_HOURS = 12
 MAX_FAILURES = 10          # failed sign-ins per address ...
 FAILURE_WINDOW = 300       # ... within this many seconds, then 429 until it passes
 _FAILURES_KEY = "hookline:console:login-failures:"
-_OPEN = {"console.login", "console.static"}
+_OPEN = {"console.login", "console.static", "console.portal"}
 API_TOKEN_USER = config.CONSOLE_TOKEN_USER
+KEY_USER = "key:"        # + key id: signed in with an operator key or a tenant's api key
+PORTAL_USER = "portal:"  # + tenant id: opened through a portal link
+# What a tenant's console may not open: the operator's pages.
+OPERATOR_PAGES = {"console.overview_panel", "console.dead_letter_list", "console.dead_letter",
+                  "console.dead_letter_replay", "console.dead_letter_replay_selection"}
 
 
 def session_key(s: config.Settings) -> bytes:
@@ -109,31 +117,48 @@ def _fingerprint(s: config.Settings, user: str) -> str | None:
     return hmac.new(session_key(s), credential.encode(), hashlib.sha256).hexdigest()
 
 
-def signed_in() -> bool:
-    """A user is signed in, with the credential they are still configured with, for
+def signed_in() -> keys.Principal | None:
+    """Who is signed in: a user with the credential they are still configured with, for
     less than SESSION_HOURS since signing in: each request re-signs the cookie, so its
     own age is an idle time, and a removed user, a changed password or a rotated
-    token must end the sessions opened with them."""
+    token must end the sessions opened with them. A key's session holds while the key
+    is live; a portal's until its link expires."""
     user, since = session.get("user"), session.get("since")
     if not user or not isinstance(since, int) or time.time() - since > SESSION_HOURS * 3600:
-        return False
+        return None
+    if user.startswith(KEY_USER):
+        with rt().pool.connection() as conn:
+            return keys.live(conn, user.removeprefix(KEY_USER))
+    if user.startswith(PORTAL_USER):
+        until = session.get("until")
+        if not isinstance(until, int) or time.time() >= until:
+            return None
+        return keys.Principal(None, user.removeprefix(PORTAL_USER), "portal")
     expected = _fingerprint(settings(), user)
     presented = session.get("cred")
-    return bool(expected and isinstance(presented, str)
-                and hmac.compare_digest(expected.encode(), presented.encode()))
+    ok = bool(expected and isinstance(presented, str)
+              and hmac.compare_digest(expected.encode(), presented.encode()))
+    return keys.OPERATOR_TOKEN if ok else None
+
+
+def start_session(user: str, **extra: object) -> None:
+    session.clear()  # a new session (and CSRF token) for the signed-in user
+    session.permanent = True
+    session.update(user=user, since=int(time.time()), **extra)
 
 
 @bp.before_request
 def _guard() -> Response | None:
     if request.method not in ("GET", "HEAD", "OPTIONS") and not _csrf_ok():
         abort(403, "missing or wrong CSRF token: reload the page and try again")
-    ok = signed_in()
-    if not ok and "user" in session:
+    who = signed_in()
+    if who is None and "user" in session:
         session.pop("user")  # stale: no page may show it as signed in
-    if ok:
-        # The console's users are the operator's (ingest.api.tenant() scopes by this).
-        g.principal = keys.OPERATOR_TOKEN
-    if request.endpoint in _OPEN or ok:
+    if who is not None:
+        g.principal = who  # ingest.api.tenant() scopes every read and action by it
+        if not who.operator and request.endpoint in OPERATOR_PAGES:
+            abort(403, "this page is the operator's")
+    if request.endpoint in _OPEN or who is not None:
         return None
     if request.headers.get("HX-Request"):
         return Response("sign in again", status=401)  # a partial: no redirect to swap in
@@ -144,6 +169,15 @@ def _guard() -> Response | None:
 def _dummy_hash() -> str:
     # Checked for unknown users, so a wrong name costs the same time as a wrong password.
     return generate_password_hash(secrets.token_hex(16))
+
+
+def check_key(password: str) -> str | None:
+    """The session user of a live operator or tenant api key, or None."""
+    if not password.startswith(keys.PREFIX):
+        return None
+    with rt().pool.connection() as conn:
+        who = keys.authenticate(conn, password)
+    return None if who is None else KEY_USER + str(who.key_id)
 
 
 def check_login(s: config.Settings, username: str, password: str) -> str | None:
@@ -191,19 +225,16 @@ def login() -> Response | str | tuple[str, int]:
     if _failures(1) > MAX_FAILURES:
         return render_template("console/login.html", can_sign_in=can_sign_in,
                                error="too many failed sign-ins; wait a few minutes"), 429
-    user = check_login(s, request.form.get("username", "").strip(),
-                       request.form.get("password", ""))
+    username, password = request.form.get("username", "").strip(), \
+        request.form.get("password", "")
+    user = check_login(s, username, password) or (None if username else check_key(password))
     if user is None:
         log.warning("console sign-in refused", extra={"remote_addr": request.remote_addr})
         return render_template("console/login.html", can_sign_in=can_sign_in,
                                error="wrong name, password or token",
                                next=request.form.get("next", "")), 401
     _failures(-1)
-    session.clear()  # a new session (and CSRF token) for the signed-in user
-    session.permanent = True
-    session["user"] = user
-    session["since"] = int(time.time())
-    session["cred"] = _fingerprint(s, user)
+    start_session(user, **({} if user.startswith(KEY_USER) else {"cred": _fingerprint(s, user)}))
     log.info("console sign-in by %s", user, extra={"user": user})
     return redirect(_safe_next(request.form.get("next")))
 

@@ -8,10 +8,10 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Response, render_template, stream_with_context
+from flask import Response, render_template, request, stream_with_context
 
 from ingest import consent_api
-from ingest.console import bp, rt
+from ingest.console import bp, rt, scope
 from ingest.console.forms import PAGE, integer, text
 from shared.consent import OPTED_OUT
 from shared.db import subscriptions
@@ -35,14 +35,15 @@ def consent() -> str:
     f = _list_filters()
     with rt().pool.connection() as conn:
         rows = subscriptions.list_page(conn, Page(PAGE, integer("before")), Party(**f),
-                                       status=OPTED_OUT)
+                                       status=OPTED_OUT, tenant_id=scope())
     nxt = rows[-1]["id"] if len(rows) == PAGE else None
     return render_template("console/consent.html", found=found, rows=rows, next_before=nxt,
                            party={"channel": channel, "sender": sender, "msisdn": msisdn},
-                           args={f"s_{k}": v or "" for k, v in f.items()})
+                           args={**{f"s_{k}": v or "" for k, v in f.items()},
+                                 "tenant": request.args.get("tenant") or ""})
 
 
-def _csv_rows(filters: dict[str, Any]) -> Iterator[str]:
+def _csv_rows(filters: dict[str, Any], tenant: str | None) -> Iterator[str]:
     """The whole list, page by page (keyset), each page a pooled connection held
     only while it is read."""
     out = io.StringIO()
@@ -52,7 +53,7 @@ def _csv_rows(filters: dict[str, Any]) -> Iterator[str]:
     while True:
         with rt().pool.connection() as conn:
             rows = subscriptions.list_page(conn, Page(CSV_PAGE, before), Party(**filters),
-                                           status=OPTED_OUT)
+                                           status=OPTED_OUT, tenant_id=tenant)
         for r in rows:
             writer.writerow([_cell(r[c]) for c in CSV_COLUMNS])
         yield out.getvalue()
@@ -76,6 +77,6 @@ def _cell(value: Any) -> str:
 @bp.get("/consent/suppression.csv")
 def suppression_csv() -> Response:
     f = _list_filters()
-    resp = Response(stream_with_context(_csv_rows(f)), mimetype="text/csv")
+    resp = Response(stream_with_context(_csv_rows(f, scope())), mimetype="text/csv")
     resp.headers["Content-Disposition"] = "attachment; filename=suppression-list.csv"
     return resp

@@ -12,7 +12,7 @@ from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from ingest import endpoints_api
-from ingest.console import bp, rt, settings
+from ingest.console import bp, rt, scope, settings
 from ingest.console.forms import PAGE, attempt, integer, one, text, words
 from shared.db import endpoints
 from shared.db.outbox import admin
@@ -47,7 +47,7 @@ def _with_health(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @bp.get("/endpoints")
 def endpoint_list() -> str:
     with rt().pool.connection() as conn:
-        rows = endpoints.list_page(conn, PAGE, after=text("after"))
+        rows = endpoints.list_page(conn, PAGE, after=text("after"), tenant_id=scope())
     nxt = rows[-1]["id"] if len(rows) == PAGE else None
     return render_template("console/endpoints.html", rows=_with_health(rows), next_after=nxt,
                            window=HEALTH_WINDOW)
@@ -91,7 +91,7 @@ def endpoint_create() -> str | tuple[str, int]:
 
 
 def _endpoint(endpoint_id: str) -> dict[str, Any]:
-    return one(lambda conn: endpoints.get(conn, endpoint_id), "endpoint", endpoint_id)
+    return one(lambda conn: endpoints.get(conn, endpoint_id, scope()), "endpoint", endpoint_id)
 
 
 @bp.get("/endpoints/<endpoint_id>")
@@ -161,7 +161,7 @@ def request_headers(row: dict[str, Any], at: datetime) -> dict[str, str]:
 
 @bp.get("/deliveries/<delivery_id>")
 def delivery(delivery_id: str) -> str:
-    row = one(lambda conn: admin.get(conn, delivery_id), "delivery", delivery_id)
+    row = one(lambda conn: admin.get(conn, delivery_id, scope()), "delivery", delivery_id)
     body = orjson.dumps(row["payload"], option=orjson.OPT_INDENT_2).decode()
     for a in row["attempts_made"]:
         a["headers"] = request_headers(row, a["attempted_at"])

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import render_template
 
-from ingest.console import bp, rt
+from ingest.console import bp, rt, scope
 from ingest.console.forms import text
 from shared.db import messages
 from shared.db.outbox import admin
@@ -14,10 +14,12 @@ from shared.model import STATUS_ORDER
 
 
 def lookup(message_id: str, source: str | None) -> list[dict[str, Any]]:
+    tenant = scope()
     with rt().pool.connection() as conn:
-        rows = messages.get(conn, message_id, source)
+        rows = messages.get(conn, message_id, source, tenant)
         for row in rows:
-            row["deliveries"] = admin.for_events(conn, [e["id"] for e in row["events"]])
+            row["deliveries"] = admin.for_events(conn, [e["id"] for e in row["events"]],
+                                                 tenant_id=tenant)
     return rows
 
 

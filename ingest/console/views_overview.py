@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from flask import render_template
+from flask import redirect, render_template, url_for
+from werkzeug.wrappers import Response
 
-from ingest.console import bp, rt, settings
+from ingest.console import bp, rt, settings, tenant_console
 from shared import queue
 from shared.db import stats
 
@@ -45,7 +46,11 @@ def panel_data() -> dict[str, Any]:
 
 
 @bp.get("/")
-def overview() -> str:
+def overview() -> str | Response:
+    # The inbox, the rates and the failing endpoints are everyone's: a tenant starts at
+    # its endpoints.
+    if tenant_console():
+        return redirect(url_for("console.endpoint_list"))
     return render_template("console/overview.html", **panel_data())
 
 

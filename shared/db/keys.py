@@ -115,3 +115,13 @@ def touch(conn: psycopg.Connection, key_ids: Iterable[str]) -> None:
     """Record that these keys were used (ingest, for the callback keys it saw)."""
     conn.execute("UPDATE api_keys SET last_used_at = now() WHERE id = ANY (%s)",
                  (sorted(set(key_ids)),))
+
+
+
+def live(conn: psycopg.Connection, key_id: str) -> Principal | None:
+    """The live api or operator key ``key_id`` as a principal (a console session signed
+    in with it checks it on every request); None when it is revoked or gone."""
+    row = conn.execute("SELECT id, tenant_id, kind FROM api_keys WHERE id = %s "
+                       "AND kind IN ('api', 'operator') AND revoked_at IS NULL",
+                       (key_id,)).fetchone()
+    return Principal(row[0], row[1], row[2]) if row else None

@@ -47,3 +47,7 @@ def one(rt: Runtime, sql: str, *params: object) -> object:
     with rt.pool.connection() as conn:
         row = conn.execute(sql, params).fetchone()
     return row[0] if row else None
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
