@@ -115,7 +115,7 @@ def test_a_portal_link_opens_the_tenant_s_console_until_it_expires(world):
 def test_the_operator_sees_all_and_filters_by_tenant(world):
     _, api, a, b, eps, _ = world
     c = sign_in(api.application.test_client())
-    code, html = page(c, "/console/endpoints")
+    _, html = page(c, "/console/endpoints")
     assert eps[a.id]["id"] in html and eps[b.id]["id"] in html and "All tenants" in html
     _, html = page(c, f"/console/endpoints?tenant={a.id}")
     assert eps[a.id]["id"] in html and eps[b.id]["id"] not in html
