@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import psycopg
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 
-from ingest.auth import presented_token, token_ok
+from ingest.auth import require_api_token
 from shared.db import dead_letters, messages
 from shared.db.paging import Page
 from shared.replay import replay
@@ -17,24 +17,12 @@ from shared.runtime import Runtime
 from shared.timeutil import parse_timestamp
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
+bp.before_request(require_api_token)
 MAX_PAGE = 500
 
 
 def rt() -> Runtime:
     return current_app.extensions["hookline.runtime"]()
-
-
-@bp.before_request
-def _authenticate() -> Response | None:
-    expected = current_app.config["HOOKLINE_SETTINGS"].api_token
-    presented = presented_token(request, allow_query=False)
-    # No configured token means the API is closed, not open.
-    if expected is None or not token_ok(expected, presented):
-        resp = jsonify(error="missing or wrong API token")
-        resp.status_code = 401
-        resp.headers["WWW-Authenticate"] = "Bearer"
-        return resp
-    return None
 
 
 T = TypeVar("T")

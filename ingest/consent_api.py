@@ -13,13 +13,14 @@ from typing import Any
 from flask import Blueprint, Response, abort, jsonify, request
 
 from ingest import api
+from ingest.auth import require_api_token
 from shared.consent import ALL_SENDERS, OPTED_IN, OPTED_OUT
 from shared.db import event_feed, inbound, subscriptions
 from shared.db.paging import Party
 from shared.model import EVENT_TYPES
 
 bp = Blueprint("consent_api", __name__, url_prefix="/v1")
-bp.before_request(api._authenticate)
+bp.before_request(require_api_token)
 
 
 def _choice(name: str, allowed: frozenset[str] | tuple[str, ...]) -> str | None:

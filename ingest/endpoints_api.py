@@ -13,6 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 
 from ingest import api, endpoints_openapi  # noqa: F401  (registers the route docs)
+from ingest.auth import require_api_token
 from shared import netguard, secretbox, signing
 from shared.db import deliveries, endpoints
 from shared.model import EVENT_TYPES
@@ -21,7 +22,7 @@ from shared.timeutil import parse_timestamp
 log = logging.getLogger(__name__)
 
 bp = Blueprint("endpoints", __name__, url_prefix="/v1")
-bp.before_request(api._authenticate)
+bp.before_request(require_api_token)
 
 MAX_DESCRIPTION = 1000
 CREATE_FIELDS = {"url", "event_types", "filter", "description", "ordered"}
