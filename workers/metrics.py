@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from shared import config, queue
+from shared import config, inbox
 from shared.prom import observe_many
 from shared.runtime import redis_client
 
@@ -107,7 +107,7 @@ class StateCollector(Collector):
         if self._redis is None:
             return
         try:
-            d = queue.depths(self._redis, self.settings.lease_seconds,
+            d = inbox.depths(self._redis, self.settings.lease_seconds,
                              self.settings.inbox_shards)
         except Exception as exc:
             log.warning("metrics: cannot read the inbox: %s", exc)

@@ -28,8 +28,8 @@ from shared.db.apply import Applied, Notification, apply_batch
 from shared.db.dead_letters import DeadLetter
 from shared.db.events import Incoming, Stored
 from shared.envelope import Envelope, EnvelopeError, decode
+from shared.inbox import ERRORS, Lease
 from shared.providers import ParseError
-from shared.queue import ERRORS, Lease
 from shared.runtime import Runtime
 from shared.timeutil import from_epoch
 from workers import metrics

@@ -84,13 +84,13 @@ def run(requests: int = 1000) -> dict[str, dict]:
     require_valgrind()
     import redis
 
-    from shared import queue
+    from shared import inbox
 
     res: dict[str, dict] = {}
     with services() as env, tempfile.TemporaryDirectory(prefix="hl-bench-prom-") as prom:
         env = {**env, "HOOKLINE_CALLBACK_TOKEN": TOKEN, "PROMETHEUS_MULTIPROC_DIR": prom,
                "PYTHONHASHSEED": "0", "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
-        redis.Redis.from_url(env["REDIS_URL"]).lpush(queue.INBOX, b"not empty")
+        redis.Redis.from_url(env["REDIS_URL"]).lpush(inbox.INBOX, b"not empty")
         for name in ("hookline", "bare"):
             low = _instructions(name, WARM, env)
             high = _instructions(name, WARM + requests, env)
