@@ -9,6 +9,7 @@ retry list and, after ``max_attempts``, becomes a dead letter with its error.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -88,8 +89,6 @@ class Outcome:
 
 
 def _raw_id(raw: bytes) -> str:
-    import hashlib
-
     return "corrupt-" + hashlib.sha256(raw).hexdigest()[:24]
 
 
