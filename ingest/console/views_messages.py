@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import render_template
 
-from ingest.console import bp, rt
+from ingest.console.blueprint import bp, rt
 from ingest.console.forms import text
 from shared.db import deliveries, messages
 from shared.model import STATUS_ORDER

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 from flask import render_template
 
-from ingest.console import bp, rt, settings
+from ingest.console.blueprint import bp, rt, settings
 from shared import inbox
 from shared.db import stats
 
