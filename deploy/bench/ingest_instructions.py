@@ -11,7 +11,7 @@ writing to the same real Redis, with Prometheus in multi-process mode as
 ``hookline ingest`` runs it. Two runs per app, of W and
 W + N requests: the difference divided by N is the cost of one request, with
 start-up and imports cancelled out. The inbox is never empty, so no run sends a
-drain kick (the first request of an empty inbox imports Celery). Counts
+drain kick (the first kick of a process builds its Celery producer app). Counts
 instructions, not time: what the server does per request, without the
 scheduler, the caches or the neighbours.
 """
