@@ -7,6 +7,9 @@ Only the composition root, hookline/, puts them together."""
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -233,3 +236,21 @@ def test_the_private_name_check_sees_imports_and_attributes(tmp_path: Path) -> N
         "ingest/two.py:1 imports ingest.api._LIMIT",
         "ingest/two.py:4 uses ingest.api._LIMIT",
     ]
+
+
+def test_the_producer_depends_on_the_configuration_and_the_queue_table_only() -> None:
+    # Whatever sends a task imports it; it must not pull the worker in with it.
+    assert import_graph(ROOT)["workers.producer"] <= {
+        "shared.config", "shared.redis_urls", "workers.queues"}
+
+
+def test_the_ingest_app_loads_neither_the_worker_app_nor_the_dispatcher() -> None:
+    # The composition root imports the producer and the dispatch kick at module
+    # level; the worker's Celery app and the dispatcher (with its delivery
+    # metrics) stay out of ingest processes.
+    code = ("import sys, hookline.app\n"
+            "print(sorted(m for m in ('workers.celery_app', 'workers.fanout', "
+            "'workers.tasks', 'workers.metrics') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip() == "[]"
