@@ -16,6 +16,7 @@ from shared import config, lifetime, logs
 # more. That app also reads the environment when imported (a configuration error would
 # be a traceback, not the message below), and cmd_worker must import it only after
 # PROMETHEUS_MULTIPROC_DIR is set.
+
 log = logging.getLogger("hookline")
 
 
