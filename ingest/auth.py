@@ -1,10 +1,13 @@
-"""Constant-time token checks for callbacks and the /v1 API."""
+"""Token checks for callbacks and the /v1 API: constant-time comparison, and the
+API blueprints' shared bearer-token guard."""
 
 from __future__ import annotations
 
 import hmac
 
-from flask import Request
+from flask import Request, Response, current_app, request
+
+from ingest import problems
 
 
 def presented_token(request: Request, allow_query: bool) -> str | None:
@@ -28,3 +31,14 @@ def token_ok(expected: str | None, presented: str | None) -> bool:
     # compare_digest on bytes: constant time in the length of the secret, and
     # safe for non-ASCII input.
     return hmac.compare_digest(expected.encode(), presented.encode())
+
+
+def require_api_token() -> Response | None:
+    """A /v1 blueprint's before_request: 401 unless the bearer token matches."""
+    expected = current_app.config["HOOKLINE_SETTINGS"].api_token
+    presented = presented_token(request, allow_query=False)
+    # No configured token means the API is closed, not open.
+    if expected is None or not token_ok(expected, presented):
+        return problems.response(401, "missing or wrong API token",
+                                 headers={"WWW-Authenticate": "Bearer"})
+    return None

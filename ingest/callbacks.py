@@ -20,7 +20,7 @@ from flask import Flask, Request, Response, jsonify, request
 
 from ingest import signatures
 from ingest.auth import presented_token, token_ok
-from shared import queue
+from shared import inbox
 from shared.config import Settings, SignatureSpec, source_env_suffix
 from shared.envelope import KEPT_HEADERS, Envelope, new_id
 from shared.providers import SOURCES
@@ -116,7 +116,7 @@ class Callbacks:
         self.policies = policies(settings)
         self.max_body = settings.max_body_bytes
         self.redis: Callable[[], redis.Redis] = app.extensions["hookline.redis"]
-        self.pusher: Callable[[], queue.Pusher] = app.extensions["hookline.pusher"]
+        self.pusher: Callable[[], inbox.Pusher] = app.extensions["hookline.pusher"]
         self.send_drain: Callable[[], object] = app.extensions["hookline.send_drain"]
         self.observe = app.extensions["hookline.observe"]
         self.enqueue_failed = app.extensions["hookline.enqueue_failed"]
@@ -198,5 +198,5 @@ def _kick(client: redis.Redis, send: Callable[[], object]) -> None:
         # If Redis has just gone away the flag expires by itself: clearing it must
         # not turn the 202 this callback has earned into a 500.
         with contextlib.suppress(redis.RedisError):
-            queue.clear_kick(client)
+            inbox.clear_kick(client)
         log.warning("could not kick a drain: %s", exc)

@@ -13,12 +13,13 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from ingest import api, consent_openapi, openapi  # noqa: F401  (registers the route docs)
+from ingest.auth import require_api_token
 from shared.consent import ALL_SENDERS, OPTED_OUT
 from shared.db import event_feed, inbound, subscriptions
 from shared.db.paging import Party
 
 bp = Blueprint("consent_api", __name__, url_prefix="/v1")
-bp.before_request(api._authenticate)
+bp.before_request(require_api_token)
 bp.before_request(openapi.validate_request)
 
 

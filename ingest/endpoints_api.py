@@ -14,6 +14,7 @@ from flask import Blueprint, Response, abort, current_app, jsonify
 from marshmallow import Schema
 
 from ingest import api, openapi, problems
+from ingest.auth import require_api_token
 from ingest.endpoints_openapi import (
     EndpointCreateSchema,
     EndpointPatchSchema,
@@ -26,7 +27,7 @@ from shared.db.outbox import admin, ordering
 log = logging.getLogger(__name__)
 
 bp = Blueprint("endpoints", __name__, url_prefix="/v1")
-bp.before_request(api._authenticate)
+bp.before_request(require_api_token)
 bp.before_request(openapi.validate_request)
 
 REPLAY_STATUSES = ("succeeded", "failed", "dead")

@@ -217,6 +217,8 @@ def _signatures(env: Mapping[str, str]) -> dict[str, SignatureSpec]:
         parts.setdefault(suffix, {})[kind] = value.strip()
     if not parts:
         return {}
+    # Imported here, not at the top: loading the provider schemas costs 160-370 ms
+    # (measured after shared.config, 7 Dec), paid only when signature settings exist.
     from shared.providers import SOURCES
 
     known = {source_env_suffix(s) for s in SOURCES}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
 
-from shared import queue
+from shared import inbox
 from shared.db import dead_letters
 from shared.envelope import Envelope, new_id
 from shared.runtime import Runtime
@@ -36,7 +36,7 @@ def replay(runtime: Runtime, letter_id: int, body: bytes | None = None) -> str |
         if runtime.pusher.push(envelope.encode()):
             # This push claimed the kick flag but cannot send a drain from here;
             # left set, the flag would hold off the scheduler's tick for 2 s.
-            queue.clear_kick(runtime.redis)
+            inbox.clear_kick(runtime.redis)
         dead_letters.mark_replayed(conn, letter_id, envelope.id)
     return envelope.id
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ingest.app import create_app
-from shared import queue
+from shared import inbox
 from tests.helpers import drain_all, enqueue, receipt
 
 AUTH = {"Authorization": "Bearer test-api-token"}
@@ -91,10 +91,10 @@ def test_a_replay_leaves_the_drain_to_the_schedulers_tick(api, rt):
     # would hold the tick's drain off for 2 s.
     enqueue(rt, b'{"first": ')
     drain_all(rt)
-    rt.redis.delete(queue.KICK)  # as the drain task that ran did
+    rt.redis.delete(inbox.KICK)  # as the drain task that ran did
     [item] = api.get("/v1/dead-letters", headers=AUTH).get_json()["items"]
     assert api.post(f"/v1/dead-letters/{item['id']}/replay", headers=AUTH).status_code == 202
-    assert rt.redis.llen(queue.INBOX) == 1 and not rt.redis.exists(queue.KICK)
+    assert rt.redis.llen(inbox.INBOX) == 1 and not rt.redis.exists(inbox.KICK)
 
 
 def test_replay_of_unknown_dead_letter_is_404(api):

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Histogram, multiproce
 from prometheus_client.parser import text_string_to_metric_families
 
 from ingest import metrics as ingest_metrics
-from shared import queue
+from shared import inbox
 from shared.prom import observe_many
 from tests.conftest import wait_for
 from tests.helpers import drain_all, enqueue, receipt
@@ -28,7 +28,7 @@ from workers.celery_app import make_app
 def send_drains(rt, n: int) -> None:
     """Queue drain tasks on the test's broker (this process's Celery app may point elsewhere
     when the tests run on embedded services)."""
-    queue.clear_kick(rt.redis)
+    inbox.clear_kick(rt.redis)
     app = make_app(rt.settings)
     for _ in range(n):
         app.send_task(queues.TASK_DRAIN, queue=queues.DRAIN)
@@ -190,7 +190,7 @@ def test_ingest_with_two_workers_counts_every_request_once(ingest_two_workers, r
     time.sleep(ingest_metrics.FLUSH_SECONDS + 0.5)
     for _ in range(6):  # each scrape may land on either process: all must agree
         assert counted(scrape(f"{base}/metrics")) == want
-    assert rt.redis.llen(queue.INBOX) == n
+    assert rt.redis.llen(inbox.INBOX) == n
 
 
 def test_scrape_time_gauges_follow_the_queue(rt):

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from shared import queue
+from shared import inbox
 from shared.db import endpoints, locks, partitions, retention
 from shared.envelope import Envelope, new_id
 from tests.helpers import drain_all, receipt
@@ -21,7 +21,7 @@ def enqueue_at(rt, body: bytes, age_days: float, source: str = "kaleyra-rcs") ->
     """A callback received ``age_days`` ago."""
     env = Envelope(id=new_id(), source=source, event=None,
                    received_at=time.time() - age_days * DAY, body=body)
-    queue.push(rt.redis, env.encode())
+    inbox.push(rt.redis, env.encode())
     return env.id
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from shared import queue
+from shared import inbox
 from shared.db import messages
 from shared.db.pool import make_pool
 from shared.envelope import Envelope, new_id
@@ -145,7 +145,7 @@ def test_a_nul_in_an_envelopes_event_still_becomes_a_dead_letter(rt):
     with rt.pool.connection() as conn:
         event, reason = conn.execute("SELECT event, reason FROM dead_letters").fetchone()
     assert event == "sms\\0x" and "sms\\x00x" in reason
-    assert rt.redis.llen(queue.RETRY) == 0 and rt.redis.hlen(queue.ATTEMPTS) == 0
+    assert rt.redis.llen(inbox.RETRY) == 0 and rt.redis.hlen(inbox.ATTEMPTS) == 0
 
 
 def test_a_retry_list_of_duplicates_is_drained_by_one_task(rt, monkeypatch):
@@ -156,11 +156,11 @@ def test_a_retry_list_of_duplicates_is_drained_by_one_task(rt, monkeypatch):
     monkeypatch.setattr(tasks, "send_drain", lambda: None)
     raws = [Envelope(id=new_id(), source="kaleyra-rcs", event=None, received_at=time.time(),
                      body=receipt("SENT", message_id=f"m-{i}")).encode() for i in range(100)]
-    rt.redis.lpush(queue.INBOX, *raws)
+    rt.redis.lpush(inbox.INBOX, *raws)
     drain_all(rt)
-    rt.redis.lpush(queue.RETRY, *raws)
+    rt.redis.lpush(inbox.RETRY, *raws)
     tasks.drain()
-    assert rt.redis.llen(queue.RETRY) == 0
+    assert rt.redis.llen(inbox.RETRY) == 0
     assert count(rt, "SELECT count(*) FROM events") == 100
 
 
@@ -176,7 +176,7 @@ def test_a_batch_whose_worker_died_is_reprocessed_exactly_once(make_rt):
     assert drain_all(rt) == 3
     assert message(rt)["status"] == "read"
     assert count(rt, "SELECT count(*) FROM events") == 3
-    assert queue.depths(rt.redis, 5).leases == 0
+    assert inbox.depths(rt.redis, 5).leases == 0
 
 
 def test_a_batch_that_committed_but_died_before_release_has_no_second_effect(rt):
@@ -213,9 +213,9 @@ def test_poison_envelope_is_isolated_retried_and_dead_lettered(make_rt, poison_f
             "SELECT ingest_id, reason, attempts FROM dead_letters").fetchone()
     assert iid == poison
     assert "ZeroDivisionError" in reason and attempts == 3
-    depths = queue.depths(rt.redis, 5)
+    depths = inbox.depths(rt.redis, 5)
     assert (depths.inbox, depths.retry, depths.leases) == (0, 0, 0)
-    assert not rt.redis.hlen(queue.ATTEMPTS)
+    assert not rt.redis.hlen(inbox.ATTEMPTS)
 
 
 def _unstorable(doc, event):
@@ -252,7 +252,7 @@ def test_an_event_that_cannot_be_encoded_is_isolated_not_a_stuck_batch(
     with rt.pool.connection() as conn:
         iid, reason = conn.execute("SELECT ingest_id, reason FROM dead_letters").fetchone()
     assert iid == bad and "64-bit" in reason
-    depths = queue.depths(rt.redis, 5)
+    depths = inbox.depths(rt.redis, 5)
     assert (depths.inbox, depths.retry, depths.leases) == (0, 0, 0)
 
 
@@ -282,7 +282,7 @@ def test_unknown_source_in_an_envelope_is_a_dead_letter(rt):
 
 
 def test_corrupt_envelope_is_kept_as_a_dead_letter(rt):
-    rt.redis.lpush(queue.INBOX, b"not an envelope at all")
+    rt.redis.lpush(inbox.INBOX, b"not an envelope at all")
     drain_all(rt)
     with rt.pool.connection() as conn:
         source, body = conn.execute("SELECT source, body FROM dead_letters").fetchone()
@@ -300,7 +300,7 @@ def test_database_down_returns_the_batch_to_the_inbox(make_rt):
     lease = bad.inbox.lease(10)
     with pytest.raises(DatabaseUnavailable):
         process_lease(bad, lease)
-    depths = queue.depths(rt.redis, 5)
+    depths = inbox.depths(rt.redis, 5)
     assert (depths.inbox, depths.leases) == (2, 0)
     assert drain_all(rt) == 2
     assert message(rt)["status"] == "read"

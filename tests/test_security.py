@@ -19,7 +19,7 @@ import pytest
 
 from ingest import auth, signatures
 from ingest.app import create_app
-from shared import config, queue
+from shared import config, inbox
 from shared.config import ConfigError, SignatureSpec
 from shared.runtime import Runtime
 from tests.helpers import drain_all, receipt
@@ -64,7 +64,7 @@ def test_signed_source_accepts_the_right_signature_only(algorithm, encoding):
     for name, (headers, status) in cases.items():
         resp = client.post("/callbacks/comapi", data=body, headers=headers)
         assert resp.status_code == status, name
-    assert r.llen(queue.INBOX) == 3  # the three right ones, nothing else
+    assert r.llen(inbox.INBOX) == 3  # the three right ones, nothing else
 
 
 def test_signature_covers_the_raw_bytes_not_the_json():
@@ -74,7 +74,7 @@ def test_signature_covers_the_raw_bytes_not_the_json():
     # The same JSON with other spacing is another body: it must not pass.
     resp = client.post("/callbacks/comapi", data=b'{"a":1}', headers={"X-Comapi-Signature": sig})
     assert resp.status_code == 401 and "X-Comapi-Signature" in resp.get_json()["error"]
-    assert r.llen(queue.INBOX) == 0
+    assert r.llen(inbox.INBOX) == 0
 
 
 def test_unsigned_sources_are_unaffected():
@@ -145,7 +145,7 @@ def test_callback_token_as_bearer_header(header, status):
     headers = {"Authorization": header} if header else {}
     assert client.post("/callbacks/kaleyra-rcs", data=b"{}", headers=headers).status_code \
         == status
-    assert r.llen(queue.INBOX) == (1 if status == 202 else 0)
+    assert r.llen(inbox.INBOX) == (1 if status == 202 else 0)
 
 
 @pytest.mark.parametrize("token,status", [("RCS-ONLY", 401), ("rcs-only ", 202),
@@ -225,7 +225,7 @@ def test_declared_length_over_the_limit_is_refused_unread(served):
             b"Content-Length: 50000000\r\nConnection: close\r\n\r\n")
     answer = _raw_post(port, head, [b"x" * 4096])
     assert answer.startswith(b"HTTP/1.1 413")
-    assert read["bytes"] == 0 and r.llen(queue.INBOX) == 0
+    assert read["bytes"] == 0 and r.llen(inbox.INBOX) == 0
 
 
 def test_chunked_body_over_the_limit_is_refused_after_limit_plus_one(served):
@@ -236,7 +236,7 @@ def test_chunked_body_over_the_limit_is_refused_after_limit_plus_one(served):
     chunks = [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * 200  # 100 kB offered
     answer = _raw_post(port, head, chunks)
     assert answer.startswith(b"HTTP/1.1 413")
-    assert read["bytes"] <= 1001 and r.llen(queue.INBOX) == 0
+    assert read["bytes"] <= 1001 and r.llen(inbox.INBOX) == 0
 
 
 # --- no secret in logs or listings ---------------------------------------------------------

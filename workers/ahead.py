@@ -23,7 +23,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from shared.queue import Lease
+from shared.inbox import Lease
 from shared.runtime import Runtime
 from workers.pipeline import Parsed, parse_lease
 

@@ -11,8 +11,8 @@ fresh value (a gauge refreshed by a periodic task would go stale on a replica
 that stops receiving that task, and max() over replicas would keep the stale
 reading alive).
 
-The metric objects are made on first use, so importing this module (ingest
-imports the drain task to send it) registers nothing.
+The metric objects are made on first use, so importing this module registers
+nothing.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from collections import Counter as Tally
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from shared import config, queue
+from shared import config, inbox
+from shared.db import stats
 from shared.prom import observe_many
 from shared.runtime import redis_client
 
@@ -107,7 +108,7 @@ class StateCollector(Collector):
         if self._redis is None:
             return
         try:
-            d = queue.depths(self._redis, self.settings.lease_seconds,
+            d = inbox.depths(self._redis, self.settings.lease_seconds,
                              self.settings.inbox_shards)
         except Exception as exc:
             log.warning("metrics: cannot read the inbox: %s", exc)
@@ -125,8 +126,6 @@ class StateCollector(Collector):
     def _endpoints(self) -> Iterator[GaugeMetricFamily]:
         if not self.settings.database_url:
             return
-        from shared.db import stats
-
         try:
             failing = stats.endpoints_failing_now(self.settings.database_url)
         except Exception as exc:
@@ -138,8 +137,6 @@ class StateCollector(Collector):
     def _storage(self) -> Iterator[GaugeMetricFamily]:
         if not self.settings.database_url:
             return
-        from shared.db import stats
-
         try:
             ahead, default_rows = stats.storage_now(self.settings.database_url)
         except Exception as exc:
@@ -159,8 +156,6 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 
 def registry(settings: config.Settings) -> CollectorRegistry:
     """What the worker's /metrics serves: the pool processes' files plus live state."""
-    from prometheus_client import multiprocess
-
     reg = CollectorRegistry()
     multiprocess.MultiProcessCollector(reg)
     reg.register(StateCollector(settings))

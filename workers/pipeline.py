@@ -9,6 +9,7 @@ retry list and, after ``max_attempts``, becomes a dead letter with its error.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -28,9 +29,9 @@ from shared.db.apply import Applied, apply_batch
 from shared.db.dead_letters import DeadLetter
 from shared.db.events import Incoming, Stored
 from shared.envelope import Envelope, EnvelopeError, decode
+from shared.inbox import ERRORS, Lease
 from shared.notifications import Notification
 from shared.providers import ParseError
-from shared.queue import ERRORS, Lease
 from shared.retry import run_with_retries
 from shared.runtime import Runtime
 from shared.timeutil import from_epoch
@@ -90,8 +91,6 @@ class Outcome:
 
 
 def _raw_id(raw: bytes) -> str:
-    import hashlib
-
     return "corrupt-" + hashlib.sha256(raw).hexdigest()[:24]
 
 

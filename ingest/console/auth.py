@@ -31,7 +31,7 @@ from flask import (
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from ingest.console import PREFIX, bp, rt, settings
+from ingest.console.blueprint import PREFIX, bp, rt, settings
 from shared import config
 
 log = logging.getLogger(__name__)

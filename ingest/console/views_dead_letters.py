@@ -8,7 +8,7 @@ from typing import Any
 from flask import abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from ingest.console import bp, rt
+from ingest.console.blueprint import bp, rt
 from ingest.console.forms import PAGE, integer, moment, one, text
 from shared import replay as replays
 from shared.db import dead_letters, events

@@ -10,8 +10,8 @@ from typing import Any
 import redis
 from flask import render_template
 
-from ingest.console import bp, rt, settings
-from shared import queue
+from ingest.console.blueprint import bp, rt, settings
+from shared import inbox
 from shared.db import stats
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ MINUTES = 60
 
 def _inbox() -> dict[str, Any]:
     try:
-        d = queue.depths(rt().redis, settings().lease_seconds, settings().inbox_shards)
+        d = inbox.depths(rt().redis, settings().lease_seconds, settings().inbox_shards)
     except redis.RedisError as exc:
         return {"error": str(exc)}
     return {"queued": d.inbox, "retry": d.retry, "leases": d.leases,

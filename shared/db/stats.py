@@ -6,10 +6,13 @@ schema yet; each figure that needs one returns None when it is missing.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+
+from shared.db import partitions
 
 
 def table_exists(conn: psycopg.Connection, name: str) -> bool:
@@ -40,10 +43,6 @@ def endpoints_failing_now(database_url: str) -> int:
 def storage_now(database_url: str) -> tuple[float, float]:
     """(seconds until the first table runs out of partitions made ahead, rows estimated
     in the default partitions), on a short-lived connection like endpoints_failing_now."""
-    from datetime import UTC, datetime
-
-    from shared.db import partitions
-
     with psycopg.connect(database_url, autocommit=True, connect_timeout=3,
                          options="-c statement_timeout=3000") as conn:
         now = datetime.now(UTC)

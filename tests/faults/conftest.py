@@ -16,7 +16,7 @@ import psycopg
 import pytest
 import redis
 
-from shared import queue
+from shared import inbox
 from tests.faults.ledger import Audit, Ledger
 from tests.faults.servers import OwnedPostgres, OwnedRedis
 from tests.faults.stack import Stack, wait_until
@@ -98,10 +98,10 @@ def ledger() -> Ledger:
 
 def queues_empty(client: redis.Redis) -> bool:
     pipe = client.pipeline(transaction=False)
-    for key in (queue.INBOX, queue.RETRY):
+    for key in (inbox.INBOX, inbox.RETRY):
         pipe.llen(key)
-    pipe.zcard(queue.LEASES)
-    pipe.hlen(queue.ATTEMPTS)
+    pipe.zcard(inbox.LEASES)
+    pipe.hlen(inbox.ATTEMPTS)
     return not any(pipe.execute())
 
 

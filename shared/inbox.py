@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import redis
 from redis.exceptions import RedisClusterException
 
-from shared import inbox_shards
+from shared import inbox_shards, kicks
 from shared.inbox_shards import Shard
 
 # Shard 0's keys on a single Redis: the names the inbox has always had.
@@ -223,7 +223,7 @@ class Pusher:
 
 
 def claim_kick(client: redis.Redis) -> bool:
-    return bool(client.set(KICK, b"1", nx=True, px=KICK_TTL_MS))
+    return kicks.claim(client, KICK, KICK_TTL_MS)
 
 
 def clear_kick(client: redis.Redis) -> None:
@@ -232,15 +232,7 @@ def clear_kick(client: redis.Redis) -> None:
 
 def kick(client: redis.Redis, send: Callable[[], object]) -> bool:
     """Queue a drain unless one is already queued; True when one was sent."""
-    if not claim_kick(client):
-        return False
-    try:
-        send()
-    except Exception:
-        # Let the next enqueue (or the scheduler's tick) try again.
-        clear_kick(client)
-        raise
-    return True
+    return kicks.coalesced(client, KICK, KICK_TTL_MS, send)
 
 
 def back_off(client: redis.Redis) -> float:
