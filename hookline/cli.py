@@ -35,9 +35,20 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from granian import Granian
 
+    from ingest.callbacks import open_sources
     from shared.promdir import multiprocess_dir
 
-    _settings()  # fail now, naming the variable, rather than in every worker
+    settings = _settings()  # fail now, naming the variable, rather than in every worker
+    unguarded = open_sources(settings)
+    if unguarded and not settings.callbacks_open:
+        sys.exit(f"hookline ingest: configuration error: callbacks from {', '.join(unguarded)} "
+                 "would be accepted from anyone (no token, signature or address allow-list): "
+                 "set HOOKLINE_CALLBACK_TOKEN (or a per-source token, signature or "
+                 "HOOKLINE_ALLOWED_IPS_<SOURCE>), or HOOKLINE_CALLBACKS_OPEN=true to accept "
+                 "them anyway")
+    if unguarded:
+        log.warning("callbacks are open (HOOKLINE_CALLBACKS_OPEN=true)",
+                    extra={"sources": unguarded})
     # Read by hookline.wsgi in each worker (shared.lifetime.server_worker): the workers
     # take signals from this process only, and die with it rather than keep the port.
     os.environ[lifetime.PARENT_ENV] = str(os.getpid())

@@ -281,6 +281,8 @@ class Settings:
     trusted_proxy_hops: int = 0
     allowed_networks: dict[str, tuple] = field(default_factory=dict)
     allow_private_endpoints: bool = False
+    # Lets `hookline ingest` start with sources that have no credential at all.
+    callbacks_open: bool = False
     delivery_timeout: float = 10.0
     retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     retention_days: int = 30
@@ -410,6 +412,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         trusted_proxy_hops=_int(env, "HOOKLINE_TRUSTED_PROXY_HOPS", 0, minimum=0),
         allowed_networks=_networks(env, "HOOKLINE_ALLOWED_IPS_"),
         allow_private_endpoints=_bool(env, "HOOKLINE_ALLOW_PRIVATE_ENDPOINTS"),
+        callbacks_open=_bool(env, "HOOKLINE_CALLBACKS_OPEN"),
         delivery_timeout=_float(env, "HOOKLINE_DELIVERY_TIMEOUT", 10.0, minimum=0.1),
         retry_schedule=_schedule(env, "HOOKLINE_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE),
         retention_days=load_retention_days(env),

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.helpers import receipt
-from tests.procs import running_stack
+from tests.procs import CALLBACK_AUTH, running_stack
 from tests.receiver import Reply
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -73,7 +73,8 @@ def reload_until(page, predicate: Callable[[], bool], timeout: float = 20.0) -> 
 
 
 def post_callback(base: str, body: bytes, path: str = "kaleyra-rcs") -> None:
-    assert httpx.post(f"{base}/callbacks/{path}", content=body).status_code == 202
+    assert httpx.post(f"{base}/callbacks/{path}", content=body,
+                      headers=CALLBACK_AUTH).status_code == 202
 
 
 def test_operator_flow_in_a_real_browser(stack, receiver, page, tmp_path):
