@@ -303,6 +303,8 @@ class Settings:
     # The operator console (/console; ingest.console).
     console_enabled: bool = True
     console_users: dict[str, str] = field(default_factory=dict, repr=False)
+    # The console cookie is Secure unless this is off (`hookline dev`, plain http).
+    console_secure_cookie: bool = True
 
     def callback_token_for(self, source: str) -> str | None:
         return self.callback_tokens.get(source_env_suffix(source), self.callback_token)
@@ -430,4 +432,5 @@ def _console(env: Mapping[str, str]) -> dict:
         # The session cookie is signed with a key derived from one of them.
         raise ConfigError("HOOKLINE_CONSOLE_USERS needs HOOKLINE_SECRET_KEY (or "
                           "HOOKLINE_API_TOKEN) set: the console's session is signed with it")
-    return dict(console_enabled=_bool(env, "HOOKLINE_CONSOLE", True), console_users=users)
+    return dict(console_enabled=_bool(env, "HOOKLINE_CONSOLE", True), console_users=users,
+                console_secure_cookie=_bool(env, "HOOKLINE_CONSOLE_SECURE_COOKIE", True))

@@ -34,7 +34,8 @@ pytest_plugins = ("tests.fanout_fixtures",)  # receiver
 @pytest.fixture
 def stack(rt, base_env, tmp_path) -> Iterator[str]:  # rt: start from empty services
     env = {**base_env, "HOOKLINE_ALLOW_PRIVATE_ENDPOINTS": "true",
-           "HOOKLINE_RETRY_SCHEDULE": "0.5,0.5,0.5"}
+           "HOOKLINE_RETRY_SCHEDULE": "0.5,0.5,0.5",
+           "HOOKLINE_CONSOLE_SECURE_COOKIE": "false"}  # plain http, as `hookline dev`
     with running_stack(env, tmp_path) as base:
         yield base
 
