@@ -9,7 +9,13 @@ from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
 
 from shared import config, redis_urls, runtime
-from workers import hooks, kombu_fix, prefork_fix, queues  # noqa: F401  (hooks connects signals)
+from workers import (  # noqa: F401  (hooks and heartbeat connect signals)
+    heartbeat,
+    hooks,
+    kombu_fix,
+    prefork_fix,
+    queues,
+)
 
 kombu_fix.install()
 prefork_fix.install()
@@ -88,6 +94,7 @@ def make_app(settings: config.Settings | None = None) -> Celery:
             },
         },
     )
+    app.steps["consumer"].add(heartbeat.Heartbeat)
     return app
 
 
