@@ -180,10 +180,12 @@ def patch_endpoint(endpoint_id: str) -> Response:
 def update(endpoint_id: str, doc: dict[str, Any]) -> dict[str, Any]:
     """Validate a PATCH body and apply it; the endpoint's row (404 when there is none)."""
     changes = _changes(doc)
-    with api.rt().pool.connection() as conn:
-        row = _found(endpoints.update(conn, endpoint_id, changes), "endpoint", endpoint_id)
+    with api.rt().pool.connection() as conn, conn.transaction():
         if changes.get("ordered") is False:
-            deliveries.unhold(conn, endpoint_id)  # what waited for its turn goes now
+            # What waited for its turn goes now. First: the order lock before the endpoint's
+            # row, the order a delivery's record takes them in (the other way deadlocked).
+            deliveries.unhold(conn, endpoint_id)
+        row = _found(endpoints.update(conn, endpoint_id, changes), "endpoint", endpoint_id)
     return row
 
 
