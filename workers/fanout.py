@@ -360,6 +360,9 @@ def claim_into(conn: psycopg.Connection, sender: Sender, limit: int) -> int:
             # other endpoints' deliveries too, until the lease ran out, every round.
             sender.fail(c, f"cannot sign: {exc}")
             continue
+        except ValueError as exc:  # binascii.Error and the cipher's: a mangled stored value
+            sender.fail(c, f"cannot sign: the stored endpoint secret is corrupt ({exc})")
+            continue
         sendable.append(c)
     sender.submit(sendable)
     return len(batch)
