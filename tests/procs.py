@@ -69,8 +69,9 @@ def hookline(argv: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path =
              ) -> subprocess.Popen:
     """`hookline *argv`, its stdout and stderr written to the file ``log``."""
     with log.open("w") as out:  # the child has a descriptor of its own
-        return subprocess.Popen([*HOOKLINE, *argv], env={"HOOKLINE_CALLBACK_TOKEN": CALLBACK_TOKEN,
-                                                         **env}, stdout=out,
+        if argv[:1] == ["ingest"]:
+            env = {"HOOKLINE_CALLBACK_TOKEN": CALLBACK_TOKEN, **env}
+        return subprocess.Popen([*HOOKLINE, *argv], env=env, stdout=out,
                                 stderr=subprocess.STDOUT, cwd=cwd)
 
 
