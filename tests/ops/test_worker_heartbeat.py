@@ -52,3 +52,19 @@ def test_the_heartbeat_goes_on_while_the_broker_is_unreachable_and_stops_with_th
         wait_for(lambda: _alive(path, 5).returncode == 0, timeout=20, interval=0.5)
     finally:
         stop(proc)
+
+
+def test_a_connected_worker_beats_from_its_event_loop(base_env, tmp_path):
+    path = tmp_path / "beat"
+    env = {**base_env, heartbeat.ENV: str(path)}
+    log = tmp_path / "worker.log"
+    proc = hookline(["worker", "--concurrency", "1", "--metrics-port", "0"], env, log)
+    try:
+        wait_for(lambda: " ready." in log.read_text(), timeout=60, interval=0.2)
+        first = path.stat().st_mtime
+        # Connected, the reconnect loop is idle: only the consumer's timer moves it on.
+        wait_for(lambda: path.stat().st_mtime > first + heartbeat.INTERVAL_SECONDS / 2,
+                 timeout=heartbeat.INTERVAL_SECONDS * 2.5, interval=0.5)
+        assert "Cannot connect" not in log.read_text()
+    finally:
+        stop(proc)
