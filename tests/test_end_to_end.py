@@ -63,6 +63,8 @@ def test_hookline_dev_on_the_embedded_default(tmp_path):
                           content=receipt("SENT", "dev-msg")).status_code == 401
         assert "unix://" in banner  # embedded Redis on a unix socket
         assert f"http://127.0.0.1:{port}/console/" in banner
+        # Plain http on loopback: the console cookie must come back, so it is not Secure here.
+        assert "Secure" not in httpx.get(f"{base}/console/login").headers["set-cookie"]
         children = psutil.Process(proc.pid).children(recursive=True)
         post_reverse_with_duplicates(base, "dev-msg", token, callback_token)
     finally:
