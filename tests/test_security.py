@@ -8,6 +8,7 @@ the Bearer header forms, the per-source override and non-ASCII input.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import socket
@@ -92,20 +93,29 @@ def test_signature_is_checked_after_the_token_and_the_size():
 
 
 def test_signature_comparison_is_constant_time(monkeypatch):
+    # A digest is 20 or 32 bytes: no clock shows an early exit there (the token test
+    # below does, on a long token). What this shows is the comparison itself: every
+    # verdict, a malformed value's included, is compare_digest of the whole expected
+    # digest with the whole decoded value, never a prefix or a parse failure's shortcut.
     compared = []
     real = hmac.compare_digest
 
     def spy(a, b):
-        compared.append((len(a), len(b)))
+        compared.append((a, b))
         return real(a, b)
 
     monkeypatch.setattr(signatures.hmac, "compare_digest", spy)
     body = b"{}"
+    digest = hmac.new(SECRET.encode(), body, hashlib.sha256).digest()
     good = signatures.sign(spec(), body)
-    for value, expected in ((good, True), (good[:-2] + "00", False), ("zz", False)):
-        assert signatures.verify(spec(), {"X-Comapi-Signature": value}, body) is expected
-    # Every verdict, malformed input included, came from compare_digest.
-    assert len(compared) == 3
+    wrong_last = good[:-2] + ("00" if good[-2:] != "00" else "11")
+    for value, presented, verdict in ((good, digest, True),
+                                      (wrong_last, bytes.fromhex(wrong_last), False),
+                                      ("sha256=" + good, digest, True),
+                                      ("zz", b"", False)):
+        compared.clear()
+        assert signatures.verify(spec(), {"X-Comapi-Signature": value}, body) is verdict
+        assert compared == [(digest, presented)], value
 
 
 @pytest.mark.parametrize("env,needle", [
