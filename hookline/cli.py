@@ -10,7 +10,7 @@ import sys
 from collections.abc import Mapping
 
 from hookline import __version__
-from shared import config, lifetime, logs
+from shared import config, heartbeat, lifetime, logs
 
 # Each command imports what it runs inside its function, on purpose. At module level
 # those imports would add 0.5-0.8 s to every command (granian, psycopg, redis, the data
@@ -33,6 +33,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from shared.db.migrate import migrate
 
     settings = _settings()
+    if args.wait:
+        return _wait_for_migrations(settings.require_database(), args.timeout)
     try:
         applied = migrate(settings.require_database())
     except config.ConfigError as exc:
@@ -41,12 +43,50 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wait_for_migrations(url: str, timeout: float) -> int:
+    """An init container's wait: until the migrate Job has applied every migration this
+    image ships (or ``timeout`` passes). Applies nothing itself."""
+    import time
+
+    import psycopg
+
+    from shared.db.migrate import pending
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            left = pending(url)
+            if not left:
+                print("database is up to date")
+                return 0
+            said = f"waiting for migrations {', '.join(left)}"
+        except psycopg.Error as exc:
+            said = f"waiting for PostgreSQL: {str(exc).strip().splitlines()[0]}"
+        if time.monotonic() >= deadline:
+            print(f"hookline migrate --wait: gave up after {timeout:g}s, {said}",
+                  file=sys.stderr)
+            return 1
+        print(said, flush=True)
+        time.sleep(2)
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from granian import Granian
 
+    from ingest.callbacks import open_sources
     from shared.promdir import multiprocess_dir
 
-    _settings()  # fail now, naming the variable, rather than in every worker
+    settings = _settings()  # fail now, naming the variable, rather than in every worker
+    unguarded = open_sources(settings)
+    if unguarded and not settings.callbacks_open:
+        sys.exit(f"hookline ingest: configuration error: callbacks from {', '.join(unguarded)} "
+                 "would be accepted from anyone (no token, signature or address allow-list): "
+                 "set HOOKLINE_CALLBACK_TOKEN (or a per-source token, signature or "
+                 "HOOKLINE_ALLOWED_IPS_<SOURCE>), or HOOKLINE_CALLBACKS_OPEN=true to accept "
+                 "them anyway")
+    if unguarded:
+        log.warning("callbacks are open (HOOKLINE_CALLBACKS_OPEN=true)",
+                    extra={"sources": unguarded})
     # Read by hookline.wsgi in each worker (shared.lifetime.server_worker): the workers
     # take signals from this process only, and die with it rather than keep the port.
     os.environ[lifetime.PARENT_ENV] = str(os.getpid())
@@ -86,6 +126,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         hooks.metrics_port = args.metrics_port
         app.worker_main(argv)
+    return 0
+
+
+def cmd_worker_alive(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    path = Path(args.file) if args.file else heartbeat.heartbeat_file()
+    age = heartbeat.age(path)
+    if age is None or age > args.max_age:
+        said = "no heartbeat" if age is None else f"the last heartbeat is {age:.0f}s old"
+        print(f"hookline worker-alive: {said} ({path}; limit {args.max_age:g}s)",
+              file=sys.stderr)
+        return 1
+    print(f"alive: heartbeat {age:.1f}s ago")
     return 0
 
 
@@ -225,8 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("migrate", help="apply SQL migrations (idempotent)").set_defaults(
-        func=cmd_migrate)
+    s = sub.add_parser("migrate", help="apply SQL migrations (idempotent)")
+    s.add_argument("--wait", action="store_true",
+                   help="apply nothing: wait until another process has applied them all")
+    s.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="with --wait: give up (exit 1) after this long")
+    s.set_defaults(func=cmd_migrate)
 
     s = sub.add_parser("ingest", help="run the production HTTP server (granian, WSGI)")
     s.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
@@ -250,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics-port", type=int, default=9101,
                    help="Prometheus /metrics for this worker (0 turns it off)")
     s.set_defaults(func=cmd_worker)
+
+    s = sub.add_parser("worker-alive", help="liveness probe: exit 1 when this host's worker "
+                       "heartbeat (HOOKLINE_WORKER_HEARTBEAT_FILE) is stale")
+    s.add_argument("--max-age", type=float, default=heartbeat.MAX_AGE_SECONDS, metavar="SECONDS")
+    s.add_argument("--file", default=None, help="the heartbeat file (default: the setting)")
+    s.set_defaults(func=cmd_worker_alive)
 
     s = sub.add_parser("scheduler", help="run Celery beat (exactly one per deployment)")
     s.add_argument("--loglevel", default="info", help="default: %(default)s")

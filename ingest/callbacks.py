@@ -67,6 +67,13 @@ def policies(settings: Settings) -> dict[str, SourcePolicy]:
     }
 
 
+def open_sources(settings: Settings) -> list[str]:
+    """The sources anyone who reaches ingest could post to: no token, no signature and
+    no address allow-list. A forged opt-out or receipt there fans out to customers."""
+    return sorted(source for source, p in policies(settings).items()
+                  if p.token is None and p.signature is None and not p.networks)
+
+
 def _allowed(networks: tuple, addr: str | None) -> bool:
     if not networks:
         return True

@@ -116,10 +116,12 @@ def update(endpoint_id: str, doc: dict[str, Any]) -> dict[str, Any]:
 
 def _update(endpoint_id: str, changes: dict[str, Any]) -> dict[str, Any]:
     """Apply validated changes; the endpoint's row (404 when there is none)."""
-    with api.rt().pool.connection() as conn:
-        row = _found(endpoints.update(conn, endpoint_id, changes), "endpoint", endpoint_id)
+    with api.rt().pool.connection() as conn, conn.transaction():
         if changes.get("ordered") is False:
-            ordering.unhold(conn, endpoint_id)  # what waited for its turn goes now
+            # What waited for its turn goes now. First: the order lock before the endpoint's
+            # row, the order a delivery's record takes them in (the other way deadlocked).
+            ordering.unhold(conn, endpoint_id)
+        row = _found(endpoints.update(conn, endpoint_id, changes), "endpoint", endpoint_id)
     return row
 
 

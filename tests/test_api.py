@@ -113,5 +113,6 @@ def test_dead_letters_page_with_before(api, rt):
 
 
 def test_readyz_reports_both_services(api):
-    doc = api.get("/readyz").get_json()
+    assert api.get("/readyz").get_json()["checks"] == {"redis": "ok"}  # the callback path
+    doc = api.get("/readyz/full").get_json()
     assert doc["checks"] == {"redis": "ok", "postgresql": "ok"}

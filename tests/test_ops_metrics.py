@@ -20,7 +20,7 @@ from shared import inbox
 from shared.prom import observe_many
 from tests.conftest import wait_for
 from tests.helpers import drain_all, enqueue, receipt
-from tests.procs import free_port, hookline, ingest_args, stop, wait_http
+from tests.procs import CALLBACK_AUTH, free_port, hookline, ingest_args, stop, wait_http
 from workers import metrics, queues
 from workers.celery_app import make_app
 
@@ -173,7 +173,7 @@ def test_ingest_with_two_workers_counts_every_request_once(ingest_two_workers, r
     for i in range(n):
         # A new connection each time, so both server processes take requests.
         r = httpx.post(f"{base}/callbacks/kaleyra-rcs", content=receipt("SENT", f"i-{i}"),
-                       headers={"Connection": "close"})
+                       headers={"Connection": "close", **CALLBACK_AUTH})
         assert r.status_code == 202
     assert httpx.post(f"{base}/callbacks/nope", content=b"{}").status_code == 404
     # Each process adds its requests to the metrics within a second (ingest/metrics.py),
@@ -237,7 +237,7 @@ def test_an_ingest_process_that_stops_keeps_the_counts_it_noted(base_env, tmp_pa
         with httpx.Client() as client:
             for i in range(n):
                 r = client.post(f"http://127.0.0.1:{port}/callbacks/kaleyra-rcs",
-                                content=receipt("SENT", f"stop-{i}"))
+                                content=receipt("SENT", f"stop-{i}"), headers=CALLBACK_AUTH)
                 assert r.status_code == 202
         stop(proc)  # well within the second
     finally:

@@ -12,7 +12,7 @@ from shared import inbox
 from shared.envelope import Envelope, new_id
 from tests.conftest import wait_for
 from tests.helpers import drain_all, receipt
-from tests.procs import free_port, hookline, ingest_args, wait_http
+from tests.procs import CALLBACK_TOKEN, free_port, hookline, ingest_args, wait_http
 from tests.test_ops_metrics import send_drains
 
 CALLBACKS = 3000
@@ -93,6 +93,7 @@ def test_sigterm_lets_ingest_answer_requests_in_flight(base_env, rt, tmp_path):
     proc = hookline(ingest_args(port, 2), base_env, tmp_path / "ingest.log")
     body = receipt("SENT", message_id="in-flight")
     head = (b"POST /callbacks/kaleyra-rcs HTTP/1.1\r\nHost: hookline\r\n"
+            b"Authorization: Bearer %s\r\n" % CALLBACK_TOKEN.encode() +
             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz")

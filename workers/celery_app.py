@@ -10,8 +10,16 @@ from celery.signals import worker_process_init, worker_process_shutdown
 
 from shared import config, runtime
 
-# hooks is imported for the worker signals it connects.
-from workers import fanout, hooks, kombu_fix, prefork_fix, producer, queues  # noqa: F401
+# hooks and heartbeat are imported for the worker signals they connect.
+from workers import (  # noqa: F401
+    fanout,
+    heartbeat,
+    hooks,
+    kombu_fix,
+    prefork_fix,
+    producer,
+    queues,
+)
 
 kombu_fix.install()
 prefork_fix.install()
@@ -60,6 +68,7 @@ def make_app(settings: config.Settings | None = None) -> Celery:
             },
         },
     )
+    app.steps["consumer"].add(heartbeat.Heartbeat)
     return app
 
 

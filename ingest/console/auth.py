@@ -1,9 +1,9 @@
 """Console sign-in, its session cookie and CSRF tokens.
 
 Sign in with HOOKLINE_API_TOKEN (no user name) or a HOOKLINE_CONSOLE_USERS name and
-password. The session is Flask's signed cookie, signed with a key derived from
-HOOKLINE_SECRET_KEY, else from HOOKLINE_API_TOKEN (never a constant); it holds the
-user and the CSRF token, never an endpoint secret.
+password. The session lives in Redis (ingest.console.sessions): Flask's signed cookie,
+signed with a key derived from HOOKLINE_SECRET_KEY, else from HOOKLINE_API_TOKEN (never
+a constant), holds only its id and the CSRF token, never an endpoint secret.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from flask import (
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from ingest.console import sessions
 from ingest.console.blueprint import PREFIX, bp, rt, settings
 from shared import config
 
@@ -55,7 +56,8 @@ def session_key(s: config.Settings) -> bytes:
 
 class ConsoleSessionInterface(SecureCookieSessionInterface):
     """Sessions for /console only (callbacks and /v1 open none: no cookie work on
-    the hot path); the cookie is Secure when the request came over HTTPS, as seen
+    the hot path). The cookie is always Secure unless HOOKLINE_CONSOLE_SECURE_COOKIE=false
+    (`hookline dev`, on plain http): then only when the request came over HTTPS, as seen
     through HOOKLINE_TRUSTED_PROXY_HOPS' X-Forwarded-Proto."""
 
     def open_session(self, app: Flask, request: Request):  # type: ignore[override]
@@ -64,7 +66,7 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
     def get_cookie_secure(self, app: Flask) -> bool:
-        return request.is_secure
+        return settings().console_secure_cookie or request.is_secure
 
 
 def configure(app: Flask, s: config.Settings) -> None:
@@ -100,7 +102,7 @@ def _credential(s: config.Settings, user: str) -> str | None:
 
 
 def _fingerprint(s: config.Settings, user: str) -> str | None:
-    # In the (signed, readable) cookie instead of the credential itself.
+    # Kept with the session instead of the credential itself.
     credential = _credential(s, user)
     if credential is None:
         return None
@@ -108,15 +110,18 @@ def _fingerprint(s: config.Settings, user: str) -> str | None:
 
 
 def signed_in() -> bool:
-    """A user is signed in, with the credential they are still configured with, for
-    less than SESSION_HOURS since signing in: each request re-signs the cookie, so its
-    own age is an idle time, and a removed user, a changed password or a rotated
-    token must end the sessions opened with them."""
-    user, since = session.get("user"), session.get("since")
-    if not user or not isinstance(since, int) or time.time() - since > SESSION_HOURS * 3600:
+    """The cookie names a session Redis still holds (sign-out deletes it), opened with the
+    credential its user is still configured with, less than SESSION_HOURS ago: each
+    request re-signs the cookie, so its own age is an idle time, and a removed user, a
+    changed password or a rotated token must end the sessions opened with them."""
+    held = sessions.lookup(rt().redis, session.get("sid"))
+    if held is None or held.get("user") != session.get("user"):
+        return False
+    user, since = held["user"], int(held.get("since") or 0)
+    if time.time() - since > SESSION_HOURS * 3600:
         return False
     expected = _fingerprint(settings(), user)
-    presented = session.get("cred")
+    presented = held.get("cred")
     return bool(expected and isinstance(presented, str)
                 and hmac.compare_digest(expected.encode(), presented.encode()))
 
@@ -194,16 +199,19 @@ def login() -> Response | str | tuple[str, int]:
                                error="wrong name, password or token",
                                next=request.form.get("next", "")), 401
     _failures(-1)
+    sessions.end(rt().redis, session.get("sid"))
     session.clear()  # a new session (and CSRF token) for the signed-in user
     session.permanent = True
-    session["user"] = user
-    session["since"] = int(time.time())
-    session["cred"] = _fingerprint(s, user)
+    session["user"] = user  # shown on pages; the session in Redis decides
+    session["sid"] = sessions.open_session(rt().redis, user, int(time.time()),
+                                           _fingerprint(s, user) or "", SESSION_HOURS)
     log.info("console sign-in by %s", user, extra={"user": user})
     return redirect(_safe_next(request.form.get("next")))
 
 
 @bp.post("/logout")
 def logout() -> Response:
+    # Ended on the server: a copy of the cookie taken before is worth nothing now.
+    sessions.end(rt().redis, session.get("sid"))
     session.clear()
     return redirect(url_for("console.login"))

@@ -20,6 +20,7 @@ from shared import inbox
 from tests.faults.ledger import Audit, Ledger
 from tests.faults.servers import OwnedPostgres, OwnedRedis
 from tests.faults.stack import Stack, wait_until
+from tests.procs import CALLBACK_TOKEN
 
 API_TOKEN = "faults-api-token"
 
@@ -86,8 +87,8 @@ def stack(process_env: dict[str, str], tmp_path) -> Iterator[Stack]:
     s = Stack(process_env, tmp_path)
     yield s
     s.stop()
-    # Every process had the API token in its environment: none may have logged it.
-    leaked = [p.log.name for p in s.procs if API_TOKEN in p.text()]
+    # Every process had the API and callback tokens in its environment: none may log them.
+    leaked = [p.log.name for p in s.procs if API_TOKEN in p.text() or CALLBACK_TOKEN in p.text()]
     assert leaked == [], f"the API token appears in {leaked}"
 
 
