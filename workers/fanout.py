@@ -364,7 +364,7 @@ def claim_into(conn: psycopg.Connection, dispatcher: Dispatcher, limit: int) -> 
             dispatcher.fail(c, f"cannot sign: {exc}")
             continue
         except ValueError as exc:  # binascii.Error and the cipher's: a mangled stored value
-            sender.fail(c, f"cannot sign: the stored endpoint secret is corrupt ({exc})")
+            dispatcher.fail(c, f"cannot sign: the stored endpoint secret is corrupt ({exc})")
             continue
         sendable.append(c)
     dispatcher.submit(sendable)
