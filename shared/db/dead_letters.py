@@ -27,10 +27,15 @@ class DeadLetter:
     attempts: int = 1
 
 
+# Never for a callback that was applied: a batch that outlived its lease may have
+# committed while its envelope went round the retry list, and "applied and
+# dead-lettered" would be two answers to one 202 (a replay would apply it again).
 _INSERT = """
 INSERT INTO dead_letters (ingest_id, source, event, reason, body, headers, remote_addr,
                           attempts, received_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+SELECT %(id)s::text, %(source)s::text, %(event)s::text, %(reason)s::text, %(body)s::bytea,
+       %(headers)s::jsonb, %(addr)s::text, %(attempts)s::integer, %(received)s::timestamptz
+WHERE NOT EXISTS (SELECT 1 FROM events WHERE ingest_id = %(id)s::text)
 ON CONFLICT (ingest_id) DO NOTHING
 """
 
@@ -47,9 +52,10 @@ def insert(cur: psycopg.Cursor, letters: list[DeadLetter]) -> None:
     cur.executemany(
         _INSERT,
         [
-            (_text(d.ingest_id), _text(d.source), _text(d.event), _text(d.reason), d.body,
-             Jsonb({_text(k): _text(v) for k, v in d.headers.items()}),
-             _text(d.remote_addr), d.attempts, d.received_at)
+            {"id": _text(d.ingest_id), "source": _text(d.source), "event": _text(d.event),
+             "reason": _text(d.reason), "body": d.body,
+             "headers": Jsonb({_text(k): _text(v) for k, v in d.headers.items()}),
+             "addr": _text(d.remote_addr), "attempts": d.attempts, "received": d.received_at}
             # Arrival order, so ids (and 'newest first') follow the inbox order.
             for d in letters
         ],
