@@ -90,11 +90,16 @@ def get(conn: psycopg.Connection, letter_id: int) -> dict[str, Any] | None:
                        (letter_id,)).fetchone()
 
 
-def mark_replayed(conn: psycopg.Connection, letter_id: int, replay_ingest_id: str) -> None:
-    conn.execute(
-        "UPDATE dead_letters SET replayed_at = now(), replay_ingest_id = %s WHERE id = %s",
-        (replay_ingest_id, letter_id),
-    )
+def mark_replayed(conn: psycopg.Connection, letter_id: int, replay_ingest_id: str,
+                  again: bool = True) -> bool:
+    """Record a replay; with ``again`` False only of a letter not replayed yet. The row
+    stays locked until the caller commits: a second replay of the same letter waits,
+    then finds it replayed. False if nothing was marked."""
+    return conn.execute(
+        "UPDATE dead_letters SET replayed_at = now(), replay_ingest_id = %s "
+        "WHERE id = %s AND (replayed_at IS NULL OR %s) RETURNING id",
+        (replay_ingest_id, letter_id, again),
+    ).fetchone() is not None
 
 
 def count(conn: psycopg.Connection) -> int:
