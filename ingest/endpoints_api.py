@@ -184,6 +184,9 @@ def update(endpoint_id: str, doc: dict[str, Any]) -> dict[str, Any]:
         row = _found(endpoints.update(conn, endpoint_id, changes), "endpoint", endpoint_id)
         if changes.get("ordered") is False:
             deliveries.unhold(conn, endpoint_id)  # what waited for its turn goes now
+        elif changes.get("enabled") is True:
+            # Retention may have taken its unsent heads while it was disabled.
+            deliveries.release_stranded(conn, endpoint_id)
     return row
 
 

@@ -134,6 +134,17 @@ class StateCollector(Collector):
             return
         yield _gauge("hookline_endpoints_failing",
                      "Enabled customer endpoints whose recent deliveries are failing", failing)
+        try:
+            held_age, stranded = stats.held_deliveries_now(self.settings.database_url)
+        except Exception as exc:
+            log.warning("metrics: cannot read held deliveries: %s", exc)
+            return
+        yield _gauge("hookline_held_delivery_oldest_seconds",
+                     "How long the oldest delivery held behind an earlier one of its message "
+                     "(ordered endpoints) has waited", held_age)
+        yield _gauge("hookline_held_deliveries_stranded",
+                     "Messages whose first delivery in line is held: nothing will let it go",
+                     stranded)
 
     def _storage(self) -> Iterator[GaugeMetricFamily]:
         if not self.settings.database_url:

@@ -36,7 +36,7 @@ from datetime import datetime
 import psycopg
 import psycopg.errors
 
-from shared.db import events, partitions
+from shared.db import deliveries, events, partitions
 from shared.db.stats import table_exists
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,7 @@ class Purged:
     kept: list[str] = field(default_factory=list)          # expired, kept for unsent deliveries
     finished: bool = True  # False: the time budget ran out with rows left to delete
     skipped: bool = False  # another purge holds the lock
+    released: int = 0      # held deliveries let go whose head retention removed
 
 
 def purge(conn: psycopg.Connection, cutoff: datetime, batch: int = BATCH,
@@ -126,6 +127,9 @@ def purge(conn: psycopg.Connection, cutoff: datetime, batch: int = BATCH,
             if not done:
                 out.finished = False
                 break
+        if table_exists(conn, "endpoints"):
+            # A disabled ordered endpoint's unsent head may have gone: what it held goes.
+            out.released = deliveries.release_stranded(conn)
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
     return out
