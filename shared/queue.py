@@ -399,13 +399,15 @@ def depths(client: redis.Redis, lease_seconds: int, shards: int = 1) -> Depths:
     """Summed over every shard below the high-water mark (or ``shards``, if more)."""
     layout = inbox_shards.in_use(client, shards)
     pipe = client.pipeline(transaction=False)
-    pipe.time()  # deadlines are on Redis's clock
     for s in layout:
         pipe.llen(s.inbox)
         pipe.llen(s.retry)
         pipe.zcard(s.leases)
         pipe.zrange(s.leases, 0, 0, withscores=True)
-    (seconds, micros), *answers = pipe.execute()
+    answers = pipe.execute()
+    # Deadlines are on Redis's clock. Asked apart: a Cluster pipeline takes keyed
+    # commands only.
+    seconds, micros = client.time()
     inbox, retry, leases = (sum(int(a) for a in answers[i::4]) for i in range(3))
     deadlines = [oldest[0][1] for oldest in answers[3::4] if oldest]
     age = 0.0
