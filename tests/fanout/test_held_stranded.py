@@ -96,3 +96,15 @@ def _scrape(rt) -> str:
     for family in collector.collect():
         out += [f"{s.name} {s.value}" for s in family.samples]
     return "\n".join(out)
+
+
+def test_retrying_a_stranded_delivery_lets_it_go(frt, api, receiver):
+    ep = _head_and_follower(frt, api, receiver)
+    with frt.pool.connection() as conn:
+        conn.execute("DELETE FROM deliveries WHERE endpoint_id = %s AND type = "
+                     "'message.sent'", (ep["id"],))
+        [(follower,)] = conn.execute("SELECT id FROM deliveries WHERE endpoint_id = %s",
+                                     (ep["id"],)).fetchall()
+    resp = api.post(f"/v1/deliveries/{follower}/retry", headers=AUTH)
+    assert resp.status_code in (200, 202), resp.get_json()
+    assert _chain(frt, ep["id"]) == [("message.delivered", False)]
