@@ -49,6 +49,7 @@ class WorkerMetrics:
     dead_letters: Counter
     batch_size: Histogram
     ack_to_commit: Histogram
+    stalled: Counter
 
 
 @functools.cache
@@ -70,13 +71,20 @@ def _metrics() -> WorkerMetrics:
             "From the 202 at ingest to the commit of the envelope's batch",
             buckets=LATENCY_BUCKETS,
         ),
+        stalled=Counter(
+            "hookline_envelopes_stalled_total",
+            "Envelopes sent to the retry list uncounted: their batch hit a statement or lock "
+            "timeout in PostgreSQL, or lost its lease",
+        ),
     )
 
 
-def record_batch(size: int, tally: Tally, latencies: list[float]) -> None:
+def record_batch(size: int, tally: Tally, latencies: list[float], stalled: int = 0) -> None:
     """Count one processed lease. ``tally`` maps (source, type, outcome) to events."""
     m = _metrics()
     m.batch_size.observe(size)
+    if stalled:
+        m.stalled.inc(stalled)
     letters: Tally = Tally()
     for (source, type_, outcome), n in tally.items():
         m.events.labels(source, type_, outcome).inc(n)

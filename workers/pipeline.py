@@ -292,7 +292,7 @@ def process_lease(rt: Runtime, lease: Lease, parsed: Parsed | None = None) -> Ou
 
 def _report(lease: Lease, out: Outcome) -> None:
     """One log line and one metrics update per batch, never per envelope."""
-    metrics.record_batch(len(lease.items), out.tally, out.latencies)
+    metrics.record_batch(len(lease.items), out.tally, out.latencies, out.stalled)
     if out.ingest_ids or out.dead_letters:
         log.info(
             "batch %s: %d new events, %d envelopes committed, %d dead letters, %d requeued",

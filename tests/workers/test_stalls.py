@@ -9,6 +9,7 @@ import types
 
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 
 from shared import queue
 from tests.helpers import drain_all, enqueue, receipt
@@ -50,8 +51,10 @@ def test_a_batch_blocked_on_a_lock_is_retried_uncounted_and_never_dead_lettered(
         free = enqueue(rt, receipt("SENT", message_id="msg-2"))
         # Lock timeout: a sixth of the lease (833 ms); today the drain waits as long as
         # the lock is held, its lease lapses and the reclaims count it as a crash.
+        before = REGISTRY.get_sample_value("hookline_envelopes_stalled_total") or 0
         out = _in_thread(lambda: drain_round(rt), 4)
         assert out.stalled == 2
+        assert REGISTRY.get_sample_value("hookline_envelopes_stalled_total") == before + 2
         depths = queue.depths(rt.redis, 5)
         assert (depths.inbox, depths.retry, depths.leases) == (0, 2, 0)
         # More rounds than HOOKLINE_MAX_ATTEMPTS while the lock is still held: the
