@@ -26,7 +26,8 @@ from shared.queue import Inbox, Lease
 
 log = logging.getLogger(__name__)
 
-# Renewed this often, as a share of the lease: three renewals can fail before it lapses.
+# Renewed this often, as a share of the lease: three renewals in a row can fail before
+# it lapses.
 BEATS_PER_LEASE = 4
 
 
@@ -36,7 +37,6 @@ class Heartbeat:
         self._held: dict[str, tuple[Inbox, Lease]] = {}
         self._thread: threading.Thread | None = None
         self._seconds = 60.0
-
 
     def watch(self, inbox: Inbox, lease: Lease) -> None:
         with self._lock:
@@ -75,7 +75,12 @@ class Heartbeat:
     def _run(self) -> None:
         while True:
             time.sleep(self.interval())
-            self.beat()
+            try:
+                self.beat()
+            except Exception:
+                # The thread must outlive any one failure (a Cluster error that is no
+                # RedisError, a bug): dead, it would let every lease of this process lapse.
+                log.exception("lease heartbeat failed; trying again at the next beat")
 
 
 _beat = Heartbeat()
