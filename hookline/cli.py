@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from hookline import __version__
 from shared import config, heartbeat, lifetime, logs
@@ -18,6 +19,9 @@ from shared import config, heartbeat, lifetime, logs
 # more. That app also reads the environment when imported (a configuration error would
 # be a traceback, not the message below), and cmd_worker must import it only after
 # PROMETHEUS_MULTIPROC_DIR is set.
+
+if TYPE_CHECKING:
+    from shared.runtime import Runtime
 
 log = logging.getLogger("hookline")
 
@@ -212,6 +216,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     sel = replay.Selection(args.source, args.reason, since, until, args.limit)
     rt = runtime.Runtime(settings)
     try:
+        if args.id is not None:
+            return _replay_one(rt, args.id, args.force)
         total = replay.count(rt, sel)
         if args.dry_run or not total:
             print(f"{total} dead letters {'would be' if args.dry_run else 'were'} replayed")
@@ -224,6 +230,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
         sys.exit(f"hookline replay: {str(exc).strip().splitlines()[0]}")
     finally:
         rt.close()
+    return 0
+
+
+def _replay_one(rt: Runtime, letter_id: int, force: bool) -> int:
+    from shared import replay
+
+    try:
+        ingest_id = replay.replay(rt, letter_id, force=force)
+    except replay.AlreadyReplayed as exc:
+        sys.exit(f"hookline replay: {exc}; --force replays it again")
+    if ingest_id is None:
+        sys.exit(f"hookline replay: no dead letter {letter_id}")
+    print(f"dead letter {letter_id} replayed as {ingest_id}")
     return 0
 
 
@@ -265,6 +284,42 @@ def cmd_partitions(args: argparse.Namespace) -> int:
                 print(f"converting: {left} legacy events left to move")
     except psycopg.Error as exc:
         sys.exit(f"hookline partitions: {str(exc).strip().splitlines()[0]}")
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    """Retention once, now, to the end: what the scheduler's purge does every 10 minutes
+    in budgeted rounds (an operator freeing disk, or checking what retention keeps)."""
+    from datetime import UTC, datetime, timedelta
+
+    import psycopg
+
+    from shared import status
+    from shared.db import partitions, retention
+
+    try:
+        settings = config.load(status.service_env(args.data_dir))
+        url = settings.require_database()
+    except config.ConfigError as exc:
+        sys.exit(f"hookline purge: {exc}")
+    cutoff = datetime.now(UTC) - timedelta(days=settings.retention_days)
+    print(f"retention: {settings.retention_days} days after receipt "
+          f"(cutoff {cutoff:%Y-%m-%d %H:%M} UTC)")
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            partitions.ensure(conn, interval_days=settings.partition_interval_days)
+            while True:
+                out = retention.purge(conn, cutoff)
+                if out.skipped:
+                    sys.exit("hookline purge: another purge holds the lock (the scheduler's); "
+                             "try again in a minute")
+                print(f"dropped {len(out.dropped)} partitions (about {out.dropped_rows} rows),"
+                      f" deleted {sum(out.deleted.values())} rows"
+                      + (f"; kept {', '.join(out.kept)}" if out.kept else ""))
+                if out.finished:
+                    break
+    except psycopg.Error as exc:
+        sys.exit(f"hookline purge: {str(exc).strip().splitlines()[0]}")
     return 0
 
 
@@ -372,6 +427,10 @@ def _admin_parsers(sub: argparse._SubParsersAction) -> None:
     _data_dir_arg(s)
     s.set_defaults(func=cmd_partitions)
 
+    s = sub.add_parser("purge", help="run retention once, now (HOOKLINE_RETENTION_DAYS)")
+    _data_dir_arg(s)
+    s.set_defaults(func=cmd_purge)
+
     s = sub.add_parser("replay", help="replay dead letters not replayed yet")
     s.add_argument("--source", default=None, help="only this source (e.g. kaleyra-rcs)")
     s.add_argument("--reason", default=None, help="a case-insensitive part of the reason")
@@ -379,6 +438,10 @@ def _admin_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--until", default=None, help="received before (ISO-8601)")
     s.add_argument("--limit", type=int, default=None, help="at most this many")
     s.add_argument("--dry-run", action="store_true", help="only count them")
+    s.add_argument("--id", type=int, default=None,
+                   help="replay this one dead letter (refused if it was replayed already)")
+    s.add_argument("--force", action="store_true",
+                   help="with --id: replay it even if it was replayed already")
     _data_dir_arg(s)
     s.set_defaults(func=cmd_replay)
 

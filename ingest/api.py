@@ -12,7 +12,7 @@ from ingest import openapi, problems
 from ingest.auth import require_api_token
 from shared.db import dead_letters, messages
 from shared.db.paging import Page
-from shared.replay import replay
+from shared.replay import AlreadyReplayed, replay
 from shared.runtime import Runtime
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
@@ -97,9 +97,17 @@ def list_dead_letters() -> Response:
 
 @bp.post("/dead-letters/<int:letter_id>/replay")
 def replay_dead_letter(letter_id: int) -> Response:
-    """Put the raw body back through the pipeline; a request body replaces it (a fix)."""
+    """Put the raw body back through the pipeline; a request body replaces it (a fix).
+    A letter replayed already is 409 unless ?force=true."""
     body = request.get_data() or None
-    ingest_id = replay(rt(), letter_id, body)
+    force = request.args.get("force", "").lower() in ("1", "true", "yes")
+    try:
+        ingest_id = replay(rt(), letter_id, body, force=force)
+    except AlreadyReplayed as exc:
+        resp = jsonify(error=f"{exc}; pass ?force=true to replay it again",
+                       replay_ingest_id=exc.replay_ingest_id)
+        resp.status_code = 409
+        return resp
     if ingest_id is None:
         abort(404, f"no dead letter {letter_id}")
     resp = jsonify(id=ingest_id, replay_of=letter_id)

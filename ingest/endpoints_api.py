@@ -121,6 +121,10 @@ def _update(endpoint_id: str, changes: dict[str, Any]) -> dict[str, Any]:
             # What waited for its turn goes now. First: the order lock before the endpoint's
             # row, the order a delivery's record takes them in (the other way deadlocked).
             ordering.unhold(conn, endpoint_id)
+        elif changes.get("enabled") is True:
+            # Retention may have taken its unsent heads while it was disabled. Before the
+            # row's update too, for the same lock order.
+            ordering.release_stranded(conn, endpoint_id)
         row = _found(endpoints.update(conn, endpoint_id, changes), "endpoint", endpoint_id)
     return row
 

@@ -75,8 +75,8 @@ def test_dead_letters_newest_first_and_replay_after_fix(api, rt):
     drain_all(rt)
     assert len(api.get("/v1/dead-letters", headers=AUTH).get_json()["items"]) == 3
 
-    # Replaying with the fixed body applies it.
-    resp = api.post(f"/v1/dead-letters/{items[0]['id']}/replay", headers=AUTH,
+    # Replaying with the fixed body applies it: a second replay, so it must be forced.
+    resp = api.post(f"/v1/dead-letters/{items[0]['id']}/replay?force=true", headers=AUTH,
                     data=receipt("SENT"))
     assert resp.status_code == 202
     drain_all(rt)
@@ -95,6 +95,23 @@ def test_a_replay_leaves_the_drain_to_the_schedulers_tick(api, rt):
     [item] = api.get("/v1/dead-letters", headers=AUTH).get_json()["items"]
     assert api.post(f"/v1/dead-letters/{item['id']}/replay", headers=AUTH).status_code == 202
     assert rt.redis.llen(inbox.INBOX) == 1 and not rt.redis.exists(inbox.KICK)
+
+
+def test_a_dead_letter_replayed_already_is_409_unless_forced(api, rt):
+    enqueue(rt, b'{"first": ')
+    drain_all(rt)
+    [item] = api.get("/v1/dead-letters", headers=AUTH).get_json()["items"]
+    url = f"/v1/dead-letters/{item['id']}/replay"
+    first = api.post(url, headers=AUTH)
+    assert first.status_code == 202
+    again = api.post(url, headers=AUTH)  # a retried request, a second click
+    assert again.status_code == 409
+    assert again.get_json()["replay_ingest_id"] == first.get_json()["id"]
+    assert rt.redis.llen(inbox.INBOX) == 1  # nothing queued a second time
+    forced = api.post(url + "?force=true", headers=AUTH)
+    assert forced.status_code == 202 and rt.redis.llen(inbox.INBOX) == 2
+    [letter] = api.get("/v1/dead-letters", headers=AUTH).get_json()["items"]
+    assert letter["replay_ingest_id"] == forced.get_json()["id"]
 
 
 def test_replay_of_unknown_dead_letter_is_404(api):

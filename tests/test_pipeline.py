@@ -17,7 +17,9 @@ from shared.model import NormalisedEvent
 from shared.providers import Format
 from tests.conftest import FIXTURES
 from tests.helpers import drain_all, enqueue, receipt
+from tests.workers import dying
 from workers.ahead import ReadAhead
+from workers.pipeline import parse_lease, process_lease
 from workers.tasks import drain_round
 
 
@@ -179,13 +181,38 @@ def test_a_batch_whose_worker_died_is_reprocessed_exactly_once(make_rt):
     assert inbox.depths(rt.redis, 5).leases == 0
 
 
-def test_a_batch_that_committed_but_died_before_release_has_no_second_effect(rt):
-    enqueue(rt, receipt("DELIVERED"))
-    drain_all(rt)
-    # Simulate the same envelope coming back after a lost release.
-    enqueue(rt, receipt("DELIVERED"))
-    drain_all(rt)
+def _commit_then_die(rt):
+    # The worker commits its batch and dies before it can release the lease.
+    rt.inbox.release = dying.die
+    drain_round(rt)
+
+
+def test_a_batch_that_committed_but_died_before_release_has_no_second_effect(
+    make_rt, base_env
+):
+    rt = make_rt()
+    iid = enqueue(rt, receipt("DELIVERED"))
+    [raw] = rt.redis.lrange(inbox.INBOX, 0, -1)
+    assert dying.in_child(base_env, _commit_then_die) == dying.DIED
+    assert count(rt, "SELECT count(*) FROM events WHERE ingest_id = %s", iid) == 1
+    assert inbox.depths(rt.redis, 5).leases == 1  # the dead worker's lease is still held
+    # Its lease lapses: the very same envelope goes to the retry list ...
+    assert rt.inbox.reclaim_expired(now=time.time() + 6) == 1
+    assert rt.redis.lrange(inbox.RETRY, 0, -1) == [raw]
+    # ... is leased from there with an attempt counted against its ingest id ...
+    lease = rt.inbox.lease(1, from_retry=True)
+    assert lease.items == [raw]
+    parsed = parse_lease(rt, lease)
+    assert int(rt.redis.hget(inbox.ATTEMPTS, iid)) == 1
+    # ... and applying it again changes nothing; its count is forgotten.
+    out = process_lease(rt, lease, parsed)
+    assert not out.applied and out.ingest_ids == [iid]
+    assert not rt.redis.hexists(inbox.ATTEMPTS, iid)
+    assert count(rt, "SELECT count(*) FROM events") == 1
     assert count(rt, "SELECT count(*) FROM message_status_history") == 1
+    assert count(rt, "SELECT count(*) FROM dead_letters") == 0
+    depths = inbox.depths(rt.redis, 5)
+    assert (depths.inbox, depths.retry, depths.leases) == (0, 0, 0)
 
 
 _BOOM = Format(source="kaleyra-rcs", name="test-poison",
@@ -256,21 +283,36 @@ def test_an_event_that_cannot_be_encoded_is_isolated_not_a_stuck_batch(
     assert (depths.inbox, depths.retry, depths.leases) == (0, 0, 0)
 
 
-def test_envelope_that_keeps_killing_its_worker_is_dead_lettered(make_rt):
+_KILLER = Format(source="kaleyra-rcs", name="test-killer",
+                 matches=lambda doc, ev: isinstance(doc, dict) and doc.get("type") == "KILLER",
+                 parse=dying.die)
+
+
+def test_envelope_that_keeps_killing_its_worker_is_dead_lettered(make_rt, base_env,
+                                                                  monkeypatch):
+    import shared.providers as registry
+
+    # Inherited by every forked drain: parsing this envelope kills the process.
+    monkeypatch.setitem(registry._BY_SOURCE, "kaleyra-rcs",
+                        (_KILLER, *registry._BY_SOURCE["kaleyra-rcs"]))
+    env = {**base_env, "HOOKLINE_MAX_ATTEMPTS": "2"}
     rt = make_rt(HOOKLINE_MAX_ATTEMPTS="2")
-    killer = enqueue(rt, receipt("SENT"))
+    killer = enqueue(rt, orjson.dumps({"type": "KILLER"}))
+    seen = []
+    # The first lease (from the inbox) and two from the retry list: three deaths.
     for _ in range(3):
-        assert rt.inbox.lease(1) or rt.inbox.lease(1, from_retry=True)
-        rt.inbox.reclaim_expired(now=time.time() + 60)
-        # The next lease from the retry list counts an attempt before processing;
-        # emulate the worker dying right after it by not processing.
-        lease = rt.inbox.lease(1, from_retry=True)
-        rt.inbox.bump_attempts(killer)
-        rt.inbox.release(lease, requeue=lease.items)
-    drain_all(rt)
+        assert dying.in_child(env, drain_all) == dying.DIED
+        seen.append(int(rt.redis.hget(inbox.ATTEMPTS, killer) or 0))
+        assert rt.inbox.reclaim_expired(now=time.time() + 6) == 1
+    assert seen == [0, 1, 2]  # each lease from the retry list counted, before parsing
+    # The next lease is past HOOKLINE_MAX_ATTEMPTS: a dead letter, never parsed again.
+    assert dying.in_child(env, drain_all) == 0
     with rt.pool.connection() as conn:
-        (reason,) = conn.execute("SELECT reason FROM dead_letters").fetchone()
-    assert "worker died" in reason
+        iid, reason, attempts = conn.execute(
+            "SELECT ingest_id, reason, attempts FROM dead_letters").fetchone()
+    assert iid == killer and attempts == 2
+    assert reason == "processing failed 2 times: the worker died while processing it"
+    assert not rt.redis.hexists(inbox.ATTEMPTS, killer)
 
 
 def test_unknown_source_in_an_envelope_is_a_dead_letter(rt):

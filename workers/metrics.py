@@ -50,6 +50,7 @@ class WorkerMetrics:
     dead_letters: Counter
     batch_size: Histogram
     ack_to_commit: Histogram
+    stalled: Counter
 
 
 @functools.cache
@@ -71,13 +72,20 @@ def _metrics() -> WorkerMetrics:
             "From the 202 at ingest to the commit of the envelope's batch",
             buckets=LATENCY_BUCKETS,
         ),
+        stalled=Counter(
+            "hookline_envelopes_stalled_total",
+            "Envelopes sent to the retry list uncounted: their batch hit a statement or lock "
+            "timeout in PostgreSQL, or lost its lease",
+        ),
     )
 
 
-def record_batch(size: int, tally: Tally, latencies: list[float]) -> None:
+def record_batch(size: int, tally: Tally, latencies: list[float], stalled: int = 0) -> None:
     """Count one processed lease. ``tally`` maps (source, type, outcome) to events."""
     m = _metrics()
     m.batch_size.observe(size)
+    if stalled:
+        m.stalled.inc(stalled)
     letters: Tally = Tally()
     for (source, type_, outcome), n in tally.items():
         m.events.labels(source, type_, outcome).inc(n)
@@ -133,6 +141,17 @@ class StateCollector(Collector):
             return
         yield _gauge("hookline_endpoints_failing",
                      "Enabled customer endpoints whose recent deliveries are failing", failing)
+        try:
+            held_age, stranded = stats.held_deliveries_now(self.settings.database_url)
+        except Exception as exc:
+            log.warning("metrics: cannot read held deliveries: %s", exc)
+            return
+        yield _gauge("hookline_held_delivery_oldest_seconds",
+                     "How long the oldest delivery held behind an earlier one of its message "
+                     "(ordered endpoints) has waited", held_age)
+        yield _gauge("hookline_held_deliveries_stranded",
+                     "Messages whose first delivery in line is held: nothing will let it go",
+                     stranded)
 
     def _storage(self) -> Iterator[GaugeMetricFamily]:
         if not self.settings.database_url:

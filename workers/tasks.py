@@ -68,7 +68,12 @@ def drain_round(rt: runtime.Runtime, ahead: ReadAhead | None = None) -> Outcome 
         if lease is None:
             break
         retried = True
-        _merge(total, process_lease(rt, lease))
+        part = process_lease(rt, lease)
+        _merge(total, part)
+        if part.stalled:
+            # PostgreSQL is holding something up: the rest waits for the next round
+            # rather than each envelope waiting out its own lock timeout now.
+            break
     batch = ahead.take() if ahead is not None else None
     lease = batch.lease if batch is not None else inbox.lease(rt.settings.batch_size)
     if lease is None:
@@ -94,6 +99,7 @@ def _merge(total: Outcome, part: Outcome) -> None:
     total.latencies += part.latencies
     total.tally.update(part.tally)
     total.ingest_ids += part.ingest_ids
+    total.stalled += part.stalled
 
 
 @shared_task(name=queues.TASK_DRAIN, acks_late=True, reject_on_worker_lost=True,

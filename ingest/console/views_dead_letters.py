@@ -60,7 +60,12 @@ def dead_letter_replay(letter_id: int) -> Response:
     """As /v1: the stored body, or the edited one (a fixed copy) when one is sent."""
     edited = request.form.get("body")
     body = edited.replace("\r\n", "\n").encode() if edited is not None else None
-    ingest_id = replays.replay(rt(), letter_id, body)
+    try:
+        ingest_id = replays.replay(rt(), letter_id, body,
+                                   force=request.form.get("force") == "1")
+    except replays.AlreadyReplayed as exc:
+        flash(f"{exc}: replay it again only if that one was lost", "error")
+        return redirect(url_for("console.dead_letter", letter_id=letter_id))
     if ingest_id is None:
         abort(404, f"no dead letter {letter_id}")
     flash(f"replayed as {ingest_id}" + (" with the edited body" if body is not None else ""),

@@ -55,6 +55,40 @@ def storage_now(database_url: str) -> tuple[float, float]:
     return ahead, float(default_rows)
 
 
+# Held deliveries of ordered endpoints: the oldest one's age, and how many messages
+# have a held delivery first in line (nothing ahead of it to settle and let it go:
+# it would wait for ever; deliveries.release_stranded lets such ones go).
+_HELD = """
+WITH firsts AS (
+    SELECT DISTINCT ON (d.endpoint_id, d.message_key) d.next_attempt_at IS NULL AS held
+    FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id AND e.ordered AND e.enabled
+    WHERE d.status IN ('pending', 'failed') AND d.message_key IS NOT NULL
+    ORDER BY d.endpoint_id, d.message_key, d.occurred_at, d.rank, d.seq
+)
+SELECT coalesce(extract(epoch FROM now() - (
+           SELECT min(d.created_at) FROM deliveries d
+           JOIN endpoints e ON e.id = d.endpoint_id AND e.enabled
+           WHERE d.status IN ('pending', 'failed') AND d.next_attempt_at IS NULL)), 0),
+       (SELECT count(*) FROM firsts WHERE held)
+"""
+
+
+def held_deliveries(conn: psycopg.Connection) -> tuple[float, int]:
+    """(seconds the oldest held delivery of an enabled endpoint has waited, messages
+    whose first delivery in line is held); (0, 0) without fan-out."""
+    if not table_exists(conn, "deliveries"):
+        return 0.0, 0
+    age, stranded = conn.execute(_HELD).fetchone()
+    return float(age), int(stranded)
+
+
+def held_deliveries_now(database_url: str) -> tuple[float, int]:
+    """held_deliveries on a short-lived connection, like endpoints_failing_now."""
+    with psycopg.connect(database_url, autocommit=True, connect_timeout=3,
+                         options="-c statement_timeout=3000") as conn:
+        return held_deliveries(conn)
+
+
 _DEAD_LETTERS = """
 SELECT source, count(*) AS unreplayed, min(received_at) AS oldest
 FROM dead_letters WHERE replayed_at IS NULL
