@@ -7,24 +7,16 @@ from typing import Any
 from flask import Flask
 
 from ingest import app as ingest_app
+from shared import runtime
+from workers import dispatch_kick, producer
 
 
 def _send_drain() -> None:
-    # Imported on first use, as before the move: the Celery app (and the worker
-    # metrics it declares) stays out of ingest processes that never kick.
-    from workers.tasks import send_drain
-
-    send_drain()
-
-
-def _kick_fanout() -> None:
-    from workers.fanout import kick_dispatch
-
-    kick_dispatch()
+    producer.send_drain(runtime.get().settings)
 
 
 def create_app(**kwargs: Any) -> Flask:
     """``ingest.app.create_app`` with the drain and fan-out kicks that queue Celery tasks."""
     kwargs.setdefault("send_drain", _send_drain)
-    kwargs.setdefault("kick_fanout", _kick_fanout)
+    kwargs.setdefault("kick_fanout", dispatch_kick.kick_dispatch)
     return ingest_app.create_app(**kwargs)

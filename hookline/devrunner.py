@@ -29,6 +29,7 @@ from typing import IO
 from shared import config, embedded, lifetime
 from shared.db.migrate import migrate
 from shared.embedded import EmbeddedPostgres, EmbeddedRedis
+from shared.providers import SOURCES
 from shared.status import SERVICES_FILE
 
 # Within the 15 s a Ctrl-C promises, leaving time to stop Redis and PostgreSQL after.
@@ -199,6 +200,11 @@ def run_dev(args: argparse.Namespace) -> int:
     for name, value in DEV_DEFAULTS.items():
         env.setdefault(name, value)
     env.setdefault("HOOKLINE_API_TOKEN", _persistent_secret(runner.data_dir))
+    # Callbacks are never open, not even here: a forged opt-out fans out to customers.
+    env.setdefault("HOOKLINE_CALLBACK_TOKEN",
+                   _persistent_secret(runner.data_dir, "callback-token"))
+    # The dev console is served over plain http on loopback.
+    env.setdefault("HOOKLINE_CONSOLE_SECURE_COOKIE", "false")
     # Kept beside the data: endpoint secrets sealed with it must open next time.
     env.setdefault("HOOKLINE_SECRET_KEY", _persistent_secret(runner.data_dir, "secret-key"))
 
@@ -234,7 +240,9 @@ def run_dev(args: argparse.Namespace) -> int:
 def _banner(args: argparse.Namespace, env: dict[str, str]) -> None:
     lines = [
         "hookline dev is running",
-        f"  callbacks  http://127.0.0.1:{args.port}/callbacks/<source>",
+        "  callbacks  " + "\n             ".join(
+            f"http://127.0.0.1:{args.port}/callbacks/{source}?token="
+            f"{env['HOOKLINE_CALLBACK_TOKEN']}" for source in sorted(SOURCES)),
         f"  API        http://127.0.0.1:{args.port}/v1  (Authorization: Bearer "
         f"{env['HOOKLINE_API_TOKEN']})",
         f"  metrics    http://127.0.0.1:{args.port}/metrics",

@@ -14,52 +14,18 @@ import psycopg
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request
 
 from ingest import openapi, problems
-from ingest.auth import presented_token, token_ok
-from shared.db import dead_letters, keys, messages
+from ingest.auth import operator_only, require_api_token, tenant
+from shared.db import dead_letters, messages
 from shared.db.paging import Page
-from shared.replay import replay
+from shared.replay import AlreadyReplayed, replay
 from shared.runtime import Runtime
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
+bp.before_request(require_api_token)
 
 
 def rt() -> Runtime:
     return current_app.extensions["hookline.runtime"]()
-
-
-@bp.before_request
-def _authenticate() -> Response | None:
-    expected = current_app.config["HOOKLINE_SETTINGS"].api_token
-    presented = presented_token(request, allow_query=False)
-    who = None
-    # No configured token (nor key) means the API is closed, not open.
-    if expected is not None and token_ok(expected, presented):
-        who = keys.OPERATOR_TOKEN
-    elif presented is not None and presented.startswith(keys.PREFIX):
-        # Looked up on every request: a revoked key fails on the very next one.
-        with rt().pool.connection() as conn:
-            who = keys.authenticate(conn, presented)
-    if who is None:
-        return problems.response(401, "missing or wrong API token",
-                                 headers={"WWW-Authenticate": "Bearer"})
-    g.principal = who
-    return None
-
-
-def principal() -> keys.Principal:
-    """Who the request acts for (set by the /v1 and the console sign-in hooks)."""
-    return g.principal
-
-
-def tenant() -> str | None:
-    """The tenant whose data the request may see and change; None: the operator (all)."""
-    return principal().tenant_id
-
-
-def operator_only() -> None:
-    """403 for a tenant's key: tenants, operator keys and dead letters are the operator's."""
-    if not principal().operator:
-        abort(403, "only an operator key may do this")
 
 
 # After authentication (a caller without the token learns nothing about the input), and
@@ -137,10 +103,18 @@ def list_dead_letters() -> Response:
 
 @bp.post("/dead-letters/<int:letter_id>/replay")
 def replay_dead_letter(letter_id: int) -> Response:
-    """Put the raw body back through the pipeline; a request body replaces it (a fix)."""
+    """Put the raw body back through the pipeline; a request body replaces it (a fix).
+    A letter replayed already is 409 unless ?force=true."""
     operator_only()
     body = request.get_data() or None
-    ingest_id = replay(rt(), letter_id, body)
+    force = request.args.get("force", "").lower() in ("1", "true", "yes")
+    try:
+        ingest_id = replay(rt(), letter_id, body, force=force)
+    except AlreadyReplayed as exc:
+        resp = jsonify(error=f"{exc}; pass ?force=true to replay it again",
+                       replay_ingest_id=exc.replay_ingest_id)
+        resp.status_code = 409
+        return resp
     if ingest_id is None:
         abort(404, f"no dead letter {letter_id}")
     resp = jsonify(id=ingest_id, replay_of=letter_id)

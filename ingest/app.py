@@ -66,7 +66,11 @@ def create_app(
     app.register_blueprint(openapi.bp)  # outside api.bp: served without the token
     console.install(app, settings)  # /console, unless HOOKLINE_CONSOLE=0
     app.add_url_rule("/healthz", "healthz", lambda: jsonify(status="ok"))
-    app.add_url_rule("/readyz", "readyz", lambda: _ready(get_rt()))
+    # What the callback path needs (Redis): the k8s readiness probe, so a PostgreSQL
+    # outage leaves every pod in the Service, answering callbacks 202.
+    app.add_url_rule("/readyz", "readyz", lambda: _ready(get_rt(), postgresql=False))
+    # Everything ingest serves (/v1 and the console read PostgreSQL): for operators.
+    app.add_url_rule("/readyz/full", "readyz_full", lambda: _ready(get_rt(), postgresql=True))
     app.register_error_handler(HTTPException, _http_error)
     if settings.trusted_proxy_hops:
         hops = settings.trusted_proxy_hops
@@ -74,7 +78,7 @@ def create_app(
     return app
 
 
-def _ready(rt: runtime.Runtime) -> Response:
+def _ready(rt: runtime.Runtime, postgresql: bool) -> Response:
     checks: dict[str, str] = {}
     started = time.perf_counter()
     try:
@@ -82,17 +86,22 @@ def _ready(rt: runtime.Runtime) -> Response:
         checks["redis"] = "ok"
     except Exception as exc:
         checks["redis"] = f"error: {exc}"
-    try:
-        with rt.pool.connection(timeout=2) as conn:
-            conn.execute("SELECT 1")
-        checks["postgresql"] = "ok"
-    except Exception as exc:
-        checks["postgresql"] = f"error: {exc}"
+    if postgresql:
+        checks["postgresql"] = _postgresql(rt)
     ok = all(v == "ok" for v in checks.values())
     resp = jsonify(status="ok" if ok else "unavailable", checks=checks,
                    seconds=round(time.perf_counter() - started, 4))
     resp.status_code = 200 if ok else 503
     return resp
+
+
+def _postgresql(rt: runtime.Runtime) -> str:
+    try:
+        with rt.pool.connection(timeout=2) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:
+        return f"error: {exc}"
+    return "ok"
 
 
 def _http_error(exc: HTTPException) -> Response:

@@ -21,7 +21,7 @@ from flask import Flask, Request, Response, jsonify, request
 from ingest import signatures
 from ingest.auth import presented_token, token_ok
 from ingest.tenant_keys import CallbackKeys, KeysUnavailable
-from shared import queue
+from shared import inbox
 from shared.config import Settings, SignatureSpec, source_env_suffix
 from shared.envelope import KEPT_HEADERS, Envelope, new_id
 from shared.providers import SOURCES
@@ -66,6 +66,13 @@ def policies(settings: Settings) -> dict[str, SourcePolicy]:
         )
         for source in SOURCES
     }
+
+
+def open_sources(settings: Settings) -> list[str]:
+    """The sources anyone who reaches ingest could post to: no token, no signature and
+    no address allow-list. A forged opt-out or receipt there fans out to customers."""
+    return sorted(source for source, p in policies(settings).items()
+                  if p.token is None and p.signature is None and not p.networks)
 
 
 def _allowed(networks: tuple, addr: str | None) -> bool:
@@ -117,7 +124,7 @@ class Callbacks:
         self.policies = policies(settings)
         self.max_body = settings.max_body_bytes
         self.redis: Callable[[], redis.Redis] = app.extensions["hookline.redis"]
-        self.pusher: Callable[[], queue.Pusher] = app.extensions["hookline.pusher"]
+        self.pusher: Callable[[], inbox.Pusher] = app.extensions["hookline.pusher"]
         self.send_drain: Callable[[], object] = app.extensions["hookline.send_drain"]
         self.observe = app.extensions["hookline.observe"]
         self.enqueue_failed = app.extensions["hookline.enqueue_failed"]
@@ -211,5 +218,5 @@ def _kick(client: redis.Redis, send: Callable[[], object]) -> None:
         # If Redis has just gone away the flag expires by itself: clearing it must
         # not turn the 202 this callback has earned into a 500.
         with contextlib.suppress(redis.RedisError):
-            queue.clear_kick(client)
+            inbox.clear_kick(client)
         log.warning("could not kick a drain: %s", exc)

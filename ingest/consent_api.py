@@ -12,13 +12,14 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from ingest import api, consent_openapi, openapi  # noqa: F401  (registers the route docs)
+from ingest import api, auth, consent_openapi, openapi  # noqa: F401  (registers the route docs)
+from ingest.auth import require_api_token
 from shared.consent import ALL_SENDERS, OPTED_OUT
 from shared.db import event_feed, inbound, subscriptions
 from shared.db.paging import Party
 
 bp = Blueprint("consent_api", __name__, url_prefix="/v1")
-bp.before_request(api._authenticate)
+bp.before_request(require_api_token)
 bp.before_request(openapi.validate_request)
 
 
@@ -50,7 +51,7 @@ def decision(channel: str, sender: str, msisdn: str) -> dict[str, Any]:
     """may_send, why not (blocked_by), and the rows and history behind it (the console
     shows the same)."""
     with api.rt().pool.connection() as conn:
-        found = subscriptions.status_of(conn, channel, sender, msisdn, api.tenant())
+        found = subscriptions.status_of(conn, channel, sender, msisdn, auth.tenant())
     own, every = found["sender"], found["all"]
     # Asked about sender '*' itself, its own row is the all-senders row.
     blocked_by = _blocked_by(own, every) if sender != ALL_SENDERS else _blocked_by(None, every)
@@ -69,14 +70,14 @@ def decision(channel: str, sender: str, msisdn: str) -> dict[str, Any]:
 def list_subscriptions() -> Response:
     """Subscriptions, newest first; with ?status=opted_out the suppression list."""
     return api.newest_first("id", lambda conn, page: subscriptions.list_page(
-        conn, page, _party(), status=api.args().get("status"), tenant_id=api.tenant()))
+        conn, page, _party(), status=api.args().get("status"), tenant_id=auth.tenant()))
 
 
 @bp.get("/inbound")
 def list_inbound() -> Response:
     """Inbound messages (text, response, location, media), newest first."""
     return api.newest_first("event_id", lambda conn, page: inbound.list_page(
-        conn, page, _party(), source=api.args().get("source"), tenant_id=api.tenant()))
+        conn, page, _party(), source=api.args().get("source"), tenant_id=auth.tenant()))
 
 
 @bp.get("/events")
@@ -84,4 +85,4 @@ def list_events() -> Response:
     """Normalised events, newest first; ?since= bounds the receipt time."""
     return api.newest_first("id", lambda conn, page: event_feed.list_page(
         conn, page, type_=api.args().get("type"), source=api.args().get("source"),
-        since=api.args().get("since"), tenant_id=api.tenant()))
+        since=api.args().get("since"), tenant_id=auth.tenant()))

@@ -13,7 +13,8 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, jsonify
 from marshmallow import Schema
 
-from ingest import api, openapi, problems
+from ingest import api, auth, openapi, problems
+from ingest.auth import require_api_token
 from ingest.endpoints_openapi import (
     EndpointCreateSchema,
     EndpointPatchSchema,
@@ -26,7 +27,7 @@ from shared.db.outbox import admin, ordering
 log = logging.getLogger(__name__)
 
 bp = Blueprint("endpoints", __name__, url_prefix="/v1")
-bp.before_request(api._authenticate)
+bp.before_request(require_api_token)
 bp.before_request(openapi.validate_request)
 
 REPLAY_STATUSES = ("succeeded", "failed", "dead")
@@ -57,7 +58,7 @@ def endpoint_json(row: dict[str, Any]) -> dict[str, Any]:
 
 def _own_filter(c: dict[str, Any]) -> None:
     """A tenant's endpoint hears its own tenant only: naming tenants is the operator's."""
-    if (c.get("filter") or {}).get("tenant") and not api.principal().operator:
+    if (c.get("filter") or {}).get("tenant") and not auth.principal().operator:
         raise problems.invalid("body", "filter.tenant",
                                "only an operator's endpoint may name tenants")
 
@@ -83,7 +84,7 @@ def _create(c: dict[str, Any]) -> dict[str, Any]:
         row = endpoints.create(conn, url=c["url"], event_types=c["event_types"],
                                secret=_box().seal(secret),
                                filters=c.get("filter"), description=c.get("description"),
-                               ordered=c.get("ordered", False), tenant_id=api.tenant())
+                               ordered=c.get("ordered", False), tenant_id=auth.tenant())
     log.info("endpoint %s created", row["id"], extra={"endpoint_id": row["id"]})
     return {**endpoint_json(row), "secret": secret}
 
@@ -99,7 +100,7 @@ def list_endpoints() -> Response:
     """Endpoints, oldest first, keyset-paged with ?after=."""
     limit, after = api.args()["limit"], api.args().get("after")
     with api.rt().pool.connection() as conn:
-        rows = endpoints.list_page(conn, limit, after=after, tenant_id=api.tenant())
+        rows = endpoints.list_page(conn, limit, after=after, tenant_id=auth.tenant())
     items = [endpoint_json(r) for r in rows]
     return jsonify(items=items, next_after=api.cursor(items, "id", limit))
 
@@ -108,7 +109,7 @@ def list_endpoints() -> Response:
 def get_endpoint(endpoint_id: str) -> Response:
     """One endpoint, with its health (breaker, pause, disabled and why)."""
     with api.rt().pool.connection() as conn:
-        row = _found(endpoints.get(conn, endpoint_id, api.tenant()), "endpoint", endpoint_id)
+        row = _found(endpoints.get(conn, endpoint_id, auth.tenant()), "endpoint", endpoint_id)
     return jsonify(endpoint_json(row))
 
 
@@ -126,11 +127,19 @@ def update(endpoint_id: str, doc: dict[str, Any]) -> dict[str, Any]:
 def _update(endpoint_id: str, changes: dict[str, Any]) -> dict[str, Any]:
     """Apply validated changes; the endpoint's row (404 when there is none)."""
     _own_filter(changes)
-    with api.rt().pool.connection() as conn:
-        row = _found(endpoints.update(conn, endpoint_id, changes, api.tenant()), "endpoint",
-                     endpoint_id)
+    with api.rt().pool.connection() as conn, conn.transaction():
+        # Another tenant's endpoint is not found, before anything is done to it.
+        _found(endpoints.get(conn, endpoint_id, auth.tenant()), "endpoint", endpoint_id)
         if changes.get("ordered") is False:
-            ordering.unhold(conn, endpoint_id)  # what waited for its turn goes now
+            # What waited for its turn goes now. First: the order lock before the endpoint's
+            # row, the order a delivery's record takes them in (the other way deadlocked).
+            ordering.unhold(conn, endpoint_id)
+        elif changes.get("enabled") is True:
+            # Retention may have taken its unsent heads while it was disabled. Before the
+            # row's update too, for the same lock order.
+            ordering.release_stranded(conn, endpoint_id)
+        row = _found(endpoints.update(conn, endpoint_id, changes, auth.tenant()), "endpoint",
+                     endpoint_id)
     return row
 
 
@@ -138,7 +147,7 @@ def _update(endpoint_id: str, changes: dict[str, Any]) -> dict[str, Any]:
 def delete_endpoint(endpoint_id: str) -> tuple[str, int]:
     """Delete an endpoint and its deliveries."""
     with api.rt().pool.connection() as conn:
-        if not endpoints.delete(conn, endpoint_id, api.tenant()):
+        if not endpoints.delete(conn, endpoint_id, auth.tenant()):
             abort(404, f"no endpoint {endpoint_id!r}")
     return "", 204
 
@@ -158,7 +167,7 @@ def rotate(endpoint_id: str) -> dict[str, Any]:
     secret = signing.new_secret()
     with api.rt().pool.connection() as conn:
         row = _found(endpoints.rotate_secret(conn, endpoint_id, _box().seal(secret),
-                                             api.tenant()), "endpoint", endpoint_id)
+                                             auth.tenant()), "endpoint", endpoint_id)
     log.info("endpoint %s secret rotated", endpoint_id, extra={"endpoint_id": endpoint_id})
     return {**endpoint_json(row), "secret": secret}
 
@@ -175,7 +184,7 @@ def list_deliveries(endpoint_id: str) -> Response:
     """The endpoint's deliveries, newest first (?status=, ?limit=, ?after=)."""
     q = api.args()
     with api.rt().pool.connection() as conn:
-        _found(endpoints.get(conn, endpoint_id, api.tenant()), "endpoint", endpoint_id)
+        _found(endpoints.get(conn, endpoint_id, auth.tenant()), "endpoint", endpoint_id)
         # Newest first: the deliveries after the cursor are those before its seq.
         rows = admin.list_for_endpoint(conn, endpoint_id, q["limit"], q.get("status"),
                                             q.get("after"))
@@ -187,7 +196,7 @@ def list_deliveries(endpoint_id: str) -> Response:
 def get_delivery(delivery_id: str) -> Response:
     """One delivery with its body and every attempt."""
     with api.rt().pool.connection() as conn:
-        row = _found(admin.get(conn, delivery_id, api.tenant()), "delivery", delivery_id)
+        row = _found(admin.get(conn, delivery_id, auth.tenant()), "delivery", delivery_id)
     return jsonify(delivery_json(row))
 
 
@@ -212,7 +221,7 @@ def retry_delivery(delivery_id: str) -> tuple[Response, int]:
 def retry(delivery_id: str) -> None:
     """Queue one delivery now (404 when there is none, 409 while it is being sent)."""
     with api.rt().pool.connection() as conn:
-        outcome = admin.retry(conn, delivery_id, api.tenant())
+        outcome = admin.retry(conn, delivery_id, auth.tenant())
     if outcome is None:
         abort(404, f"no delivery {delivery_id!r}")
     if outcome == "in_flight":
@@ -239,7 +248,7 @@ def _replay_window(endpoint_id: str, doc: dict[str, Any]) -> dict[str, Any]:
         raise problems.invalid("body", "since", "must be before until (default: now)")
     statuses = doc.get("status") or list(REPLAY_STATUSES)
     with api.rt().pool.connection() as conn:
-        row = _found(endpoints.get(conn, endpoint_id, api.tenant()), "endpoint", endpoint_id)
+        row = _found(endpoints.get(conn, endpoint_id, auth.tenant()), "endpoint", endpoint_id)
         queued = admin.replay(conn, endpoint_id, since, until, statuses)
     log.info("replay of endpoint %s queued %d deliveries", endpoint_id, queued,
              extra={"endpoint_id": endpoint_id, "queued": queued})

@@ -13,7 +13,8 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 from marshmallow import Schema, fields
 
-from ingest import api, openapi
+from ingest import openapi
+from ingest.auth import require_api_token
 from shared.consent import OPTED_IN, TRANSITION_TYPE
 from shared.model import EVENT_TYPES, STATUS_EVENT_TYPE, Consent, ConsentScope, EventType
 
@@ -106,7 +107,7 @@ def catalogue() -> list[dict[str, Any]]:
 
 
 bp = Blueprint("event_types", __name__, url_prefix="/v1")
-bp.before_request(api._authenticate)
+bp.before_request(require_api_token)
 bp.before_request(openapi.validate_request)
 
 

@@ -385,6 +385,10 @@ class DeadLetterQuerySchema(Schema):
     after = Cursor()
 
 
+class ReplayQuerySchema(Schema):
+    force = fields.Bool(metadata={"description": "Replay a letter replayed already"})
+
+
 class ReplayAcceptedSchema(Schema):
     id = fields.Str(required=True, metadata={"description": "The new ingest id"})
     replay_of = fields.Int(required=True)
@@ -399,9 +403,11 @@ register("GET", "/v1/dead-letters", "Dead letters, newest first, keyset-paged",
                      "(ties by id), so a letter inserted late still shows in its time range.")
 register("POST", "/v1/dead-letters/<int:letter_id>/replay",
          "Put a dead letter back through the pipeline", status=202,
-         response=ReplayAcceptedSchema, errors=(403, 404), tag="dead-letters",
+         response=ReplayAcceptedSchema, errors=(404, 409), tag="dead-letters",
+         query=ReplayQuerySchema,
          body={"type": "string", "format": "binary"}, body_content_type="*/*",
          body_required=False,
-         description="An empty body replays the stored one; a body replaces it (a fixed copy).")
+         description="An empty body replays the stored one; a body replaces it (a fixed copy)."
+                     " A letter replayed already is 409 unless force=true.")
 register("GET", DOCUMENT_RULE, "This document", public=True, tag="meta",
          response={"type": "object"})

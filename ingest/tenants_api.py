@@ -12,15 +12,15 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, jsonify, url_for
 
-from ingest import api, openapi, problems, tenants_openapi  # noqa: F401  (registers the route docs)
+from ingest import api, auth, openapi, problems, tenants_openapi  # noqa: F401  (registers the route docs)
 from ingest.console import portal
 from shared.db import keys, tenants
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("tenants", __name__, url_prefix="/v1")
-bp.before_request(api._authenticate)
-bp.before_request(api.operator_only)
+bp.before_request(auth.require_api_token)
+bp.before_request(auth.operator_only)
 bp.before_request(openapi.validate_request)
 
 

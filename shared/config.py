@@ -217,6 +217,8 @@ def _signatures(env: Mapping[str, str]) -> dict[str, SignatureSpec]:
         parts.setdefault(suffix, {})[kind] = value.strip()
     if not parts:
         return {}
+    # Imported here, not at the top: loading the provider schemas costs 160-370 ms
+    # (measured after shared.config, 7 Dec), paid only when signature settings exist.
     from shared.providers import SOURCES
 
     known = {source_env_suffix(s) for s in SOURCES}
@@ -281,6 +283,8 @@ class Settings:
     trusted_proxy_hops: int = 0
     allowed_networks: dict[str, tuple] = field(default_factory=dict)
     allow_private_endpoints: bool = False
+    # Lets `hookline ingest` start with sources that have no credential at all.
+    callbacks_open: bool = False
     delivery_timeout: float = 10.0
     retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     retention_days: int = 30
@@ -301,6 +305,8 @@ class Settings:
     # The operator console (/console; ingest.console).
     console_enabled: bool = True
     console_users: dict[str, str] = field(default_factory=dict, repr=False)
+    # The console cookie is Secure unless this is off (`hookline dev`, plain http).
+    console_secure_cookie: bool = True
 
     def callback_token_for(self, source: str) -> str | None:
         return self.callback_tokens.get(source_env_suffix(source), self.callback_token)
@@ -410,6 +416,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         trusted_proxy_hops=_int(env, "HOOKLINE_TRUSTED_PROXY_HOPS", 0, minimum=0),
         allowed_networks=_networks(env, "HOOKLINE_ALLOWED_IPS_"),
         allow_private_endpoints=_bool(env, "HOOKLINE_ALLOW_PRIVATE_ENDPOINTS"),
+        callbacks_open=_bool(env, "HOOKLINE_CALLBACKS_OPEN"),
         delivery_timeout=_float(env, "HOOKLINE_DELIVERY_TIMEOUT", 10.0, minimum=0.1),
         retry_schedule=_schedule(env, "HOOKLINE_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE),
         retention_days=load_retention_days(env),
@@ -427,4 +434,5 @@ def _console(env: Mapping[str, str]) -> dict:
         # The session cookie is signed with a key derived from one of them.
         raise ConfigError("HOOKLINE_CONSOLE_USERS needs HOOKLINE_SECRET_KEY (or "
                           "HOOKLINE_API_TOKEN) set: the console's session is signed with it")
-    return dict(console_enabled=_bool(env, "HOOKLINE_CONSOLE", True), console_users=users)
+    return dict(console_enabled=_bool(env, "HOOKLINE_CONSOLE", True), console_users=users,
+                console_secure_cookie=_bool(env, "HOOKLINE_CONSOLE_SECURE_COOKIE", True))

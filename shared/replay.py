@@ -14,30 +14,50 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
 
-from shared import queue
+from shared import inbox
 from shared.db import dead_letters
 from shared.envelope import Envelope, new_id
 from shared.runtime import Runtime
 
 
-def replay(runtime: Runtime, letter_id: int, body: bytes | None = None) -> str | None:
-    """Queue a dead letter again as a new callback; None when it does not exist."""
+class AlreadyReplayed(Exception):
+    """The dead letter was replayed before (its callback may have been applied since);
+    replaying it again needs ``force``."""
+
+    def __init__(self, letter_id: int, replay_ingest_id: str | None) -> None:
+        super().__init__(f"dead letter {letter_id} was replayed already as {replay_ingest_id}")
+        self.letter_id = letter_id
+        self.replay_ingest_id = replay_ingest_id
+
+
+def replay(runtime: Runtime, letter_id: int, body: bytes | None = None,
+           force: bool = False) -> str | None:
+    """Queue a dead letter again as a new callback; None when it does not exist. A
+    letter replayed already raises AlreadyReplayed unless ``force``: its replay is a new
+    ingest id, so a second one is applied again wherever the first one's dedupe keys
+    are gone."""
     with runtime.pool.connection() as conn:
         letter = dead_letters.get(conn, letter_id)
         if letter is None:
             return None
+        if letter["replayed_at"] is not None and not force:
+            raise AlreadyReplayed(letter_id, letter["replay_ingest_id"])
         envelope = Envelope(
             id=new_id(), source=letter["source"], event=letter["event"],
             received_at=time.time(), body=body if body is not None else bytes(letter["body"]),
             headers=dict(letter["headers"] or {}), remote_addr=letter["remote_addr"],
             replay_of=letter_id,
         )
-        # Queued before it is marked, so a crash in between leaves it replayable.
+        # Marked (and the row locked) first, committed only after the push: a replay
+        # racing this one waits and then finds it replayed, and a crash before the
+        # commit leaves it replayable.
+        if not dead_letters.mark_replayed(conn, letter_id, envelope.id, again=force):
+            conn.rollback()
+            raise AlreadyReplayed(letter_id, dead_letters.get(conn, letter_id)["replay_ingest_id"])
         if runtime.pusher.push(envelope.encode()):
             # This push claimed the kick flag but cannot send a drain from here;
             # left set, the flag would hold off the scheduler's tick for 2 s.
-            queue.clear_kick(runtime.redis)
-        dead_letters.mark_replayed(conn, letter_id, envelope.id)
+            inbox.clear_kick(runtime.redis)
     return envelope.id
 
 

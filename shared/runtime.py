@@ -14,7 +14,7 @@ from psycopg_pool import ConnectionPool
 
 from shared import config, redis_urls
 from shared.db.pool import make_pool
-from shared.queue import Inbox, Pusher
+from shared.inbox import Inbox, Pusher
 
 
 def redis_client(url: str) -> redis.Redis:

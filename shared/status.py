@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import psycopg
 
-from shared import config, queue
+from shared import config, inbox
 from shared.db import stats
 from shared.runtime import redis_client
 
@@ -78,7 +78,7 @@ def gather(settings: config.Settings) -> dict[str, Any]:
     }
     try:
         client = redis_client(settings.require_redis())
-        d = queue.depths(client, settings.lease_seconds, settings.inbox_shards)
+        d = inbox.depths(client, settings.lease_seconds, settings.inbox_shards)
         client.close()
         doc["inbox"] = {"queued": d.inbox, "retry": d.retry, "leases": d.leases,
                         "oldest_lease_age_seconds": round(d.oldest_lease_age, 1),

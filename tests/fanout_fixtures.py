@@ -23,13 +23,13 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def fast_rt(make_rt) -> Iterator[Callable[..., Runtime]]:
-    """make_rt with FAST settings (overridable); closes the in-process Sender after."""
+    """make_rt with FAST settings (overridable); closes the in-process Dispatcher after."""
 
     def make(**overrides: str) -> Runtime:
         return make_rt(**{**FAST, **overrides})
 
     yield make
-    fanout.close_sender(timeout=10)
+    fanout.close_dispatcher(timeout=10)
 
 
 @pytest.fixture

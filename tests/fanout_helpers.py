@@ -57,7 +57,7 @@ def deliver(rt: Runtime, until: Callable[[], Any] | None = None, timeout: float 
     while True:
         _, idle = fanout.dispatch(rt, budget=budget)
         if until is None and idle:
-            fanout.sender_for(rt).flush(timeout)
+            fanout.dispatcher_for(rt).flush(timeout)
             return None
         if until is not None:
             value = until()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from shared import queue
+from shared import inbox
 from shared.envelope import Envelope, new_id
 from shared.runtime import Runtime
 from workers.tasks import drain_round
@@ -36,7 +36,7 @@ def receipt(kind: str, message_id: str = "msg-1", event_id: str | None = "auto",
 def enqueue(rt: Runtime, body: bytes, source: str = "kaleyra-rcs",
             event: str | None = None) -> str:
     env = Envelope(id=new_id(), source=source, event=event, received_at=time.time(), body=body)
-    queue.push(rt.redis, env.encode())
+    inbox.push(rt.redis, env.encode())
     return env.id
 
 

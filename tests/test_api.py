@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ingest.app import create_app
-from shared import queue
+from shared import inbox
 from tests.helpers import drain_all, enqueue, receipt
 
 AUTH = {"Authorization": "Bearer test-api-token"}
@@ -75,8 +75,8 @@ def test_dead_letters_newest_first_and_replay_after_fix(api, rt):
     drain_all(rt)
     assert len(api.get("/v1/dead-letters", headers=AUTH).get_json()["items"]) == 3
 
-    # Replaying with the fixed body applies it.
-    resp = api.post(f"/v1/dead-letters/{items[0]['id']}/replay", headers=AUTH,
+    # Replaying with the fixed body applies it: a second replay, so it must be forced.
+    resp = api.post(f"/v1/dead-letters/{items[0]['id']}/replay?force=true", headers=AUTH,
                     data=receipt("SENT"))
     assert resp.status_code == 202
     drain_all(rt)
@@ -91,10 +91,27 @@ def test_a_replay_leaves_the_drain_to_the_schedulers_tick(api, rt):
     # would hold the tick's drain off for 2 s.
     enqueue(rt, b'{"first": ')
     drain_all(rt)
-    rt.redis.delete(queue.KICK)  # as the drain task that ran did
+    rt.redis.delete(inbox.KICK)  # as the drain task that ran did
     [item] = api.get("/v1/dead-letters", headers=AUTH).get_json()["items"]
     assert api.post(f"/v1/dead-letters/{item['id']}/replay", headers=AUTH).status_code == 202
-    assert rt.redis.llen(queue.INBOX) == 1 and not rt.redis.exists(queue.KICK)
+    assert rt.redis.llen(inbox.INBOX) == 1 and not rt.redis.exists(inbox.KICK)
+
+
+def test_a_dead_letter_replayed_already_is_409_unless_forced(api, rt):
+    enqueue(rt, b'{"first": ')
+    drain_all(rt)
+    [item] = api.get("/v1/dead-letters", headers=AUTH).get_json()["items"]
+    url = f"/v1/dead-letters/{item['id']}/replay"
+    first = api.post(url, headers=AUTH)
+    assert first.status_code == 202
+    again = api.post(url, headers=AUTH)  # a retried request, a second click
+    assert again.status_code == 409
+    assert again.get_json()["replay_ingest_id"] == first.get_json()["id"]
+    assert rt.redis.llen(inbox.INBOX) == 1  # nothing queued a second time
+    forced = api.post(url + "?force=true", headers=AUTH)
+    assert forced.status_code == 202 and rt.redis.llen(inbox.INBOX) == 2
+    [letter] = api.get("/v1/dead-letters", headers=AUTH).get_json()["items"]
+    assert letter["replay_ingest_id"] == forced.get_json()["id"]
 
 
 def test_replay_of_unknown_dead_letter_is_404(api):
@@ -113,5 +130,6 @@ def test_dead_letters_page_with_before(api, rt):
 
 
 def test_readyz_reports_both_services(api):
-    doc = api.get("/readyz").get_json()
+    assert api.get("/readyz").get_json()["checks"] == {"redis": "ok"}  # the callback path
+    doc = api.get("/readyz/full").get_json()
     assert doc["checks"] == {"redis": "ok", "postgresql": "ok"}

@@ -9,13 +9,13 @@ import contextlib
 
 from kombu import Connection, Exchange, Queue
 
-from workers import celery_app
+from workers import producer
 
 
 def test_closing_a_lost_channel_with_an_unacked_message_does_not_kill_the_worker(rt):
     name = "hookline-test-broker-loss"
     queue = Queue(name, Exchange(name), routing_key=name)
-    conn = Connection(celery_app.broker_url(rt.settings))
+    conn = Connection(producer.broker_url(rt.settings))
     try:
         channel = conn.default_channel
         conn.Producer(channel).publish({"n": 1}, exchange=queue.exchange, routing_key=name,

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 from hookline import cli
-from workers import celery_app, queues, tasks
+from workers import celery_app, producer, queues, tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +56,7 @@ def _countdowns(tree: ast.AST):
 
 
 def test_no_literal_countdown_or_eta_beyond_the_visibility_timeout():
-    vt = celery_app.VISIBILITY_TIMEOUT
+    vt = producer.VISIBILITY_TIMEOUT
     for path in (ROOT / "workers").rglob("*.py"):
         for kw in _countdowns(ast.parse(path.read_text())):
             if isinstance(kw.value, ast.Constant):
@@ -70,7 +70,7 @@ def test_unix_socket_redis_url_becomes_a_kombu_socket_url():
     from shared import config
 
     s = config.load({"REDIS_URL": "unix:///tmp/x/redis.sock"})
-    assert celery_app.broker_url(s) == "redis+socket:///tmp/x/redis.sock"
+    assert producer.broker_url(s) == "redis+socket:///tmp/x/redis.sock"
 
 
 # --- Guards against the broker's visibility timeout (issue 6) -----------------------------
@@ -106,7 +106,7 @@ def _seconds(value: ast.expr) -> float | None:
 def test_countdown_plus_time_limit_fits_inside_the_visibility_timeout():
     # The worst case: held until due, then running to the hard limit, then acknowledged.
     worst = celery_app.MAX_COUNTDOWN + celery_app.TASK_TIME_LIMIT
-    assert worst < celery_app.VISIBILITY_TIMEOUT / 2
+    assert worst < producer.VISIBILITY_TIMEOUT / 2
 
 
 def test_no_delay_or_time_limit_anywhere_escapes_the_cap():
@@ -114,7 +114,7 @@ def test_no_delay_or_time_limit_anywhere_escapes_the_cap():
     decorator under workers/, shared/ and ingest/: literals safely small, computed
     values capped by MAX_COUNTDOWN; an ETA is a datetime, so it must be computed
     from a capped countdown."""
-    vt = celery_app.VISIBILITY_TIMEOUT
+    vt = producer.VISIBILITY_TIMEOUT
     problems = []
     for path, tree in _sources():
         for call in _calls(tree):
@@ -137,7 +137,7 @@ def test_no_delay_or_time_limit_anywhere_escapes_the_cap():
 def test_every_registered_task_finishes_inside_the_visibility_timeout():
     app = celery_app.app
     app.loader.import_default_modules()
-    vt = celery_app.VISIBILITY_TIMEOUT
+    vt = producer.VISIBILITY_TIMEOUT
     for name, task in app.tasks.items():
         if not name.startswith("hookline."):
             continue
@@ -152,7 +152,7 @@ def test_every_registered_task_finishes_inside_the_visibility_timeout():
 def test_beat_entries_expire_before_they_can_pile_up_or_be_redelivered():
     """While workers are down (or blocked, e.g. PostgreSQL away) beat keeps sending;
     an entry without expires piles up and runs in a burst later."""
-    vt = celery_app.VISIBILITY_TIMEOUT
+    vt = producer.VISIBILITY_TIMEOUT
     for name, entry in celery_app.app.conf.beat_schedule.items():
         schedule = entry["schedule"]
         every = schedule if isinstance(schedule, int | float) else \
@@ -176,9 +176,9 @@ def test_drain_budget_and_database_waits_fit_inside_a_lease():
     pool_wait = inspect.signature(pool.make_pool).parameters["timeout"].default
     settings = config.Settings()
     assert pool_wait + tasks.DRAIN_BUDGET_SECONDS < settings.lease_seconds
-    assert settings.lease_seconds < celery_app.VISIBILITY_TIMEOUT
+    assert settings.lease_seconds < producer.VISIBILITY_TIMEOUT
     # A drain killed by its hard time limit loses its lease, never its batch.
-    assert celery_app.TASK_TIME_LIMIT < celery_app.VISIBILITY_TIMEOUT
+    assert celery_app.TASK_TIME_LIMIT < producer.VISIBILITY_TIMEOUT
 
 
 def test_the_guard_catches_a_long_countdown(tmp_path, monkeypatch):

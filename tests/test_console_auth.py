@@ -109,7 +109,8 @@ def test_next_goes_back_inside_the_console_only(client):
         assert resp.headers["Location"] == expected
 
 
-def test_session_cookie_flags(rt):
+def test_session_cookie_flags(make_rt):
+    rt = make_rt(HOOKLINE_CONSOLE_SECURE_COOKIE="false")  # as `hookline dev` runs
     resp = client_for(rt).get("/console/login")
     cookie = resp.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console" in cookie
@@ -118,12 +119,17 @@ def test_session_cookie_flags(rt):
     assert "Secure" in secure.headers["Set-Cookie"]
 
 
+def test_the_cookie_is_secure_by_default_whatever_the_proxy_says(rt):
+    # Plain http seen by ingest (TLS ended at a proxy that sends no X-Forwarded-Proto).
+    assert "Secure" in client_for(rt).get("/console/login").headers["Set-Cookie"]
+
+
 def test_secure_cookie_behind_a_trusted_proxy(make_rt):
-    rt = make_rt(HOOKLINE_TRUSTED_PROXY_HOPS="1")
+    rt = make_rt(HOOKLINE_TRUSTED_PROXY_HOPS="1", HOOKLINE_CONSOLE_SECURE_COOKIE="false")
     client = client_for(rt)
     resp = client.get("/console/login", headers={"X-Forwarded-Proto": "https"})
     assert "Secure" in resp.headers["Set-Cookie"]
-    untrusted = client_for(make_rt()).get("/console/login",
+    untrusted = client_for(make_rt(HOOKLINE_CONSOLE_SECURE_COOKIE="false")).get("/console/login",
                                           headers={"X-Forwarded-Proto": "https"})
     assert "Secure" not in untrusted.headers["Set-Cookie"]
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.helpers import receipt
-from tests.procs import running_stack
+from tests.procs import CALLBACK_AUTH, running_stack
 from tests.receiver import Reply
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -34,7 +34,8 @@ pytest_plugins = ("tests.fanout_fixtures",)  # receiver
 @pytest.fixture
 def stack(rt, base_env, tmp_path) -> Iterator[str]:  # rt: start from empty services
     env = {**base_env, "HOOKLINE_ALLOW_PRIVATE_ENDPOINTS": "true",
-           "HOOKLINE_RETRY_SCHEDULE": "0.5,0.5,0.5"}
+           "HOOKLINE_RETRY_SCHEDULE": "0.5,0.5,0.5",
+           "HOOKLINE_CONSOLE_SECURE_COOKIE": "false"}  # plain http, as `hookline dev`
     with running_stack(env, tmp_path) as base:
         yield base
 
@@ -73,7 +74,8 @@ def reload_until(page, predicate: Callable[[], bool], timeout: float = 20.0) -> 
 
 
 def post_callback(base: str, body: bytes, path: str = "kaleyra-rcs") -> None:
-    assert httpx.post(f"{base}/callbacks/{path}", content=body).status_code == 202
+    assert httpx.post(f"{base}/callbacks/{path}", content=body,
+                      headers=CALLBACK_AUTH).status_code == 202
 
 
 def test_operator_flow_in_a_real_browser(stack, receiver, page, tmp_path):

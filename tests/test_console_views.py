@@ -12,7 +12,7 @@ from urllib.parse import quote
 import orjson
 import pytest
 
-from shared import queue
+from shared import inbox
 from shared.model import Consent, ConsentScope
 from tests.consent_support import FIXTURES, apply, consent_event
 from tests.console_support import client_for, post, sign_in
@@ -69,7 +69,7 @@ def test_overview_counts_match_the_events_received(console, frt):
     drain_all(frt)
     panel = html(console.get("/console/overview/panel"))
     assert re.search(r"<b>5</b><span>events, last hour</span>", panel)
-    d = queue.depths(frt.redis, 5)
+    d = inbox.depths(frt.redis, 5)
     assert re.search(rf"<b>{d.inbox}</b><span>inbox depth</span>", panel)
 
 
@@ -157,7 +157,7 @@ def test_replay_a_filtered_selection(console, frt):
         replayed = conn.execute("SELECT source FROM dead_letters WHERE replayed_at IS NOT NULL "
                                 "ORDER BY id").fetchall()
     assert replayed == [("comapi",), ("comapi",)]
-    assert queue.depths(frt.redis, 5).inbox == 2
+    assert inbox.depths(frt.redis, 5).inbox == 2
 
 
 def test_create_shows_the_secret_once_and_uses_the_v1_rules(console, frt, receiver):

@@ -39,6 +39,8 @@ GAUGES = {
     "hookline_endpoints_failing",
     "hookline_partitions_ahead_seconds",
     "hookline_default_partition_rows",
+    "hookline_held_delivery_oldest_seconds",
+    "hookline_held_deliveries_stranded",
 }
 # Classic histograms: queried through their _bucket, _sum and _count series.
 HISTOGRAMS = {
@@ -60,6 +62,7 @@ RUNBOOK_ANCHORS = {
     "oldest-lease",
     "dead-letters",
     "failing-endpoints",
+    "held-deliveries",
     "no-progress",
     "partitions",
 }
@@ -641,6 +644,8 @@ def test_alerts_cover_the_required_conditions() -> None:
     assert "hookline_oldest_lease_age_seconds" in exprs
     assert "rate(hookline_dead_letters_total" in exprs
     assert "hookline_endpoints_failing" in exprs
+    assert "hookline_held_deliveries_stranded" in exprs
+    assert "hookline_held_delivery_oldest_seconds" in exprs
     assert "rate(hookline_events_applied_total" in exprs
 
 

@@ -24,7 +24,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.procs import HOOKLINE, ROOT, free_port, poll, wait_for, wait_http
+from tests.procs import CALLBACK_TOKEN, HOOKLINE, ROOT, free_port, poll, wait_for, wait_http
 
 STOP_SECONDS = 15  # what README promises for Ctrl-C and SIGTERM
 
@@ -206,7 +206,8 @@ def start_ingest(env: dict[str, str], tmp_path: Path, workers: int) -> Run:
     proc = subprocess.Popen(
         [*HOOKLINE, "ingest", "--host", "127.0.0.1", "--port", str(port),
          "--workers", str(workers)],
-        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT,
+        env={**env, "HOOKLINE_CALLBACK_TOKEN": CALLBACK_TOKEN}, stdout=log.open("w"),
+        stderr=subprocess.STDOUT, cwd=ROOT,
         start_new_session=True)
     run = Run(proc, log, [port])
     wait_http(f"http://127.0.0.1:{port}/healthz")

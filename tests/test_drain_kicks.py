@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import queue
+from shared import inbox
 from shared.envelope import Envelope, new_id
 from tests.helpers import receipt
-from workers import fanout, tasks
+from workers import dispatch_kick, tasks
 
 REAL_ROUND = tasks.drain_round
 
@@ -26,7 +26,7 @@ class Broker:
     def __init__(self, rt, monkeypatch) -> None:
         self.rt, self.queued, self.pushed, self.during = rt, 0, 0, []
         monkeypatch.setattr(tasks, "send_drain", self.send)
-        monkeypatch.setattr(fanout, "send_dispatch", lambda: None)  # not under test here
+        monkeypatch.setattr(dispatch_kick, "send_dispatch", lambda: None)  # not under test here
 
         def round_with_pushes(rt, ahead=None):
             outcome = REAL_ROUND(rt, ahead)
@@ -67,9 +67,9 @@ def test_a_drain_that_emptied_the_inbox_is_followed_by_a_kick(rt, monkeypatch):
     assert broker.queued == 1
     # While the drain runs, callbacks arrive just after it found the inbox empty.
     broker.run_one(during=[0, 3])
-    assert broker.queued == 1 and rt.redis.llen(queue.INBOX) == 3
+    assert broker.queued == 1 and rt.redis.llen(inbox.INBOX) == 3
     broker.run_all()
-    assert rt.redis.llen(queue.INBOX) == 0
+    assert rt.redis.llen(inbox.INBOX) == 0
     with rt.pool.connection() as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 33
 
@@ -93,5 +93,5 @@ def test_no_envelope_is_stranded_without_a_drain(make_rt, monkeypatch, shards, s
         else:
             broker.push(sum(during))
     broker.run_all()  # every drain that was sent, nothing else
-    depths = queue.depths(rt.redis, 5, int(shards))
+    depths = inbox.depths(rt.redis, 5, int(shards))
     assert (depths.inbox, depths.retry, depths.shards) == (0, 0, int(shards))

@@ -12,15 +12,25 @@ import psutil
 import pytest
 
 from tests.helpers import receipt
-from tests.procs import free_port, hookline, running_stack, stop, wait_for, wait_http
+from tests.procs import (
+    CALLBACK_TOKEN,
+    free_port,
+    hookline,
+    running_stack,
+    stop,
+    wait_for,
+    wait_http,
+)
 
 
-def post_reverse_with_duplicates(base: str, message_id: str, token: str) -> float:
+def post_reverse_with_duplicates(base: str, message_id: str, token: str,
+                                 callback_token: str = CALLBACK_TOKEN) -> float:
     bodies = [receipt(k, message_id=message_id, offset=o)
               for k, o in (("READ", 9), ("DELIVERED", 4), ("SENT", 1), ("ERROR", 0))]
     started = time.monotonic()
     for body in bodies + bodies:
-        r = httpx.post(f"{base}/callbacks/kaleyra-rcs", content=body)
+        r = httpx.post(f"{base}/callbacks/kaleyra-rcs", content=body,
+                       headers={"Authorization": f"Bearer {callback_token}"})
         assert r.status_code == 202, r.text
 
     def state():
@@ -46,10 +56,17 @@ def test_hookline_dev_on_the_embedded_default(tmp_path):
         wait_http(f"{base}/readyz", timeout=60)
         banner = (tmp_path / "dev.log").read_text()
         token = re.search(r"Bearer (\S+)\)", banner).group(1)
+        # Callbacks are guarded here too: the banner prints each URL with its token.
+        callback_token = re.search(r"/callbacks/kaleyra-rcs\?token=(\S+)", banner).group(1)
+        assert callback_token == (tmp_path / "data" / "callback-token").read_text().strip()
+        assert httpx.post(f"{base}/callbacks/kaleyra-rcs",
+                          content=receipt("SENT", "dev-msg")).status_code == 401
         assert "unix://" in banner  # embedded Redis on a unix socket
         assert f"http://127.0.0.1:{port}/console/" in banner
+        # Plain http on loopback: the console cookie must come back, so it is not Secure here.
+        assert "Secure" not in httpx.get(f"{base}/console/login").headers["set-cookie"]
         children = psutil.Process(proc.pid).children(recursive=True)
-        post_reverse_with_duplicates(base, "dev-msg", token)
+        post_reverse_with_duplicates(base, "dev-msg", token, callback_token)
     finally:
         stop(proc)
     assert proc.returncode == 0, (tmp_path / "dev.log").read_text()[-3000:]

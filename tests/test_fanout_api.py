@@ -203,7 +203,7 @@ def test_deleting_an_endpoint_mid_flight_loses_nothing_else(api, frt, receiver):
     fanout.dispatch(frt, budget=0.05)
     assert api.delete(f"/v1/endpoints/{a['id']}", headers=AUTH).status_code == 204
     deliver(frt)
-    assert fanout.sender_for(frt).flush(5)
+    assert fanout.dispatcher_for(frt).flush(5)
     assert delivery_rows(frt, b["id"])[0][1] == "succeeded"
 
 

@@ -399,7 +399,7 @@ def test_a_result_postgresql_refuses_is_recorded_on_its_own(api, frt, receiver):
         attempts.Result(c_bad.id, bad["id"], c_bad.token, now, 3, ok=False, status_code=503,
                           error="HTTP 503", retry_after=float("nan")),
     ]
-    fanout.sender_for(frt)._write(results)
+    fanout.dispatcher_for(frt)._write(results)
     assert delivery_rows(frt, good["id"])[0][1:3] == ("succeeded", 1)
     assert delivery_rows(frt, bad["id"])[0][1:3] == ("failed", 1)
     [(error,)] = rows(frt, "SELECT error FROM delivery_attempts WHERE delivery_id = %s",
@@ -432,7 +432,7 @@ def test_deleting_an_endpoint_stops_what_is_queued_for_it(fast_rt, receiver):
         apply_receipts(rt, "SENT", message_id=f"m{i}")
     fanout.dispatch(rt, budget=0.05)  # all six claimed into its lane, one in flight
     assert api.delete(f"/v1/endpoints/{ep['id']}", headers=AUTH).status_code == 204
-    assert fanout.sender_for(rt).flush(10)
+    assert fanout.dispatcher_for(rt).flush(10)
     # What was in flight, and at most the one taken before its result was recorded.
     assert len(receiver.requests("/doomed")) <= 2
 

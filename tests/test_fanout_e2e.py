@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from tests.helpers import receipt
-from tests.procs import running_stack
+from tests.procs import CALLBACK_AUTH, running_stack
 from tests.receiver import Receiver, Reply
 
 AUTH = {"Authorization": "Bearer test-api-token"}
@@ -38,7 +38,8 @@ def fanout_stack(base_env, database_url, tmp_path_factory):
 
 
 def _post(base: str, kind: str, message_id: str) -> float:
-    r = httpx.post(f"{base}/callbacks/kaleyra-rcs", content=receipt(kind, message_id=message_id))
+    r = httpx.post(f"{base}/callbacks/kaleyra-rcs", content=receipt(kind, message_id=message_id),
+                   headers=CALLBACK_AUTH)
     assert r.status_code == 202, r.text
     return time.monotonic()
 

@@ -14,7 +14,7 @@ from shared.db.outbox.claims import Claimed
 from tests.fanout_helpers import apply_receipts, create_endpoint, deliver, delivery_rows
 from tests.helpers import enqueue, receipt
 from tests.receiver import Reply
-from workers import fanout, tasks
+from workers import dispatch_kick, fanout, tasks
 from workers.lanes import Lanes
 
 pytest_plugins = ("tests.fanout_fixtures",)  # receiver, frt, fast_rt, api
@@ -23,7 +23,7 @@ pytest_plugins = ("tests.fanout_fixtures",)  # receiver, frt, fast_rt, api
 @pytest.fixture
 def sent(monkeypatch) -> list[str]:
     calls: list[str] = []
-    monkeypatch.setattr(fanout, "send_dispatch", lambda: calls.append("dispatch"))
+    monkeypatch.setattr(dispatch_kick, "send_dispatch", lambda: calls.append("dispatch"))
     monkeypatch.setattr(tasks, "send_drain", lambda: calls.append("drain"))
     return calls
 
@@ -34,21 +34,21 @@ def test_a_drain_that_applied_notifying_events_kicks_one_dispatch(api, frt, rece
         enqueue(frt, receipt(kind))
     tasks.drain()
     assert sent.count("dispatch") == 1  # flag-guarded: one, not one per event
-    frt.redis.delete(fanout.KICK_KEY)
+    frt.redis.delete(dispatch_kick.KICK_KEY)
     enqueue(frt, receipt("READ"))  # a duplicate: applies nothing, notifies nothing
     tasks.drain()
     assert sent.count("dispatch") == 1
 
 
 def test_no_kick_while_a_dispatch_runs_unless_forced(frt, sent):
-    frt.redis.zadd(fanout.RUNNING_KEY, {"other": time.time() + 5})
-    assert not fanout.kick_dispatch()
-    assert fanout.kick_dispatch(force=True)
-    assert not fanout.kick_dispatch(force=True)  # one queued already
+    frt.redis.zadd(dispatch_kick.RUNNING_KEY, {"other": time.time() + 5})
+    assert not dispatch_kick.kick_dispatch()
+    assert dispatch_kick.kick_dispatch(force=True)
+    assert not dispatch_kick.kick_dispatch(force=True)  # one queued already
     assert sent == ["dispatch"]
-    frt.redis.delete(fanout.KICK_KEY)
-    frt.redis.zadd(fanout.RUNNING_KEY, {"other": time.time() - 1})  # that one died
-    assert fanout.kick_dispatch() and sent == ["dispatch", "dispatch"]
+    frt.redis.delete(dispatch_kick.KICK_KEY)
+    frt.redis.zadd(dispatch_kick.RUNNING_KEY, {"other": time.time() - 1})  # that one died
+    assert dispatch_kick.kick_dispatch() and sent == ["dispatch", "dispatch"]
 
 
 def test_the_tick_kicks_only_when_something_is_due(api, frt, receiver, sent):
@@ -63,12 +63,12 @@ def test_the_tick_kicks_only_when_something_is_due(api, frt, receiver, sent):
 def test_the_dispatch_task_sends_and_steps_aside(api, frt, receiver, sent):
     ep = create_endpoint(api, receiver.url("/t"))
     apply_receipts(frt, "SENT", "READ")
-    frt.redis.set(fanout.KICK_KEY, b"1")
+    frt.redis.set(dispatch_kick.KICK_KEY, b"1")
     assert fanout.dispatch_task() == 2
-    assert fanout.sender_for(frt).flush(5)
+    assert fanout.dispatcher_for(frt).flush(5)
     assert {r[1] for r in delivery_rows(frt, ep["id"])} == {"succeeded"}
-    assert not frt.redis.exists(fanout.KICK_KEY)  # a new kick may be sent
-    assert frt.redis.zcard(fanout.RUNNING_KEY) == 0
+    assert not frt.redis.exists(dispatch_kick.KICK_KEY)  # a new kick may be sent
+    assert frt.redis.zcard(dispatch_kick.RUNNING_KEY) == 0
 
 
 def _value(name: str, **labels: str) -> float:
@@ -177,19 +177,19 @@ def test_a_claim_that_overlapped_the_last_record_does_not_end_the_dispatch(
     for i in range(12):  # more than one claim's worth (cap 1 x PREFETCH)
         apply_receipts(rt, "SENT", message_id=f"m-{i}")
     real = claims.claim
-    sender = fanout.sender_for(rt)
+    dispatcher = fanout.dispatcher_for(rt)
     overlapped: list[int] = []
 
     def claim_during_the_last_record(conn, limit, rules, *slow):
-        if sender.outstanding and not overlapped:
-            overlapped.append(sender.outstanding)
-            sender.flush(10)  # the recorder finishes while this claim "runs"...
+        if dispatcher.outstanding and not overlapped:
+            overlapped.append(dispatcher.outstanding)
+            dispatcher.flush(10)  # the recorder finishes while this claim "runs"...
             return []         # ...whose snapshot still saw the cap reached
         return real(conn, limit, rules, *slow)
 
     monkeypatch.setattr(claims, "claim", claim_during_the_last_record)
     _, idle = fanout.dispatch(rt, budget=10)
-    sender.flush(10)
+    dispatcher.flush(10)
     assert overlapped and idle
     statuses = [row[1] for row in delivery_rows(rt, endpoint["id"])]
     assert statuses == ["succeeded"] * 15

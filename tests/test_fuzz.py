@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import queue
+from shared import inbox
 from shared.envelope import Envelope, new_id
 from tests.conftest import FIXTURES
 from tests.helpers import drain_all
@@ -178,9 +178,9 @@ def _account(rt, ledger: dict[str, Decoded]) -> list[str]:
 
 
 def _drained(rt) -> None:
-    depths = queue.depths(rt.redis, rt.settings.lease_seconds)
+    depths = inbox.depths(rt.redis, rt.settings.lease_seconds)
     assert (depths.inbox, depths.retry, depths.leases) == (0, 0, 0), depths
-    assert rt.redis.hlen(queue.ATTEMPTS) == 0
+    assert rt.redis.hlen(inbox.ATTEMPTS) == 0
 
 
 @settings(max_examples=25, deadline=None,
@@ -190,7 +190,7 @@ def test_worker_path_applies_or_dead_letters_every_input(rt, batch):
     ledger: dict[str, Decoded] = {}
     for case in batch:
         raw = envelope(*case)
-        rt.redis.lpush(queue.INBOX, raw)
+        rt.redis.lpush(inbox.INBOX, raw)
         ledger[decode_one(raw).ingest_id] = decode_one(raw)
     drain_all(rt)  # raises if the inbox never empties: a stall
     _drained(rt)
@@ -203,7 +203,7 @@ def test_every_seed_and_its_limit_size_twin_are_applied_or_dead_lettered(rt):
         for body in (orjson.dumps(doc), _limit_size(source, event, doc)):
             assert len(body) <= MAX_BODY
             raw = envelope(source, event, body)
-            rt.redis.lpush(queue.INBOX, raw)
+            rt.redis.lpush(inbox.INBOX, raw)
             ledger[decode_one(raw).ingest_id] = decode_one(raw)
     drain_all(rt)
     _drained(rt)
@@ -223,7 +223,7 @@ def test_a_key_too_large_for_the_index_is_a_dead_letter_not_a_stall(make_rt):
            "sentAt": "2025-06-16T13:46:49.193Z", "messageId": "big-key"}
     bad = envelope("kaleyra-rcs", None, orjson.dumps(doc))
     good = envelope("kaleyra-rcs", None, orjson.dumps({**doc, "eventId": "small"}))
-    rt.redis.lpush(queue.INBOX, bad, good)
+    rt.redis.lpush(inbox.INBOX, bad, good)
     drain_all(rt)
     _drained(rt)
     with rt.pool.connection() as conn:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ingest.app import create_app
-from shared import inbox_shards, queue, status
+from shared import inbox, inbox_shards, status
 from tests.helpers import drain_all, receipt
 from workers.metrics import StateCollector
 
@@ -55,10 +55,10 @@ def test_four_shards_take_turns_and_every_one_is_drained(make_rt):
     assert _lengths(rt, 4) == [10, 10, 10, 10]
     assert rt.redis.llen("hookline:{inbox:3}:queue") == 10  # one hash tag per shard
     assert inbox_shards.high_water(rt.redis) == 4
-    assert queue.depths(rt.redis, 5).inbox == 40  # status and metrics count every shard
+    assert inbox.depths(rt.redis, 5).inbox == 40  # status and metrics count every shard
     drain_all(rt)
     assert _events(rt) == 40
-    assert queue.depths(rt.redis, 5) == queue.Depths(0, 0, 0, 0.0, 4)
+    assert inbox.depths(rt.redis, 5) == inbox.Depths(0, 0, 0, 0.0, 4)
 
 
 def test_expired_leases_are_reclaimed_on_every_shard(make_rt):
@@ -68,7 +68,7 @@ def test_expired_leases_are_reclaimed_on_every_shard(make_rt):
     assert {lease.shard.index for lease in leases} == {0, 1, 2}
     assert rt.inbox.reclaim_expired(now=1e12) == 6
     assert [rt.redis.llen(s.retry) for s in inbox_shards.shards(3, False)] == [2, 2, 2]
-    assert queue.depths(rt.redis, 5).leases == 0
+    assert inbox.depths(rt.redis, 5).leases == 0
     drain_all(rt)
     assert _events(rt) == 6
 
@@ -115,12 +115,12 @@ def test_lowering_the_shard_count_still_drains_the_retired_shards(make_rt):
     _post(_app(narrow), 4, "i")
     assert _lengths(narrow, 4) == [6, 1, 2, 2]  # ingest now fills shard 0 only
     assert inbox_shards.high_water(narrow.redis) == 4  # never lowered
-    assert queue.depths(narrow.redis, 5, 1).inbox == 11
+    assert inbox.depths(narrow.redis, 5, 1).inbox == 11
     drain_all(narrow)
     assert narrow.inbox.reclaim_expired(now=1e12) == 1  # the retired shard's lease too
     drain_all(narrow)
     assert _events(narrow) == 12
-    assert queue.depths(narrow.redis, 5) == queue.Depths(0, 0, 0, 0.0, 4)
+    assert inbox.depths(narrow.redis, 5) == inbox.Depths(0, 0, 0, 0.0, 4)
 
 
 def test_no_replica_confirming_within_the_wait_is_503(make_rt):
@@ -129,11 +129,11 @@ def test_no_replica_confirming_within_the_wait_is_503(make_rt):
     r = _app(rt).test_client().post(f"/callbacks/{SOURCE}", data=receipt("SENT"),
                                     content_type="application/json")
     assert r.status_code == 503 and r.headers["Retry-After"]
-    with pytest.raises(queue.NotReplicated):
+    with pytest.raises(inbox.NotReplicated):
         rt.pusher.push(b"x")
     # The master has them: processed, and the provider's retry of the 503 is a duplicate
     # that PostgreSQL's dedupe absorbs (tests/faults/test_redis_ha.py has the replicas).
-    assert rt.redis.llen(queue.INBOX) == 2
+    assert rt.redis.llen(inbox.INBOX) == 2
 
 
 def test_status_and_gauges_count_every_shard(make_rt):

@@ -12,7 +12,7 @@ from werkzeug.test import create_environ
 
 from ingest import metrics as ingest_metrics
 from ingest.app import create_app
-from shared import config, queue
+from shared import config, inbox
 from shared.envelope import decode
 from shared.runtime import Runtime
 from tests.conftest import wait_for
@@ -41,8 +41,8 @@ def ingest():
     return make_client()
 
 
-def inbox(r: redis.Redis) -> list[bytes]:
-    return r.lrange(queue.INBOX, 0, -1)
+def queued(r: redis.Redis) -> list[bytes]:
+    return r.lrange(inbox.INBOX, 0, -1)
 
 
 def _status(client, environ: dict) -> str:
@@ -59,7 +59,7 @@ def test_202_pushes_the_raw_body_in_an_envelope(ingest):
     resp = client.post("/callbacks/kaleyra-rcs", data=body,
                        headers={"Content-Type": "application/json", "Cookie": "x=1"})
     assert resp.status_code == 202
-    [raw] = inbox(r)
+    [raw] = queued(r)
     env = decode(raw)
     assert env.id == resp.get_json()["id"]
     assert env.body == body and env.source == "kaleyra-rcs" and env.event is None
@@ -70,7 +70,7 @@ def test_202_pushes_the_raw_body_in_an_envelope(ingest):
 def test_event_from_the_url_travels_in_the_envelope(ingest):
     client, r, _ = ingest
     assert client.post("/callbacks/kaleyra-rcs/SENT", data=b"{}").status_code == 202
-    assert decode(inbox(r)[0]).event == "SENT"
+    assert decode(queued(r)[0]).event == "SENT"
 
 
 @pytest.mark.parametrize("event", ["%00", "sms:message%00", "x" * 101, "-x", "a%20b", "%C3%A9"])
@@ -79,34 +79,34 @@ def test_an_event_that_is_no_plain_name_is_400_and_not_queued(ingest, event):
     client, r, _ = ingest
     resp = client.post(f"/callbacks/kaleyra-io/{event}", data=b"{}")
     assert resp.status_code == 400 and "event must be" in resp.get_json()["error"]
-    assert inbox(r) == []
+    assert queued(r) == []
 
 
 @pytest.mark.parametrize("event", ["sms:message:status", "x" * 100, "v1.2_a-B"])
 def test_plain_event_names_are_queued(ingest, event):
     client, r, _ = ingest
     assert client.post(f"/callbacks/kaleyra-io/{event}", data=b"{}").status_code == 202
-    assert decode(inbox(r)[0]).event == event
+    assert decode(queued(r)[0]).event == event
 
 
 def test_ingest_does_not_parse_json(ingest):
     client, r, _ = ingest
     resp = client.post("/callbacks/kaleyra-rcs", data=b'{"type": "SENT",,,')
     assert resp.status_code == 202
-    assert decode(inbox(r)[0]).body == b'{"type": "SENT",,,'
+    assert decode(queued(r)[0]).body == b'{"type": "SENT",,,'
 
 
 def test_unknown_source_is_404_json(ingest):
     client, r, _ = ingest
     resp = client.post("/callbacks/nobody", data=b"{}")
     assert resp.status_code == 404 and "unknown source" in resp.get_json()["error"]
-    assert inbox(r) == []
+    assert queued(r) == []
 
 
 def test_empty_body_is_400(ingest):
     client, r, _ = ingest
     assert client.post("/callbacks/kaleyra-rcs", data=b"").status_code == 400
-    assert inbox(r) == []
+    assert queued(r) == []
 
 
 def test_body_over_the_limit_is_413():
@@ -114,7 +114,7 @@ def test_body_over_the_limit_is_413():
     assert client.post("/callbacks/kaleyra-rcs", data=b"x" * 100).status_code == 202
     resp = client.post("/callbacks/kaleyra-rcs", data=b"x" * 101)
     assert resp.status_code == 413
-    assert len(inbox(r)) == 1
+    assert len(queued(r)) == 1
 
 
 def test_chunked_body_over_the_limit_is_413_without_reading_it_all():
@@ -137,7 +137,7 @@ def test_chunked_body_over_the_limit_is_413_without_reading_it_all():
     environ.update({"wsgi.input": stream, "wsgi.input_terminated": True,
                     "HTTP_TRANSFER_ENCODING": "chunked"})
     assert _status(client, environ) == "413 REQUEST ENTITY TOO LARGE"
-    assert inbox(r) == []
+    assert queued(r) == []
     assert stream.given <= 101
 
 
@@ -149,7 +149,7 @@ def test_callback_token_required_when_configured(how):
     url = "/callbacks/kaleyra-rcs" + (f"?token={token}" if token else "")
     resp = client.post(url, data=b"{}")
     assert resp.status_code == 401
-    assert inbox(r) == []
+    assert queued(r) == []
 
 
 def test_callback_token_accepted_as_query_or_bearer():
@@ -158,7 +158,7 @@ def test_callback_token_accepted_as_query_or_bearer():
     resp = client.post("/callbacks/kaleyra-rcs", data=b"{}",
                        headers={"Authorization": "Bearer s3cret-Token"})
     assert resp.status_code == 202
-    assert len(inbox(r)) == 2
+    assert len(queued(r)) == 2
 
 
 def test_per_source_token_overrides_the_global_one():
@@ -182,19 +182,19 @@ def test_a_burst_kicks_one_drain(ingest):
     for _ in range(20):
         assert client.post("/callbacks/kaleyra-rcs", data=b"{}").status_code == 202
     assert sent.count == 1
-    queue.clear_kick(r)  # the drain started; it works until it finds the inbox empty
+    inbox.clear_kick(r)  # the drain started; it works until it finds the inbox empty
     client.post("/callbacks/kaleyra-rcs", data=b"{}")
     assert sent.count == 1  # so a callback with company in the inbox kicks nothing
-    r.delete(queue.INBOX)  # the drain leased everything
+    r.delete(inbox.INBOX)  # the drain leased everything
     client.post("/callbacks/kaleyra-rcs", data=b"{}")
     assert sent.count == 2
 
 
 def test_a_push_into_an_empty_inbox_leaves_a_queued_drain_alone(ingest):
     client, r, sent = ingest
-    queue.claim_kick(r)  # a drain is queued and has not started
+    inbox.claim_kick(r)  # a drain is queued and has not started
     client.post("/callbacks/kaleyra-rcs", data=b"{}")
-    assert sent.count == 0 and r.llen(queue.INBOX) == 1
+    assert sent.count == 0 and r.llen(inbox.INBOX) == 1
 
 
 def test_kick_failure_still_answers_202_and_frees_the_flag():
@@ -203,7 +203,7 @@ def test_kick_failure_still_answers_202_and_frees_the_flag():
 
     client, r, _ = make_client(send_drain=broken)
     assert client.post("/callbacks/kaleyra-rcs", data=b"{}").status_code == 202
-    assert not r.exists(queue.KICK)
+    assert not r.exists(inbox.KICK)
 
 
 def test_invented_sources_are_counted_under_one_label(ingest):
@@ -224,7 +224,7 @@ def test_a_queued_callback_is_202_even_if_redis_fails_before_the_kick_flag():
     client, r, sent = make_client(_KickFlagFails())
     resp = client.post("/callbacks/kaleyra-rcs", data=b"{}")
     assert resp.status_code == 202  # queued: a 503 would make the provider send it twice
-    assert r.llen(queue.INBOX) == 1 and sent.count == 0
+    assert r.llen(inbox.INBOX) == 1 and sent.count == 0
 
 
 def test_healthz_and_metrics(ingest):
@@ -238,21 +238,21 @@ def test_healthz_and_metrics(ingest):
 def test_allow_list_refuses_other_addresses():
     client, r, _ = make_client(HOOKLINE_ALLOWED_IPS_KALEYRA_RCS="10.0.0.0/8")
     assert client.post("/callbacks/kaleyra-rcs", data=b"{}").status_code == 403
-    assert inbox(r) == []
+    assert queued(r) == []
     resp = client.post("/callbacks/kaleyra-rcs", data=b"{}",
                        environ_base={"REMOTE_ADDR": "10.1.2.3"})
     assert resp.status_code == 202
-    assert len(inbox(r)) == 1
+    assert len(queued(r)) == 1
 
 
 def test_forwarded_for_is_trusted_only_for_configured_hops():
     client, r, _ = make_client(HOOKLINE_TRUSTED_PROXY_HOPS="1")
     client.post("/callbacks/kaleyra-rcs", data=b"{}",
                 headers={"X-Forwarded-For": "1.1.1.1, 203.0.113.9"})
-    assert decode(inbox(r)[0]).remote_addr == "203.0.113.9"
+    assert decode(queued(r)[0]).remote_addr == "203.0.113.9"
     client2, r2, _ = make_client()
     client2.post("/callbacks/kaleyra-rcs", data=b"{}", headers={"X-Forwarded-For": "1.1.1.1"})
-    assert decode(inbox(r2)[0]).remote_addr == "127.0.0.1"
+    assert decode(queued(r2)[0]).remote_addr == "127.0.0.1"
 
 
 def test_requests_reach_the_metrics_within_a_second_without_a_scrape(ingest):
@@ -282,7 +282,7 @@ def test_a_body_shorter_than_its_declared_length_is_400_and_not_queued(ingest):
     environ = create_environ("/callbacks/kaleyra-rcs", method="POST")
     environ.update({"CONTENT_LENGTH": "100", "wsgi.input": io.BytesIO(b'{"type": "DELI')})
     assert _status(client, environ) == "400 BAD REQUEST"
-    assert inbox(r) == []
+    assert queued(r) == []
     text = client.get("/metrics").get_data(as_text=True)
     assert 'hookline_ingest_requests_total{code="400",source="kaleyra-rcs"}' in text
 
@@ -305,5 +305,5 @@ def test_a_declared_length_is_read_exactly(ingest):
     stream = io.BytesIO(b'{"a": 1}' + b"NEXT REQUEST")
     environ.update({"CONTENT_LENGTH": "8", "wsgi.input": stream})
     assert _status(client, environ) == "202 ACCEPTED"
-    assert [decode(raw).body for raw in r.lrange(queue.INBOX, 0, -1)] == [b'{"a": 1}']
+    assert [decode(raw).body for raw in r.lrange(inbox.INBOX, 0, -1)] == [b'{"a": 1}']
     assert stream.read() == b"NEXT REQUEST"  # not a byte past the body

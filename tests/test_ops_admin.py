@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared import queue, status
+from shared import inbox, status
 from shared.config import ConfigError
 from shared.db import endpoints
 from tests.helpers import drain_all, enqueue, receipt
@@ -127,14 +127,14 @@ def test_replay_dry_run_counts_and_replay_requeues(rt, base_env):
     assert hookline(base_env, "replay", "--dry-run", "--limit", "2").stdout.startswith("2 ")
     assert hookline(base_env, "replay", "--dry-run", "--reason", "INVALID JSON",
                     "--until", "2000-01-01T00:00:00Z").stdout.startswith("0 ")
-    assert rt.redis.llen(queue.INBOX) == 0  # a dry run queues nothing
+    assert rt.redis.llen(inbox.INBOX) == 0  # a dry run queues nothing
 
     out = hookline(base_env, "replay", "--source", "kaleyra-rcs", "--limit", "3")
     assert out.stdout.strip() == "3 dead letters replayed"
     assert "replay [" in out.stderr and "3/3" in out.stderr  # the progress bar
     letters = _letters(rt)
     assert [bool(d["replayed_at"]) for d in letters] == [True, True, True, False, False]
-    assert rt.redis.llen(queue.INBOX) == 3
+    assert rt.redis.llen(inbox.INBOX) == 3
     # Replayed unchanged, they fail again as new dead letters, which a second run takes
     # (and the one it had not reached), but never the ones already replayed.
     drain_all(rt)

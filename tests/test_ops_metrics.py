@@ -16,11 +16,11 @@ from prometheus_client import REGISTRY, CollectorRegistry, Histogram, multiproce
 from prometheus_client.parser import text_string_to_metric_families
 
 from ingest import metrics as ingest_metrics
-from shared import queue
+from shared import inbox
 from shared.prom import observe_many
 from tests.conftest import wait_for
 from tests.helpers import drain_all, enqueue, receipt
-from tests.procs import free_port, hookline, ingest_args, stop, wait_http
+from tests.procs import CALLBACK_AUTH, free_port, hookline, ingest_args, stop, wait_http
 from workers import metrics, queues
 from workers.celery_app import make_app
 
@@ -28,7 +28,7 @@ from workers.celery_app import make_app
 def send_drains(rt, n: int) -> None:
     """Queue drain tasks on the test's broker (this process's Celery app may point elsewhere
     when the tests run on embedded services)."""
-    queue.clear_kick(rt.redis)
+    inbox.clear_kick(rt.redis)
     app = make_app(rt.settings)
     for _ in range(n):
         app.send_task(queues.TASK_DRAIN, queue=queues.DRAIN)
@@ -173,7 +173,7 @@ def test_ingest_with_two_workers_counts_every_request_once(ingest_two_workers, r
     for i in range(n):
         # A new connection each time, so both server processes take requests.
         r = httpx.post(f"{base}/callbacks/kaleyra-rcs", content=receipt("SENT", f"i-{i}"),
-                       headers={"Connection": "close"})
+                       headers={"Connection": "close", **CALLBACK_AUTH})
         assert r.status_code == 202
     assert httpx.post(f"{base}/callbacks/nope", content=b"{}").status_code == 404
     # Each process adds its requests to the metrics within a second (ingest/metrics.py),
@@ -190,7 +190,7 @@ def test_ingest_with_two_workers_counts_every_request_once(ingest_two_workers, r
     time.sleep(ingest_metrics.FLUSH_SECONDS + 0.5)
     for _ in range(6):  # each scrape may land on either process: all must agree
         assert counted(scrape(f"{base}/metrics")) == want
-    assert rt.redis.llen(queue.INBOX) == n
+    assert rt.redis.llen(inbox.INBOX) == n
 
 
 def test_scrape_time_gauges_follow_the_queue(rt):
@@ -237,7 +237,7 @@ def test_an_ingest_process_that_stops_keeps_the_counts_it_noted(base_env, tmp_pa
         with httpx.Client() as client:
             for i in range(n):
                 r = client.post(f"http://127.0.0.1:{port}/callbacks/kaleyra-rcs",
-                                content=receipt("SENT", f"stop-{i}"))
+                                content=receipt("SENT", f"stop-{i}"), headers=CALLBACK_AUTH)
                 assert r.status_code == 202
         stop(proc)  # well within the second
     finally:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from shared import queue
+from shared import inbox
 from shared.db import endpoints, locks, partitions, retention
 from shared.envelope import Envelope, new_id
 from tests.helpers import drain_all, receipt
@@ -21,7 +21,7 @@ def enqueue_at(rt, body: bytes, age_days: float, source: str = "kaleyra-rcs") ->
     """A callback received ``age_days`` ago."""
     env = Envelope(id=new_id(), source=source, event=None,
                    received_at=time.time() - age_days * DAY, body=body)
-    queue.push(rt.redis, env.encode())
+    inbox.push(rt.redis, env.encode())
     return env.id
 
 
@@ -54,7 +54,9 @@ def test_purge_drops_expired_partitions_and_deletes_old_default_rows(make_rt):
     for i in range(3):
         enqueue_at(rt, old_receipt(f"new-{i}", 1), age_days=1)
     for i in range(2):  # no partition that far back: the default partitions hold them
-        enqueue_at(rt, old_receipt(f"ancient-{i}", 400), age_days=1)
+        enqueue_at(rt, old_receipt(f"ancient-{i}", 400), age_days=40)
+    # Stamped as long ago, but received yesterday: kept by receipt time.
+    enqueue_at(rt, old_receipt("ancient-late", 400), age_days=1)
     enqueue_at(rt, b"{old and replayed", age_days=40)
     enqueue_at(rt, b"{old, never replayed", age_days=40)
     drain_all(rt)
@@ -64,9 +66,9 @@ def test_purge_drops_expired_partitions_and_deletes_old_default_rows(make_rt):
                      "(SELECT id FROM events WHERE message_id = 'old-pending')")
         conn.execute("UPDATE dead_letters SET replayed_at = now() - interval '35 days' "
                      "WHERE body = %s", (b"{old and replayed",))
-    assert count(rt, "SELECT count(*) FROM events_default") == 2
-    assert count(rt, "SELECT count(*) FROM message_status_history") == 13
-    assert count(rt, "SELECT count(*) FROM deliveries WHERE endpoint_id = %s", ep["id"]) == 13
+    assert count(rt, "SELECT count(*) FROM events_default") == 3
+    assert count(rt, "SELECT count(*) FROM message_status_history") == 14
+    assert count(rt, "SELECT count(*) FROM deliveries WHERE endpoint_id = %s", ep["id"]) == 14
 
     cutoff = datetime.now(UTC) - timedelta(days=30)
     with psycopg.connect(rt.settings.database_url, autocommit=True) as conn:
@@ -82,13 +84,14 @@ def test_purge_drops_expired_partitions_and_deletes_old_default_rows(make_rt):
         assert f"{parent}_p{day}" in out.dropped
     assert out.kept == [f"deliveries_p{day}"]
     assert {r for (r,) in _rows(rt, "SELECT message_id FROM events")} == {
-        "new-0", "new-1", "new-2"}
-    assert count(rt, "SELECT count(*) FROM message_status_history") == 3
-    assert count(rt, "SELECT count(*) FROM deliveries") == 11
+        "new-0", "new-1", "new-2", "ancient-late"}
+    assert count(rt, "SELECT count(*) FROM message_status_history") == 4
+    assert count(rt, "SELECT count(*) FROM event_keys_default") == 2
+    assert count(rt, "SELECT count(*) FROM deliveries") == 12
     assert [b for (b,) in _rows(rt, "SELECT body FROM dead_letters")] == [
         b"{old, never replayed"]
     # The per-message summary is kept: a late receipt still ranks against it.
-    assert count(rt, "SELECT count(*) FROM messages") == 13
+    assert count(rt, "SELECT count(*) FROM messages") == 14
 
     # A disabled endpoint sends nothing: its unsent delivery no longer keeps the partition.
     with rt.pool.connection() as conn:
@@ -96,7 +99,7 @@ def test_purge_drops_expired_partitions_and_deletes_old_default_rows(make_rt):
     with psycopg.connect(rt.settings.database_url, autocommit=True) as conn:
         again = retention.purge(conn, cutoff)
     assert sorted(again.dropped) == sorted(out.kept) and not again.kept
-    assert count(rt, "SELECT count(*) FROM deliveries") == 3
+    assert count(rt, "SELECT count(*) FROM deliveries") == 4
 
 
 def _rows(rt, sql: str) -> list[tuple]:
@@ -137,3 +140,28 @@ def test_a_purge_with_a_spent_budget_says_so_and_one_runs_at_a_time(make_rt):
         out = retention.purge(b, cutoff, batch=2, budget_seconds=0)
     assert not out.finished and out.deleted["events_default"] == 2
     assert count(rt, "SELECT count(*) FROM events") == 3
+
+
+def test_dedupe_and_history_last_the_window_from_receipt_whatever_the_stamp(make_rt):
+    """A callback stamped before the cutoff and received now (an old dead letter
+    replayed, a provider's backlog, a wrong clock) keeps its dedupe keys and history
+    for HOOKLINE_RETENTION_DAYS from its receipt: its duplicate has no effect."""
+    rt = make_rt(HOOKLINE_RETENTION_DAYS="30")
+    with psycopg.connect(rt.settings.database_url, autocommit=True) as conn:
+        partitions.ensure(conn, now=datetime.now(UTC) - timedelta(days=40))
+    in_a_partition = old_receipt("stamped-40-days-ago", 40)  # its partition is due to go
+    in_the_default = old_receipt("stamped-a-year-ago", 400)  # no partition at all
+    for body in (in_a_partition, in_the_default):
+        enqueue_at(rt, body, age_days=0)
+    drain_all(rt)
+    cutoff = datetime.now(UTC) - timedelta(days=30)
+    with psycopg.connect(rt.settings.database_url, autocommit=True) as conn:
+        out = retention.purge(conn, cutoff, batch=1)
+    day = (datetime.now(UTC) - timedelta(days=40)).strftime("%Y%m%d")
+    assert f"events_p{day}" in out.kept and f"event_keys_p{day}" in out.kept
+    assert count(rt, "SELECT count(*) FROM events") == 2
+    assert count(rt, "SELECT count(*) FROM message_status_history") == 2
+    for body in (in_a_partition, in_the_default):  # the provider sends them again
+        enqueue_at(rt, body, age_days=0)
+    assert drain_all(rt) == 0
+    assert count(rt, "SELECT count(*) FROM events") == 2

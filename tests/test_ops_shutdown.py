@@ -8,11 +8,11 @@ import signal
 import socket
 import time
 
-from shared import queue
+from shared import inbox
 from shared.envelope import Envelope, new_id
 from tests.conftest import wait_for
 from tests.helpers import drain_all, receipt
-from tests.procs import free_port, hookline, ingest_args, wait_http
+from tests.procs import CALLBACK_TOKEN, free_port, hookline, ingest_args, wait_http
 from tests.test_ops_metrics import send_drains
 
 CALLBACKS = 3000
@@ -30,14 +30,14 @@ def test_sigterm_during_a_drain_leaves_no_lease_and_loses_nothing(make_rt, base_
     for i in range(CALLBACKS):
         env = Envelope(id=new_id(), source="kaleyra-rcs", event=None, received_at=time.time(),
                        body=receipt("DELIVERED", message_id=f"sd-{i}"))
-        pipe.lpush(queue.INBOX, env.encode())
+        pipe.lpush(inbox.INBOX, env.encode())
     pipe.execute()
     proc = hookline(["worker", "--concurrency", "2", "--metrics-port", "0"],
                     {**base_env, "HOOKLINE_BATCH_SIZE": "10"}, tmp_path / "worker.log")
     try:
         send_drains(rt, 2)
         # Mid-drain: batches are leased and some have committed.
-        wait_for(lambda: rt.redis.zcard(queue.LEASES) and _events(rt) > 0, timeout=60,
+        wait_for(lambda: rt.redis.zcard(inbox.LEASES) and _events(rt) > 0, timeout=60,
                  interval=0.01)
         stopped_at = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -48,10 +48,10 @@ def test_sigterm_during_a_drain_leaves_no_lease_and_loses_nothing(make_rt, base_
             proc.kill()
     assert "Warm shutdown" in (tmp_path / "worker.log").read_text()
     assert took < 30  # a batch and Celery's own shutdown, not a lease timeout
-    assert rt.redis.zcard(queue.LEASES) == 0
-    assert not list(rt.redis.scan_iter(match=queue.LEASE_PREFIX + "*"))
+    assert rt.redis.zcard(inbox.LEASES) == 0
+    assert not list(rt.redis.scan_iter(match=inbox.LEASE_PREFIX + "*"))
     # Every callback is either committed once or still queued: none lost, none doubled.
-    queued = rt.redis.llen(queue.INBOX) + rt.redis.llen(queue.RETRY)
+    queued = rt.redis.llen(inbox.INBOX) + rt.redis.llen(inbox.RETRY)
     assert queued > 0  # it stopped leasing when told, rather than working on for seconds
     assert _events(rt) + queued == CALLBACKS
     drain_all(rt)
@@ -93,6 +93,7 @@ def test_sigterm_lets_ingest_answer_requests_in_flight(base_env, rt, tmp_path):
     proc = hookline(ingest_args(port, 2), base_env, tmp_path / "ingest.log")
     body = receipt("SENT", message_id="in-flight")
     head = (b"POST /callbacks/kaleyra-rcs HTTP/1.1\r\nHost: hookline\r\n"
+            b"Authorization: Bearer %s\r\n" % CALLBACK_TOKEN.encode() +
             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz")
@@ -113,7 +114,7 @@ def test_sigterm_lets_ingest_answer_requests_in_flight(base_env, rt, tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert all(a.startswith(b"HTTP/1.1 202") for a in answers), answers
-    assert rt.redis.llen(queue.INBOX) == 4
+    assert rt.redis.llen(inbox.INBOX) == 4
     # And the listener is closed: nothing new is accepted after the signal.
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from shared import queue
+from shared import inbox
 from shared.db import messages
 from shared.db.pool import make_pool
 from shared.envelope import Envelope, new_id
@@ -17,7 +17,9 @@ from shared.model import NormalisedEvent
 from shared.providers import Format
 from tests.conftest import FIXTURES
 from tests.helpers import drain_all, enqueue, receipt
+from tests.workers import dying
 from workers.ahead import ReadAhead
+from workers.pipeline import parse_lease, process_lease
 from workers.tasks import drain_round
 
 
@@ -145,7 +147,7 @@ def test_a_nul_in_an_envelopes_event_still_becomes_a_dead_letter(rt):
     with rt.pool.connection() as conn:
         event, reason = conn.execute("SELECT event, reason FROM dead_letters").fetchone()
     assert event == "sms\\0x" and "sms\\x00x" in reason
-    assert rt.redis.llen(queue.RETRY) == 0 and rt.redis.hlen(queue.ATTEMPTS) == 0
+    assert rt.redis.llen(inbox.RETRY) == 0 and rt.redis.hlen(inbox.ATTEMPTS) == 0
 
 
 def test_a_retry_list_of_duplicates_is_drained_by_one_task(rt, monkeypatch):
@@ -156,11 +158,11 @@ def test_a_retry_list_of_duplicates_is_drained_by_one_task(rt, monkeypatch):
     monkeypatch.setattr(tasks, "send_drain", lambda: None)
     raws = [Envelope(id=new_id(), source="kaleyra-rcs", event=None, received_at=time.time(),
                      body=receipt("SENT", message_id=f"m-{i}")).encode() for i in range(100)]
-    rt.redis.lpush(queue.INBOX, *raws)
+    rt.redis.lpush(inbox.INBOX, *raws)
     drain_all(rt)
-    rt.redis.lpush(queue.RETRY, *raws)
+    rt.redis.lpush(inbox.RETRY, *raws)
     tasks.drain()
-    assert rt.redis.llen(queue.RETRY) == 0
+    assert rt.redis.llen(inbox.RETRY) == 0
     assert count(rt, "SELECT count(*) FROM events") == 100
 
 
@@ -176,16 +178,41 @@ def test_a_batch_whose_worker_died_is_reprocessed_exactly_once(make_rt):
     assert drain_all(rt) == 3
     assert message(rt)["status"] == "read"
     assert count(rt, "SELECT count(*) FROM events") == 3
-    assert queue.depths(rt.redis, 5).leases == 0
+    assert inbox.depths(rt.redis, 5).leases == 0
 
 
-def test_a_batch_that_committed_but_died_before_release_has_no_second_effect(rt):
-    enqueue(rt, receipt("DELIVERED"))
-    drain_all(rt)
-    # Simulate the same envelope coming back after a lost release.
-    enqueue(rt, receipt("DELIVERED"))
-    drain_all(rt)
+def _commit_then_die(rt):
+    # The worker commits its batch and dies before it can release the lease.
+    rt.inbox.release = dying.die
+    drain_round(rt)
+
+
+def test_a_batch_that_committed_but_died_before_release_has_no_second_effect(
+    make_rt, base_env
+):
+    rt = make_rt()
+    iid = enqueue(rt, receipt("DELIVERED"))
+    [raw] = rt.redis.lrange(inbox.INBOX, 0, -1)
+    assert dying.in_child(base_env, _commit_then_die) == dying.DIED
+    assert count(rt, "SELECT count(*) FROM events WHERE ingest_id = %s", iid) == 1
+    assert inbox.depths(rt.redis, 5).leases == 1  # the dead worker's lease is still held
+    # Its lease lapses: the very same envelope goes to the retry list ...
+    assert rt.inbox.reclaim_expired(now=time.time() + 6) == 1
+    assert rt.redis.lrange(inbox.RETRY, 0, -1) == [raw]
+    # ... is leased from there with an attempt counted against its ingest id ...
+    lease = rt.inbox.lease(1, from_retry=True)
+    assert lease.items == [raw]
+    parsed = parse_lease(rt, lease)
+    assert int(rt.redis.hget(inbox.ATTEMPTS, iid)) == 1
+    # ... and applying it again changes nothing; its count is forgotten.
+    out = process_lease(rt, lease, parsed)
+    assert not out.applied and out.ingest_ids == [iid]
+    assert not rt.redis.hexists(inbox.ATTEMPTS, iid)
+    assert count(rt, "SELECT count(*) FROM events") == 1
     assert count(rt, "SELECT count(*) FROM message_status_history") == 1
+    assert count(rt, "SELECT count(*) FROM dead_letters") == 0
+    depths = inbox.depths(rt.redis, 5)
+    assert (depths.inbox, depths.retry, depths.leases) == (0, 0, 0)
 
 
 _BOOM = Format(source="kaleyra-rcs", name="test-poison",
@@ -213,9 +240,9 @@ def test_poison_envelope_is_isolated_retried_and_dead_lettered(make_rt, poison_f
             "SELECT ingest_id, reason, attempts FROM dead_letters").fetchone()
     assert iid == poison
     assert "ZeroDivisionError" in reason and attempts == 3
-    depths = queue.depths(rt.redis, 5)
+    depths = inbox.depths(rt.redis, 5)
     assert (depths.inbox, depths.retry, depths.leases) == (0, 0, 0)
-    assert not rt.redis.hlen(queue.ATTEMPTS)
+    assert not rt.redis.hlen(inbox.ATTEMPTS)
 
 
 def _unstorable(doc, event):
@@ -252,25 +279,40 @@ def test_an_event_that_cannot_be_encoded_is_isolated_not_a_stuck_batch(
     with rt.pool.connection() as conn:
         iid, reason = conn.execute("SELECT ingest_id, reason FROM dead_letters").fetchone()
     assert iid == bad and "64-bit" in reason
-    depths = queue.depths(rt.redis, 5)
+    depths = inbox.depths(rt.redis, 5)
     assert (depths.inbox, depths.retry, depths.leases) == (0, 0, 0)
 
 
-def test_envelope_that_keeps_killing_its_worker_is_dead_lettered(make_rt):
+_KILLER = Format(source="kaleyra-rcs", name="test-killer",
+                 matches=lambda doc, ev: isinstance(doc, dict) and doc.get("type") == "KILLER",
+                 parse=dying.die)
+
+
+def test_envelope_that_keeps_killing_its_worker_is_dead_lettered(make_rt, base_env,
+                                                                  monkeypatch):
+    import shared.providers as registry
+
+    # Inherited by every forked drain: parsing this envelope kills the process.
+    monkeypatch.setitem(registry._BY_SOURCE, "kaleyra-rcs",
+                        (_KILLER, *registry._BY_SOURCE["kaleyra-rcs"]))
+    env = {**base_env, "HOOKLINE_MAX_ATTEMPTS": "2"}
     rt = make_rt(HOOKLINE_MAX_ATTEMPTS="2")
-    killer = enqueue(rt, receipt("SENT"))
+    killer = enqueue(rt, orjson.dumps({"type": "KILLER"}))
+    seen = []
+    # The first lease (from the inbox) and two from the retry list: three deaths.
     for _ in range(3):
-        assert rt.inbox.lease(1) or rt.inbox.lease(1, from_retry=True)
-        rt.inbox.reclaim_expired(now=time.time() + 60)
-        # The next lease from the retry list counts an attempt before processing;
-        # emulate the worker dying right after it by not processing.
-        lease = rt.inbox.lease(1, from_retry=True)
-        rt.inbox.bump_attempts(killer)
-        rt.inbox.release(lease, requeue=lease.items)
-    drain_all(rt)
+        assert dying.in_child(env, drain_all) == dying.DIED
+        seen.append(int(rt.redis.hget(inbox.ATTEMPTS, killer) or 0))
+        assert rt.inbox.reclaim_expired(now=time.time() + 6) == 1
+    assert seen == [0, 1, 2]  # each lease from the retry list counted, before parsing
+    # The next lease is past HOOKLINE_MAX_ATTEMPTS: a dead letter, never parsed again.
+    assert dying.in_child(env, drain_all) == 0
     with rt.pool.connection() as conn:
-        (reason,) = conn.execute("SELECT reason FROM dead_letters").fetchone()
-    assert "worker died" in reason
+        iid, reason, attempts = conn.execute(
+            "SELECT ingest_id, reason, attempts FROM dead_letters").fetchone()
+    assert iid == killer and attempts == 2
+    assert reason == "processing failed 2 times: the worker died while processing it"
+    assert not rt.redis.hexists(inbox.ATTEMPTS, killer)
 
 
 def test_unknown_source_in_an_envelope_is_a_dead_letter(rt):
@@ -282,7 +324,7 @@ def test_unknown_source_in_an_envelope_is_a_dead_letter(rt):
 
 
 def test_corrupt_envelope_is_kept_as_a_dead_letter(rt):
-    rt.redis.lpush(queue.INBOX, b"not an envelope at all")
+    rt.redis.lpush(inbox.INBOX, b"not an envelope at all")
     drain_all(rt)
     with rt.pool.connection() as conn:
         source, body = conn.execute("SELECT source, body FROM dead_letters").fetchone()
@@ -300,7 +342,7 @@ def test_database_down_returns_the_batch_to_the_inbox(make_rt):
     lease = bad.inbox.lease(10)
     with pytest.raises(DatabaseUnavailable):
         process_lease(bad, lease)
-    depths = queue.depths(rt.redis, 5)
+    depths = inbox.depths(rt.redis, 5)
     assert (depths.inbox, depths.leases) == (2, 0)
     assert drain_all(rt) == 2
     assert message(rt)["status"] == "read"

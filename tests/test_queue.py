@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from shared import queue
+from shared import inbox
 
 
 def _fill(rt, items: list[bytes]) -> None:
-    rt.redis.lpush(queue.INBOX, *items)  # first item pushed = oldest
+    rt.redis.lpush(inbox.INBOX, *items)  # first item pushed = oldest
 
 
 def test_a_lease_past_luas_unpack_limit_moves_every_envelope(rt):
@@ -16,11 +16,11 @@ def test_a_lease_past_luas_unpack_limit_moves_every_envelope(rt):
     _fill(rt, items)
     lease = rt.inbox.lease(9000)
     assert lease is not None and lease.items == items
-    assert rt.redis.llen(queue.INBOX) == 0 and rt.redis.llen(lease.key) == 9000
+    assert rt.redis.llen(inbox.INBOX) == 0 and rt.redis.llen(lease.key) == 9000
 
     rt.inbox.release(lease, requeue=lease.items)
-    assert rt.redis.lrange(queue.RETRY, 0, -1) == items[::-1]  # oldest at the leasing end
-    assert not rt.redis.exists(lease.key) and rt.redis.zcard(queue.LEASES) == 0
+    assert rt.redis.lrange(inbox.RETRY, 0, -1) == items[::-1]  # oldest at the leasing end
+    assert not rt.redis.exists(lease.key) and rt.redis.zcard(inbox.LEASES) == 0
 
 
 def test_a_large_requeue_to_the_inbox_keeps_the_order(rt):
@@ -38,7 +38,7 @@ def test_a_lease_stops_at_its_byte_budget(make_rt):
     _fill(rt, items)
     lease = rt.inbox.lease(500)
     assert lease is not None and lease.items == items[:2]  # a third passes 65,536 bytes
-    assert rt.redis.llen(queue.INBOX) == 3 and rt.redis.llen(lease.key) == 2
+    assert rt.redis.llen(inbox.INBOX) == 3 and rt.redis.llen(lease.key) == 2
     rt.inbox.release(lease)
     assert rt.inbox.lease(500).items == items[2:4]
 

@@ -7,7 +7,7 @@ import gc
 
 import pytest
 
-from shared import providers, queue
+from shared import inbox, providers
 from shared.db.pool import make_pool
 from tests.conftest import wait_for
 from tests.helpers import drain_all, enqueue, receipt
@@ -31,8 +31,8 @@ def test_read_ahead_applies_every_batch_in_order(make_rt):
     ahead = ReadAhead(rt)
     rounds = [drain_round(rt, ahead)]
     # The first batch is applied and the second already leased (and parsed) ahead.
-    wait_for(lambda: queue.depths(rt.redis, 5).leases == 1, timeout=5)
-    assert queue.depths(rt.redis, 5).inbox == 5
+    wait_for(lambda: inbox.depths(rt.redis, 5).leases == 1, timeout=5)
+    assert inbox.depths(rt.redis, 5).inbox == 5
     while (outcome := drain_round(rt, ahead)) is not None:
         rounds.append(outcome)
     assert len(rounds) == 4  # 11 envelopes, 3 a batch
@@ -40,7 +40,7 @@ def test_read_ahead_applies_every_batch_in_order(make_rt):
     with rt.pool.connection() as conn:
         ids = [r[0] for r in conn.execute("SELECT message_id FROM events ORDER BY id")]
     assert ids == [f"m{i}" for i in range(10)]  # batches commit in lease order
-    depths = queue.depths(rt.redis, 5)
+    depths = inbox.depths(rt.redis, 5)
     assert (depths.inbox, depths.retry, depths.leases) == (0, 0, 0)
 
 
@@ -51,7 +51,7 @@ def test_a_batch_read_ahead_and_not_applied_goes_back_untouched(make_rt):
     ahead = ReadAhead(rt)
     ahead.start()
     ahead.give_back()
-    depths = queue.depths(rt.redis, 5)
+    depths = inbox.depths(rt.redis, 5)
     assert (depths.inbox, depths.leases) == (3, 0)
     assert ahead.take() is None  # given back once, not twice
     assert drain_all(rt) == 3
@@ -67,7 +67,7 @@ def test_an_outage_gives_back_the_batch_in_hand_and_the_one_read_ahead(make_rt):
     with pytest.raises(DatabaseUnavailable):
         drain_round(bad, ahead)
     ahead.give_back()
-    depths = queue.depths(rt.redis, 5)
+    depths = inbox.depths(rt.redis, 5)
     assert (depths.inbox, depths.retry, depths.leases) == (4, 0, 0)
     assert drain_all(rt) == 4
     assert _counts(rt) == (4, 0)

@@ -7,7 +7,7 @@ from redis.cluster import RedisCluster
 from redis.sentinel import SentinelConnectionPool
 
 from shared import config, redis_urls
-from workers import celery_app
+from workers import celery_app, producer
 
 SENTINEL = "redis+sentinel://:s3cret@10.0.0.1:26379,10.0.0.2/mymaster/2"
 
@@ -28,7 +28,7 @@ def test_the_broker_gets_kombus_sentinel_form_and_the_master_name():
                                    "sentinel://10.0.0.2:26379/2")
     options = app.conf.broker_transport_options
     assert options["master_name"] == "mymaster"
-    assert options["visibility_timeout"] == celery_app.VISIBILITY_TIMEOUT
+    assert options["visibility_timeout"] == producer.VISIBILITY_TIMEOUT
 
 
 def test_a_plain_broker_has_no_transport_extras():
@@ -44,7 +44,7 @@ def test_a_cluster_needs_its_own_broker():
         config.load({"HOOKLINE_BROKER_URL": "redis+cluster://10.0.0.1:7000"})
     settings = config.load({"REDIS_URL": "redis+cluster://10.0.0.1:7000,10.0.0.2",
                             "HOOKLINE_BROKER_URL": SENTINEL})
-    assert celery_app.broker_url(settings).startswith("sentinel://")
+    assert producer.broker_url(settings).startswith("sentinel://")
     parsed = redis_urls.parse(settings.redis_url, redis_urls.REDIS_PORT)
     assert parsed.hosts == [("10.0.0.1", 7000), ("10.0.0.2", 6379)]
 

@@ -23,8 +23,9 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from shared.queue import Lease
+from shared.inbox import Lease
 from shared.runtime import Runtime
+from workers import lease_renewal
 from workers.pipeline import Parsed, parse_lease
 
 # With two threads busy, the drain's thread, woken by PostgreSQL's answer, gets the
@@ -76,10 +77,13 @@ class ReadAhead:
         """Return a batch read ahead but not applied to the inbox's oldest end."""
         batch = self.take()
         if batch is not None:
+            lease_renewal.forget(batch.lease)
             self.rt.inbox.release(batch.lease, requeue=batch.lease.items, to_inbox=True)
 
     def _fetch(self) -> Batch | None:
         lease = self.rt.inbox.lease(self.rt.settings.batch_size)
         if lease is None:
             return None
+        # Kept while it waits for the batch before it to commit, however long that takes.
+        lease_renewal.watch(self.rt.inbox, lease)
         return Batch(lease, parse_lease(self.rt, lease))

@@ -1,6 +1,6 @@
 """Fan-out: the dispatcher that sends due deliveries, and its Celery tasks.
 
-Each worker process has one Sender: a lane (queue) per endpoint, sending
+Each worker process has one Dispatcher: a lane (queue) per endpoint, sending
 threads that take the lanes in turn (at most the endpoint cap at once per
 endpoint), kept-alive connections per endpoint, and a recorder thread that
 writes the attempts in batches. The ``hookline.dispatch`` task claims due
@@ -38,8 +38,9 @@ from shared.db.outbox.attempts import Result
 from shared.db.outbox.claims import Claimed, ClaimRules
 from shared.retry import run_with_retries
 from workers import queues
+from workers.attempt import Pools, attempt
+from workers.dispatch_kick import KICK_KEY, RUNNING_KEY, kick_dispatch
 from workers.lanes import Lanes
-from workers.sender import Pools, attempt
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,6 @@ PREFETCH = 8
 SLOW_MS = 1000.0
 SLOW_WEIGHT = 0.3
 
-KICK_KEY = "hookline:fanout:kick"          # a dispatch is queued and not started yet
-RUNNING_KEY = "hookline:fanout:running"    # zset: running dispatches, scored by expiry
-KICK_TTL_MS = 2000
-
 
 def claim_lease(timeout: float) -> float:
     """Seconds a claim holds: the longest a claimed delivery can wait in its lane
@@ -86,7 +83,7 @@ def claim_lease(timeout: float) -> float:
     return (PREFETCH + 1) * timeout + 30
 
 
-class Sender:
+class Dispatcher:
     """Per process (and runtime): the lanes and sending threads, connection
     pools per endpoint, and the recorder thread."""
 
@@ -292,57 +289,57 @@ def _account(batch: list[Result], recorded: attempts.Recorded) -> None:
                     extra={"endpoint_id": endpoint_id, "reason": reason})
 
 
-_sender: Sender | None = None
-_sender_key: tuple[int, int] | None = None
-_sender_lock = threading.Lock()
+_dispatcher: Dispatcher | None = None
+_dispatcher_key: tuple[int, int] | None = None
+_dispatcher_lock = threading.Lock()
 
 
-def sender_for(rt: runtime.Runtime) -> Sender:
-    """This process's Sender for ``rt`` (a forked child or a new runtime gets a new one)."""
-    global _sender, _sender_key
+def dispatcher_for(rt: runtime.Runtime) -> Dispatcher:
+    """This process's Dispatcher for ``rt`` (a forked child or a new runtime gets a new one)."""
+    global _dispatcher, _dispatcher_key
     key = (os.getpid(), id(rt))
-    with _sender_lock:
-        if _sender_key != key:
-            old, _sender = _sender, None
-            if old is not None and _sender_key and _sender_key[0] == os.getpid():
+    with _dispatcher_lock:
+        if _dispatcher_key != key:
+            old, _dispatcher = _dispatcher, None
+            if old is not None and _dispatcher_key and _dispatcher_key[0] == os.getpid():
                 old.close(timeout=5)
-            _sender, _sender_key = Sender(rt), key
-        assert _sender is not None
-        return _sender
+            _dispatcher, _dispatcher_key = Dispatcher(rt), key
+        assert _dispatcher is not None
+        return _dispatcher
 
 
-def close_sender(timeout: float = 30.0) -> None:
-    global _sender, _sender_key
-    with _sender_lock:
-        if _sender is not None and _sender_key and _sender_key[0] == os.getpid():
-            _sender.close(timeout)
-        _sender = _sender_key = None
+def close_dispatcher(timeout: float = 30.0) -> None:
+    global _dispatcher, _dispatcher_key
+    with _dispatcher_lock:
+        if _dispatcher is not None and _dispatcher_key and _dispatcher_key[0] == os.getpid():
+            _dispatcher.close(timeout)
+        _dispatcher = _dispatcher_key = None
 
 
 def dispatch(rt: runtime.Runtime, budget: float = DISPATCH_BUDGET_SECONDS,
              on_saturated: Callable[[], object] | None = None) -> tuple[int, bool]:
-    """Claim due deliveries into the Sender's lanes until nothing is due and
+    """Claim due deliveries into the Dispatcher's lanes until nothing is due and
     nothing is in flight (idle) or the budget is spent. Returns (claimed, idle)."""
-    sender = sender_for(rt)
-    sender.pools.evict_idle()
+    dispatcher = dispatcher_for(rt)
+    dispatcher.pools.evict_idle()
     deadline = time.monotonic() + budget
     claimed = 0
     with rt.pool.connection() as conn:
         while time.monotonic() < deadline:
-            seen = sender.generation
-            room = sender.room()
+            seen = dispatcher.generation
+            room = dispatcher.room()
             if room == 0:
                 if on_saturated is not None:
                     on_saturated()  # this process has all it can take: ask for help
-                sender.wait_change(seen, IDLE_POLL_SECONDS)
+                dispatcher.wait_change(seen, IDLE_POLL_SECONDS)
                 continue
             want = min(room, CLAIM_MAX)
             # Read before claiming: an empty claim proves nothing is due only if
             # everything this process held was recorded before the claim's snapshot.
             # Read after, a batch recorded during the claim (which saw the endpoint
             # still at its cap) made a busy outbox look idle.
-            settled = sender.outstanding == 0
-            got = claim_into(conn, sender, want)
+            settled = dispatcher.outstanding == 0
+            got = claim_into(conn, dispatcher, want)
             claimed += got
             if got == want:
                 continue  # there may be more due right now
@@ -350,12 +347,12 @@ def dispatch(rt: runtime.Runtime, budget: float = DISPATCH_BUDGET_SECONDS,
                 return claimed, True
             # Results can make more due (ordered endpoints, breaker probes) and
             # free room; new deliveries can arrive any time.
-            sender.wait_change(seen, IDLE_POLL_SECONDS)
+            dispatcher.wait_change(seen, IDLE_POLL_SECONDS)
     return claimed, False
 
 
-def claim_into(conn: psycopg.Connection, sender: Sender, limit: int) -> int:
-    batch = claims.claim(conn, limit, sender.claim_rules, *sender.claim_slow())
+def claim_into(conn: psycopg.Connection, dispatcher: Dispatcher, limit: int) -> int:
+    batch = claims.claim(conn, limit, dispatcher.claim_rules, *dispatcher.claim_slow())
     secrets = secretbox.box(runtime.get().settings.secret_key)
     sendable: list[Claimed] = []
     for c in batch:
@@ -364,37 +361,14 @@ def claim_into(conn: psycopg.Connection, sender: Sender, limit: int) -> int:
         except secretbox.SecretBoxError as exc:
             # The claim has committed: raising here would strand the whole batch,
             # other endpoints' deliveries too, until the lease ran out, every round.
-            sender.fail(c, f"cannot sign: {exc}")
+            dispatcher.fail(c, f"cannot sign: {exc}")
+            continue
+        except ValueError as exc:  # binascii.Error and the cipher's: a mangled stored value
+            dispatcher.fail(c, f"cannot sign: the stored endpoint secret is corrupt ({exc})")
             continue
         sendable.append(c)
-    sender.submit(sendable)
+    dispatcher.submit(sendable)
     return len(batch)
-
-
-def send_dispatch() -> None:
-    from workers.celery_app import sender_app
-
-    sender_app().send_task(queues.TASK_DISPATCH, queue=queues.FANOUT)
-
-
-def _running(client) -> bool:
-    return client.zcount(RUNNING_KEY, time.time(), "+inf") > 0
-
-
-def kick_dispatch(force: bool = False) -> bool:
-    """Queue a dispatch unless one is queued already (or, unless ``force``, one
-    is running: it will find the new work itself). True when one was sent."""
-    client = runtime.get().redis
-    if not force and _running(client):
-        return False
-    if not client.set(KICK_KEY, b"1", nx=True, px=KICK_TTL_MS):
-        return False
-    try:
-        send_dispatch()
-    except Exception:
-        client.delete(KICK_KEY)  # let the next kick (or the tick) try again
-        raise
-    return True
 
 
 # PostgreSQL away: nothing to do but wait; the tick kicks a dispatch once it is back.
@@ -432,9 +406,9 @@ def _dispatch_task() -> int:
             return total
         # A drain that saw us running did not kick; now that we are not, look
         # once more so its deliveries do not wait for the next tick.
-        sender = sender_for(rt)
+        dispatcher = dispatcher_for(rt)
         with rt.pool.connection() as conn:
-            if not claim_into(conn, sender, max(1, min(sender.room(), CLAIM_MAX))):
+            if not claim_into(conn, dispatcher, max(1, min(dispatcher.room(), CLAIM_MAX))):
                 return total
 
 

@@ -1,7 +1,7 @@
 """Celery signal handlers for logging and metrics, connected by workers.celery_app.
 
-Nothing heavy is imported here at module level: ingest imports the Celery app
-only to send drains.
+Only worker processes import this (senders use workers.producer), so the
+metrics server's imports sit at module level.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from celery.signals import (
     worker_process_shutdown,
     worker_shutting_down,
 )
+from prometheus_client import multiprocess, start_http_server
 
-from shared import logs
+from shared import config, logs
+from workers.metrics import registry
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +41,6 @@ def _serve_metrics(**_: object) -> None:
     """In the worker's main process, before the pool starts."""
     if not metrics_port or "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         return
-    from prometheus_client import start_http_server
-
-    from shared import config
-    from workers.metrics import registry
-
     try:
         start_http_server(metrics_port, METRICS_ADDRESS, registry=registry(config.load()))
     except OSError as exc:
@@ -75,6 +72,4 @@ def stopping() -> bool:
 def _forget_process(**_: object) -> None:
     # Live gauges of a pool process that exits must not be reported any more.
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        from prometheus_client import multiprocess
-
         multiprocess.mark_process_dead(os.getpid())

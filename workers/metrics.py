@@ -11,8 +11,8 @@ fresh value (a gauge refreshed by a periodic task would go stale on a replica
 that stops receiving that task, and max() over replicas would keep the stale
 reading alive).
 
-The metric objects are made on first use, so importing this module (ingest
-imports the drain task to send it) registers nothing.
+The metric objects are made on first use, so importing this module registers
+nothing.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from collections import Counter as Tally
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from shared import config, queue
+from shared import config, inbox
+from shared.db import stats
 from shared.prom import observe_many
 from shared.runtime import redis_client
 
@@ -49,6 +50,7 @@ class WorkerMetrics:
     dead_letters: Counter
     batch_size: Histogram
     ack_to_commit: Histogram
+    stalled: Counter
 
 
 @functools.cache
@@ -70,13 +72,20 @@ def _metrics() -> WorkerMetrics:
             "From the 202 at ingest to the commit of the envelope's batch",
             buckets=LATENCY_BUCKETS,
         ),
+        stalled=Counter(
+            "hookline_envelopes_stalled_total",
+            "Envelopes sent to the retry list uncounted: their batch hit a statement or lock "
+            "timeout in PostgreSQL, or lost its lease",
+        ),
     )
 
 
-def record_batch(size: int, tally: Tally, latencies: list[float]) -> None:
+def record_batch(size: int, tally: Tally, latencies: list[float], stalled: int = 0) -> None:
     """Count one processed lease. ``tally`` maps (source, type, outcome) to events."""
     m = _metrics()
     m.batch_size.observe(size)
+    if stalled:
+        m.stalled.inc(stalled)
     letters: Tally = Tally()
     for (source, type_, outcome), n in tally.items():
         m.events.labels(source, type_, outcome).inc(n)
@@ -107,7 +116,7 @@ class StateCollector(Collector):
         if self._redis is None:
             return
         try:
-            d = queue.depths(self._redis, self.settings.lease_seconds,
+            d = inbox.depths(self._redis, self.settings.lease_seconds,
                              self.settings.inbox_shards)
         except Exception as exc:
             log.warning("metrics: cannot read the inbox: %s", exc)
@@ -125,8 +134,6 @@ class StateCollector(Collector):
     def _endpoints(self) -> Iterator[GaugeMetricFamily]:
         if not self.settings.database_url:
             return
-        from shared.db import stats
-
         try:
             failing = stats.endpoints_failing_now(self.settings.database_url)
         except Exception as exc:
@@ -134,12 +141,21 @@ class StateCollector(Collector):
             return
         yield _gauge("hookline_endpoints_failing",
                      "Enabled customer endpoints whose recent deliveries are failing", failing)
+        try:
+            held_age, stranded = stats.held_deliveries_now(self.settings.database_url)
+        except Exception as exc:
+            log.warning("metrics: cannot read held deliveries: %s", exc)
+            return
+        yield _gauge("hookline_held_delivery_oldest_seconds",
+                     "How long the oldest delivery held behind an earlier one of its message "
+                     "(ordered endpoints) has waited", held_age)
+        yield _gauge("hookline_held_deliveries_stranded",
+                     "Messages whose first delivery in line is held: nothing will let it go",
+                     stranded)
 
     def _storage(self) -> Iterator[GaugeMetricFamily]:
         if not self.settings.database_url:
             return
-        from shared.db import stats
-
         try:
             ahead, default_rows = stats.storage_now(self.settings.database_url)
         except Exception as exc:
@@ -159,8 +175,6 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 
 def registry(settings: config.Settings) -> CollectorRegistry:
     """What the worker's /metrics serves: the pool processes' files plus live state."""
-    from prometheus_client import multiprocess
-
     reg = CollectorRegistry()
     multiprocess.MultiProcessCollector(reg)
     reg.register(StateCollector(settings))

@@ -5,10 +5,17 @@ applied in one transaction. If the transaction fails for a reason that is not
 the database being away, each envelope is retried on its own so one poison
 callback cannot hold back the rest of its batch; the poison one goes to the
 retry list and, after ``max_attempts``, becomes a dead letter with its error.
+
+A batch's statements are bounded below its lease (``time_bounds``) and its lease is
+renewed while it is worked (workers.lease_renewal). A statement cancelled at its bound is
+a stall, not the envelopes' fault and not a crash: the batch goes to the retry list
+(one envelope per lease there, so only the one that meets the lock waits again) and
+no attempt is counted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -24,17 +31,17 @@ from psycopg_pool import PoolTimeout
 from shared import consent, providers
 from shared.config import Settings
 from shared.db import events
-from shared.db.apply import Applied, apply_batch
+from shared.db.apply import Applied, TimeBounds, apply_batch, bound
 from shared.db.dead_letters import DeadLetter
 from shared.db.events import Incoming, Stored
 from shared.envelope import Envelope, EnvelopeError, decode
+from shared.inbox import ERRORS, Lease
 from shared.notifications import Notification
 from shared.providers import ParseError
-from shared.queue import ERRORS, Lease
 from shared.retry import run_with_retries
 from shared.runtime import Runtime
 from shared.timeutil import from_epoch
-from workers import metrics
+from workers import lease_renewal, metrics
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,13 @@ INFRA_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.OperationalError,
     psycopg.InterfaceError,
     PoolTimeout,
+)
+# A statement that ran into its bound (time_bounds): a lock held elsewhere, an I/O
+# stall. Caught before INFRA_ERRORS, which they belong to in psycopg's hierarchy.
+STALL_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.errors.QueryCanceled,
+    psycopg.errors.LockNotAvailable,
+    psycopg.errors.IdleInTransactionSessionTimeout,
 )
 # Lost a race with a concurrent batch: simply try the same batch again.
 RACE_ERRORS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
@@ -60,6 +74,20 @@ class BatchRejected(Exception):
 
 class DatabaseUnavailable(Exception):
     """PostgreSQL could not be reached; the batch was returned to the inbox."""
+
+
+class LeaseLost(Exception):
+    """The heartbeat found the lease reclaimed: the batch rolls back, uncommitted."""
+
+
+def time_bounds(lease_seconds: int) -> TimeBounds:
+    """A statement gets a quarter of the lease, a lock wait a sixth, an idle
+    transaction a quarter: a batch that stalls errs long before its lease could lapse
+    (the heartbeat renews it every quarter), and a worker frozen mid-transaction
+    (SIGSTOP, a VM paused) has its transaction ended by PostgreSQL, so it cannot
+    commit after its lease was reclaimed."""
+    ms = lease_seconds * 1000
+    return TimeBounds(statement_ms=ms // 4, lock_ms=ms // 6, idle_ms=ms // 4)
 
 
 @dataclass(slots=True)
@@ -87,11 +115,11 @@ class Outcome:
     tally: Counter = field(default_factory=Counter)
     # Envelopes committed (applied or duplicate), for the per-batch log line.
     ingest_ids: list[str] = field(default_factory=list)
+    # Envelopes sent to the retry list uncounted: their batch stalled or lost its lease.
+    stalled: int = 0
 
 
 def _raw_id(raw: bytes) -> str:
-    import hashlib
-
     return "corrupt-" + hashlib.sha256(raw).hexdigest()[:24]
 
 
@@ -148,15 +176,23 @@ def decode_one(raw: bytes, settings: Settings | None = None) -> Decoded:
                                           for e in events])
 
 
-def _apply(rt: Runtime, decoded: list[Decoded], rows: events.Rows | None = None) -> Applied:
+def _apply(rt: Runtime, lease: Lease, decoded: list[Decoded],
+           rows: events.Rows | None = None) -> Applied:
     """``rows``: the events of ``decoded``, encoded already (parse_lease)."""
     if rows is None:
         rows = events.rows(_incoming(decoded))
     letters = [d.letter for d in decoded if d.letter is not None]
+    bounds = time_bounds(rt.settings.lease_seconds)
 
     def once() -> Applied:
         with rt.pool.connection() as conn, conn.transaction():
-            return apply_batch(conn, rows, letters)
+            bound(conn, bounds)
+            applied = apply_batch(conn, rows, letters)
+            if lease.lost:
+                # Its envelopes are the retry list's now: committing too would
+                # race whatever becomes of them there (a dead letter).
+                raise LeaseLost(lease.id)
+            return applied
 
     try:
         # A moment between tries for what it raced (a partition being made) to be done.
@@ -255,15 +291,17 @@ def process_lease(rt: Runtime, lease: Lease, parsed: Parsed | None = None) -> Ou
     returning the batch to the inbox when PostgreSQL cannot be reached.
     ``parsed`` is parse_lease(rt, lease), when the caller parsed the batch ahead."""
     out = Outcome()
+    lease_renewal.watch(rt.inbox, lease)
     try:
         return _process_lease(rt, lease, out, parsed)
     finally:
+        lease_renewal.forget(lease)
         _report(lease, out)
 
 
 def _report(lease: Lease, out: Outcome) -> None:
     """One log line and one metrics update per batch, never per envelope."""
-    metrics.record_batch(len(lease.items), out.tally, out.latencies)
+    metrics.record_batch(len(lease.items), out.tally, out.latencies, out.stalled)
     if out.ingest_ids or out.dead_letters:
         log.info(
             "batch %s: %d new events, %d envelopes committed, %d dead letters, %d requeued",
@@ -282,12 +320,13 @@ def _process_lease(
     crashed = [d for d in parsed.decoded if d.error is not None]
     good = [d for d in parsed.decoded if d.error is None]
     try:
-        _account(out, good, _apply(rt, good, parsed.rows))
+        crashed += _apply_or_isolate(rt, lease, good, parsed.rows, out)
+    except STALL_ERRORS as exc:
+        return _stalled(rt, lease, good, exc, out)
+    except LeaseLost:
+        return _lost(rt, lease, out)
     except INFRA_ERRORS as exc:
         raise _give_back(rt, lease, exc) from exc
-    except Exception as exc:
-        log.warning("batch failed, isolating its envelopes", extra={"error": repr(exc)})
-        crashed += _isolate(rt, lease, good, out)
     for d in crashed:
         _remember_error(rt, d, d.error or "unknown error")
     out.requeued += len(crashed)
@@ -295,6 +334,44 @@ def _process_lease(
     if lease.from_retry:
         done = {id(d) for d in crashed}
         rt.inbox.forget_attempts([d.ingest_id for d in good if id(d) not in done])
+    return out
+
+
+def _apply_or_isolate(rt: Runtime, lease: Lease, good: list[Decoded],
+                      rows: events.Rows | None, out: Outcome) -> list[Decoded]:
+    """The batch in one transaction, else each envelope on its own; those that fail."""
+    try:
+        _account(out, good, _apply(rt, lease, good, rows))
+        return []
+    except (*INFRA_ERRORS, LeaseLost):
+        raise
+    except Exception as exc:
+        log.warning("batch failed, isolating its envelopes", extra={"error": repr(exc)})
+        return _isolate(rt, lease, good, out)
+
+
+def _stalled(rt: Runtime, lease: Lease, good: list[Decoded], exc: BaseException,
+             out: Outcome) -> Outcome:
+    """A statement hit its bound. Everything goes to the retry list (what committed in
+    isolation is a duplicate there); no attempt is counted for it."""
+    log.warning("batch %s stalled in PostgreSQL, retrying its %d envelopes: %s", lease.id,
+                len(lease.items), exc, extra={"lease": lease.id, "error": repr(exc)})
+    rt.inbox.release(lease, requeue=lease.items)
+    if lease.from_retry:
+        rt.inbox.unbump_attempts([d.ingest_id for d in good])
+    out.stalled += len(lease.items)
+    return out
+
+
+def _lost(rt: Runtime, lease: Lease, out: Outcome) -> Outcome:
+    """The lease was reclaimed while this worker was alive (Redis unreachable for the
+    heartbeat, a frozen process): the envelopes are on the retry list already. A lease
+    that lapsed under a live worker is no crash, so this one's attempt is taken back
+    in advance of the count their next lease makes."""
+    log.warning("batch %s lost its lease; rolled back, its envelopes are retried",
+                lease.id, extra={"lease": lease.id})
+    rt.inbox.unbump_attempts([_envelope_id(raw) for raw in lease.items])
+    out.stalled += len(lease.items)
     return out
 
 
@@ -321,9 +398,9 @@ def _isolate(rt: Runtime, lease: Lease, decoded: list[Decoded], out: Outcome) ->
     failed: list[Decoded] = []
     for d in decoded:
         try:
-            _account(out, [d], _apply(rt, [d]))
-        except INFRA_ERRORS as exc:
-            raise _give_back(rt, lease, exc) from exc
+            _account(out, [d], _apply(rt, lease, [d]))
+        except (*INFRA_ERRORS, LeaseLost):
+            raise
         except Exception as exc:
             d.error = f"{type(exc).__name__}: {exc}"[:1000]
             failed.append(d)

@@ -11,9 +11,9 @@ import psycopg
 from celery import shared_task
 from celery.signals import worker_process_init
 
-from shared import queue, runtime
+from shared import inbox, runtime
 from shared.db import convert, events, partitions, retention
-from workers import hooks, queues
+from workers import dispatch_kick, hooks, producer, queues
 from workers.ahead import ReadAhead
 from workers.pipeline import DatabaseUnavailable, Outcome, parse_lease, process_lease
 
@@ -39,21 +39,18 @@ def _tune_gc(**_: object) -> None:
 
 
 def send_drain() -> None:
-    from workers.celery_app import sender_app
-
-    sender_app().send_task(queues.TASK_DRAIN, queue=queues.DRAIN)
+    producer.send_drain(runtime.get().settings)
 
 
 def kick_drain() -> bool:
     """Queue a drain unless one is queued already."""
-    return queue.kick(runtime.get().redis, send_drain)
+    return inbox.kick(runtime.get().redis, send_drain)
 
 
 def kick_fanout() -> None:
-    from workers.fanout import kick_dispatch
-
     try:
-        kick_dispatch()  # flag-guarded: at most one queued dispatch, whatever the rate
+        # Flag-guarded: at most one queued dispatch, whatever the rate.
+        dispatch_kick.kick_dispatch()
     except Exception as exc:
         # The scheduler's fan-out tick sends them within a second anyway.
         log.warning("could not kick fan-out: %s", exc, extra={"error": repr(exc)})
@@ -71,7 +68,12 @@ def drain_round(rt: runtime.Runtime, ahead: ReadAhead | None = None) -> Outcome 
         if lease is None:
             break
         retried = True
-        _merge(total, process_lease(rt, lease))
+        part = process_lease(rt, lease)
+        _merge(total, part)
+        if part.stalled:
+            # PostgreSQL is holding something up: the rest waits for the next round
+            # rather than each envelope waiting out its own lock timeout now.
+            break
     batch = ahead.take() if ahead is not None else None
     lease = batch.lease if batch is not None else inbox.lease(rt.settings.batch_size)
     if lease is None:
@@ -97,16 +99,17 @@ def _merge(total: Outcome, part: Outcome) -> None:
     total.latencies += part.latencies
     total.tally.update(part.tally)
     total.ingest_ids += part.ingest_ids
+    total.stalled += part.stalled
 
 
 @shared_task(name=queues.TASK_DRAIN, acks_late=True, reject_on_worker_lost=True,
              ignore_result=True)
 def drain() -> int:
     rt = runtime.get()
-    if queue.backing_off(rt.redis):
+    if inbox.backing_off(rt.redis):
         return 0
     # Cleared before leasing: any envelope pushed after this kicks a new drain.
-    queue.clear_kick(rt.redis)
+    inbox.clear_kick(rt.redis)
     deadline = time.monotonic() + DRAIN_BUDGET_SECONDS
     done = 0
     committed = False
@@ -121,7 +124,7 @@ def drain() -> int:
                 # A batch committed, so PostgreSQL is reachable: back-off doubles over
                 # consecutive failures only. (Reset only when a drain used its whole
                 # budget, an old outage's count made the next blip pause 30 s.)
-                queue.recovered(rt.redis)
+                inbox.recovered(rt.redis)
                 committed = True
             done += len(outcome.applied) + outcome.dead_letters
             if outcome.notifications:
@@ -130,13 +133,13 @@ def drain() -> int:
     except DatabaseUnavailable as exc:
         # No Celery retry: the batch is back in the inbox, and the scheduler's
         # tick kicks a new drain once the back-off has passed.
-        pause = queue.back_off(rt.redis)
+        pause = inbox.back_off(rt.redis)
         log.warning("database unavailable, drains pause %.1fs", pause,
                     extra={"error": str(exc), "pause_seconds": pause})
         return done
     finally:
         ahead.give_back()
-    queue.recovered(rt.redis)
+    inbox.recovered(rt.redis)
     kick_drain()
     return done
 
@@ -146,8 +149,8 @@ def tick() -> None:
     """Once a second: reclaim expired leases and make sure queued work has a drain."""
     rt = runtime.get()
     rt.inbox.reclaim_expired()
-    depths = queue.depths(rt.redis, rt.settings.lease_seconds, rt.settings.inbox_shards)
-    if (depths.inbox or depths.retry) and not queue.backing_off(rt.redis):
+    depths = inbox.depths(rt.redis, rt.settings.lease_seconds, rt.settings.inbox_shards)
+    if (depths.inbox or depths.retry) and not inbox.backing_off(rt.redis):
         kick_drain()
 
 
@@ -180,7 +183,5 @@ def purge() -> dict[str, int]:
              extra={"deleted": out.deleted, "dropped": out.dropped, "kept": out.kept,
                     "cutoff": cutoff.isoformat(), "converted": moved.events})
     if not out.finished or not (moved.finished or moved.skipped):
-        from workers.celery_app import sender_app
-
-        sender_app().send_task(queues.TASK_PURGE, queue=queues.PERIODIC)
+        producer.send_purge(rt.settings)
     return {**out.deleted, "partitions_dropped": len(out.dropped), "converted": moved.events}

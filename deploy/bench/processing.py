@@ -43,7 +43,7 @@ from common import (
 )
 from undo import VARIANTS
 
-from shared import config, inbox_shards, queue
+from shared import config, inbox, inbox_shards
 from workers.celery_app import make_app
 
 
@@ -62,7 +62,7 @@ def fill_inbox(r: redis.Redis, n: int, shards: int = 1, **rates: float) -> None:
 
 
 def drained(r: redis.Redis, shards: int = 1) -> bool:
-    d = queue.depths(r, 60, shards)
+    d = inbox.depths(r, 60, shards)
     return d.inbox == 0 and d.retry == 0 and d.leases == 0
 
 

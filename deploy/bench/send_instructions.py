@@ -5,7 +5,7 @@ this shared VM; instruction counts repeat closely).
     python deploy/bench/send_instructions.py [--attempts 2000] [--warm 500]
 
 One process under valgrind's callgrind sends signed deliveries one after
-another with ``workers.sender.attempt``, exactly as a sending thread does
+another with ``workers.attempt.attempt``, exactly as a sending thread does
 (signing, the kept-alive connection of the endpoint's pool, reading the
 answer), to ``fast_receiver.py`` in a process of its own. Two runs, of W and
 W + N attempts: the difference divided by N is the cost of one attempt, start-up
@@ -35,7 +35,7 @@ def _child(url: str, attempts: int) -> None:
     sys.path[:0] = [str(ROOT)]
     from shared import signing
     from shared.db.outbox.claims import Claimed
-    from workers.sender import Pools, attempt
+    from workers.attempt import Pools, attempt
 
     pools = Pools(timeout=10.0, allow_private=True, keep=4)
     claimed = Claimed("msg_1", "ep_1", url, BODY, [signing.new_secret()], token=None)

@@ -4,9 +4,10 @@ Sign in with HOOKLINE_API_TOKEN (no user name) or a HOOKLINE_CONSOLE_USERS name 
 password: the operator's console. Or with a key (no user name): an operator key, or a
 tenant's api key, which opens a console holding that tenant's data only; or through a
 tenant's portal link (ingest.console.portal). A key's session checks the key on every
-request, so revoking it ends the session at once. The session is Flask's signed cookie,
-signed with a key derived from HOOKLINE_SECRET_KEY, else from HOOKLINE_API_TOKEN (never
-a constant); it holds the user and the CSRF token, never an endpoint secret.
+request, so revoking it ends the session at once. The session lives in Redis
+(ingest.console.sessions): Flask's signed cookie, signed with a key derived from
+HOOKLINE_SECRET_KEY, else from HOOKLINE_API_TOKEN (never a constant), holds only its id
+and the CSRF token, never an endpoint secret.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from flask import (
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from ingest.console import PREFIX, bp, rt, settings
+from ingest.console import sessions
+from ingest.console.blueprint import PREFIX, bp, rt, settings
 from shared import config
 from shared.db import keys
 
@@ -46,12 +48,12 @@ MAX_FAILURES = 10          # failed sign-ins per address ...
 FAILURE_WINDOW = 300       # ... within this many seconds, then 429 until it passes
 _FAILURES_KEY = "hookline:console:login-failures:"
 _OPEN = {"console.login", "console.static", "console.portal"}
-API_TOKEN_USER = config.CONSOLE_TOKEN_USER
 KEY_USER = "key:"        # + key id: signed in with an operator key or a tenant's api key
 PORTAL_USER = "portal:"  # + tenant id: opened through a portal link
 # What a tenant's console may not open: the operator's pages.
 OPERATOR_PAGES = {"console.overview_panel", "console.dead_letter_list", "console.dead_letter",
                   "console.dead_letter_replay", "console.dead_letter_replay_selection"}
+API_TOKEN_USER = config.CONSOLE_TOKEN_USER
 
 
 def session_key(s: config.Settings) -> bytes:
@@ -65,7 +67,8 @@ def session_key(s: config.Settings) -> bytes:
 
 class ConsoleSessionInterface(SecureCookieSessionInterface):
     """Sessions for /console only (callbacks and /v1 open none: no cookie work on
-    the hot path); the cookie is Secure when the request came over HTTPS, as seen
+    the hot path). The cookie is always Secure unless HOOKLINE_CONSOLE_SECURE_COOKIE=false
+    (`hookline dev`, on plain http): then only when the request came over HTTPS, as seen
     through HOOKLINE_TRUSTED_PROXY_HOPS' X-Forwarded-Proto."""
 
     def open_session(self, app: Flask, request: Request):  # type: ignore[override]
@@ -74,7 +77,7 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
     def get_cookie_secure(self, app: Flask) -> bool:
-        return request.is_secure
+        return settings().console_secure_cookie or request.is_secure
 
 
 def configure(app: Flask, s: config.Settings) -> None:
@@ -110,7 +113,7 @@ def _credential(s: config.Settings, user: str) -> str | None:
 
 
 def _fingerprint(s: config.Settings, user: str) -> str | None:
-    # In the (signed, readable) cookie instead of the credential itself.
+    # Kept with the session instead of the credential itself.
     credential = _credential(s, user)
     if credential is None:
         return None
@@ -118,33 +121,41 @@ def _fingerprint(s: config.Settings, user: str) -> str | None:
 
 
 def signed_in() -> keys.Principal | None:
-    """Who is signed in: a user with the credential they are still configured with, for
-    less than SESSION_HOURS since signing in: each request re-signs the cookie, so its
-    own age is an idle time, and a removed user, a changed password or a rotated
-    token must end the sessions opened with them. A key's session holds while the key
-    is live; a portal's until its link expires."""
-    user, since = session.get("user"), session.get("since")
-    if not user or not isinstance(since, int) or time.time() - since > SESSION_HOURS * 3600:
+    """Who is signed in. The cookie names a session Redis still holds (sign-out deletes
+    it), opened with the credential its user is still configured with, less than
+    SESSION_HOURS ago: each request re-signs the cookie, so its own age is an idle time,
+    and a removed user, a changed password or a rotated token must end the sessions
+    opened with them. A key's session holds while the key is live (checked each
+    request); a portal's until its link's end, kept as its credential."""
+    held = sessions.lookup(rt().redis, session.get("sid"))
+    if held is None or held.get("user") != session.get("user"):
+        return None
+    user, since = held["user"], int(held.get("since") or 0)
+    if time.time() - since > SESSION_HOURS * 3600:
         return None
     if user.startswith(KEY_USER):
         with rt().pool.connection() as conn:
             return keys.live(conn, user.removeprefix(KEY_USER))
     if user.startswith(PORTAL_USER):
-        until = session.get("until")
-        if not isinstance(until, int) or time.time() >= until:
+        until = held.get("cred") or ""
+        if not until.isdigit() or time.time() >= int(until):
             return None
         return keys.Principal(None, user.removeprefix(PORTAL_USER), "portal")
     expected = _fingerprint(settings(), user)
-    presented = session.get("cred")
+    presented = held.get("cred")
     ok = bool(expected and isinstance(presented, str)
               and hmac.compare_digest(expected.encode(), presented.encode()))
     return keys.OPERATOR_TOKEN if ok else None
 
 
-def start_session(user: str, **extra: object) -> None:
-    session.clear()  # a new session (and CSRF token) for the signed-in user
+def start_session(user: str, cred: str) -> None:
+    """A new session (and CSRF token) for ``user``, replacing this browser's."""
+    sessions.end(rt().redis, session.get("sid"))
+    session.clear()
     session.permanent = True
-    session.update(user=user, since=int(time.time()), **extra)
+    session["user"] = user  # shown on pages; the session in Redis decides
+    session["sid"] = sessions.open_session(rt().redis, user, int(time.time()), cred,
+                                           SESSION_HOURS)
 
 
 @bp.before_request
@@ -155,7 +166,7 @@ def _guard() -> Response | None:
     if who is None and "user" in session:
         session.pop("user")  # stale: no page may show it as signed in
     if who is not None:
-        g.principal = who  # ingest.api.tenant() scopes every read and action by it
+        g.principal = who  # ingest.auth.tenant() scopes every read and action by it
         if not who.operator and request.endpoint in OPERATOR_PAGES:
             abort(403, "this page is the operator's")
     if request.endpoint in _OPEN or who is not None:
@@ -234,12 +245,14 @@ def login() -> Response | str | tuple[str, int]:
                                error="wrong name, password or token",
                                next=request.form.get("next", "")), 401
     _failures(-1)
-    start_session(user, **({} if user.startswith(KEY_USER) else {"cred": _fingerprint(s, user)}))
+    start_session(user, "" if user.startswith(KEY_USER) else _fingerprint(s, user) or "")
     log.info("console sign-in by %s", user, extra={"user": user})
     return redirect(_safe_next(request.form.get("next")))
 
 
 @bp.post("/logout")
 def logout() -> Response:
+    # Ended on the server: a copy of the cookie taken before is worth nothing now.
+    sessions.end(rt().redis, session.get("sid"))
     session.clear()
     return redirect(url_for("console.login"))

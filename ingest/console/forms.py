@@ -10,7 +10,7 @@ import psycopg
 from flask import abort, flash, request
 from werkzeug.exceptions import HTTPException
 
-from ingest.console import rt
+from ingest.console.blueprint import rt
 from shared.timeutil import parse_timestamp
 
 PAGE = 50

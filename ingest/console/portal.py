@@ -15,8 +15,8 @@ from flask import abort, redirect, url_for
 from itsdangerous import BadSignature, URLSafeSerializer
 from werkzeug.wrappers import Response
 
-from ingest.console import bp, rt, settings
 from ingest.console.auth import PORTAL_USER, session_key, start_session
+from ingest.console.blueprint import bp, rt, settings
 from shared import config
 from shared.db import tenants
 
@@ -47,5 +47,5 @@ def portal(token: str) -> Response:
     with rt().pool.connection() as conn:
         if tenants.get(conn, tenant_id) is None:
             abort(403, "this portal link is not valid")
-    start_session(PORTAL_USER + tenant_id, until=expires)
+    start_session(PORTAL_USER + tenant_id, str(expires))
     return redirect(url_for("console.endpoint_list"))

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Response, render_template, request, stream_with_context
 
 from ingest import consent_api
-from ingest.console import bp, rt, scope
+from ingest.console.blueprint import bp, rt, scope
 from ingest.console.forms import PAGE, integer, text
 from shared.consent import OPTED_OUT
 from shared.db import subscriptions

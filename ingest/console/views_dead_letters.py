@@ -8,7 +8,7 @@ from typing import Any
 from flask import abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from ingest.console import bp, rt
+from ingest.console.blueprint import bp, rt
 from ingest.console.forms import PAGE, integer, moment, one, text
 from shared import replay as replays
 from shared.db import dead_letters, events
@@ -60,7 +60,12 @@ def dead_letter_replay(letter_id: int) -> Response:
     """As /v1: the stored body, or the edited one (a fixed copy) when one is sent."""
     edited = request.form.get("body")
     body = edited.replace("\r\n", "\n").encode() if edited is not None else None
-    ingest_id = replays.replay(rt(), letter_id, body)
+    try:
+        ingest_id = replays.replay(rt(), letter_id, body,
+                                   force=request.form.get("force") == "1")
+    except replays.AlreadyReplayed as exc:
+        flash(f"{exc}: replay it again only if that one was lost", "error")
+        return redirect(url_for("console.dead_letter", letter_id=letter_id))
     if ingest_id is None:
         abort(404, f"no dead letter {letter_id}")
     flash(f"replayed as {ingest_id}" + (" with the edited body" if body is not None else ""),

@@ -12,7 +12,7 @@ from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from ingest import endpoints_api
-from ingest.console import bp, rt, scope, settings
+from ingest.console.blueprint import bp, rt, scope, settings
 from ingest.console.forms import PAGE, attempt, integer, one, text, words
 from shared.db import endpoints
 from shared.db.outbox import admin

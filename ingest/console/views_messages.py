@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import render_template
 
-from ingest.console import bp, rt, scope
+from ingest.console.blueprint import bp, rt, scope
 from ingest.console.forms import text
 from shared.db import messages
 from shared.db.outbox import admin

@@ -11,8 +11,8 @@ import redis
 from flask import redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
-from ingest.console import bp, rt, settings, tenant_console
-from shared import queue
+from ingest.console.blueprint import bp, rt, settings, tenant_console
+from shared import inbox
 from shared.db import stats
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ MINUTES = 60
 
 def _inbox() -> dict[str, Any]:
     try:
-        d = queue.depths(rt().redis, settings().lease_seconds, settings().inbox_shards)
+        d = inbox.depths(rt().redis, settings().lease_seconds, settings().inbox_shards)
     except redis.RedisError as exc:
         return {"error": str(exc)}
     return {"queued": d.inbox, "retry": d.retry, "leases": d.leases,

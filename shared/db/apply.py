@@ -19,6 +19,33 @@ from shared.db.outbox.enqueue import enqueue
 from shared.notifications import Notification, plain_notifications
 
 
+@dataclass(frozen=True, slots=True)
+class TimeBounds:
+    """How long one statement of a batch may run or wait for a lock, and how long its
+    transaction may sit idle, in milliseconds (workers.pipeline derives them from
+    HOOKLINE_LEASE_SECONDS). Past them PostgreSQL cancels: a stall becomes an error
+    the drain retries, where it used to hold the batch, and every drain behind its
+    lock, for as long as the lock was held."""
+
+    statement_ms: int
+    lock_ms: int
+    idle_ms: int
+
+
+# SET LOCAL in one round trip: they end with the transaction, so a pooled connection
+# lent to anything else (the API, fan-out) keeps the server's defaults.
+_BOUND = """
+SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true),
+       set_config('idle_in_transaction_session_timeout', %s, true)
+"""
+
+
+def bound(conn: psycopg.Connection, bounds: TimeBounds) -> None:
+    """Inside the caller's transaction, before its first real statement."""
+    conn.execute(_BOUND, (f"{bounds.statement_ms}ms", f"{bounds.lock_ms}ms",
+                          f"{bounds.idle_ms}ms"))
+
+
 @dataclass(slots=True)
 class Applied:
     stored: list[Stored]               # the events that were new

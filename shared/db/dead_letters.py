@@ -27,10 +27,15 @@ class DeadLetter:
     attempts: int = 1
 
 
+# Never for a callback that was applied: a batch that outlived its lease may have
+# committed while its envelope went round the retry list, and "applied and
+# dead-lettered" would be two answers to one 202 (a replay would apply it again).
 _INSERT = """
 INSERT INTO dead_letters (ingest_id, source, event, reason, body, headers, remote_addr,
                           attempts, received_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+SELECT %(id)s::text, %(source)s::text, %(event)s::text, %(reason)s::text, %(body)s::bytea,
+       %(headers)s::jsonb, %(addr)s::text, %(attempts)s::integer, %(received)s::timestamptz
+WHERE NOT EXISTS (SELECT 1 FROM events WHERE ingest_id = %(id)s::text)
 ON CONFLICT (ingest_id) DO NOTHING
 """
 
@@ -47,9 +52,10 @@ def insert(cur: psycopg.Cursor, letters: list[DeadLetter]) -> None:
     cur.executemany(
         _INSERT,
         [
-            (_text(d.ingest_id), _text(d.source), _text(d.event), _text(d.reason), d.body,
-             Jsonb({_text(k): _text(v) for k, v in d.headers.items()}),
-             _text(d.remote_addr), d.attempts, d.received_at)
+            {"id": _text(d.ingest_id), "source": _text(d.source), "event": _text(d.event),
+             "reason": _text(d.reason), "body": d.body,
+             "headers": Jsonb({_text(k): _text(v) for k, v in d.headers.items()}),
+             "addr": _text(d.remote_addr), "attempts": d.attempts, "received": d.received_at}
             # Arrival order, so ids (and 'newest first') follow the inbox order.
             for d in letters
         ],
@@ -84,11 +90,16 @@ def get(conn: psycopg.Connection, letter_id: int) -> dict[str, Any] | None:
                        (letter_id,)).fetchone()
 
 
-def mark_replayed(conn: psycopg.Connection, letter_id: int, replay_ingest_id: str) -> None:
-    conn.execute(
-        "UPDATE dead_letters SET replayed_at = now(), replay_ingest_id = %s WHERE id = %s",
-        (replay_ingest_id, letter_id),
-    )
+def mark_replayed(conn: psycopg.Connection, letter_id: int, replay_ingest_id: str,
+                  again: bool = True) -> bool:
+    """Record a replay; with ``again`` False only of a letter not replayed yet. The row
+    stays locked until the caller commits: a second replay of the same letter waits,
+    then finds it replayed. False if nothing was marked."""
+    return conn.execute(
+        "UPDATE dead_letters SET replayed_at = now(), replay_ingest_id = %s "
+        "WHERE id = %s AND (replayed_at IS NULL OR %s) RETURNING id",
+        (replay_ingest_id, letter_id, again),
+    ).fetchone() is not None
 
 
 def count(conn: psycopg.Connection) -> int:

@@ -34,9 +34,9 @@ WITH u AS (
              provider_status, provider_event_id, occurred_at, ingest_id, data, raw,
              received_at, key_tenant)
 ), claimed AS (
-    INSERT INTO event_keys (source, dedupe_key, bucket)
+    INSERT INTO event_keys (source, dedupe_key, bucket, received_at)
     SELECT u.source, u.dedupe_key,
-           date_trunc('day', u.occurred_at, 'UTC') + make_interval(days => g)
+           date_trunc('day', u.occurred_at, 'UTC') + make_interval(days => g), u.received_at
     FROM u CROSS JOIN generate_series(0, %s) AS g
     ORDER BY 1, 2, 3
     ON CONFLICT DO NOTHING

@@ -77,6 +77,15 @@ def _ensure_partitions(conn: psycopg.Connection, env: Mapping[str, str]) -> None
     partitions.ensure(conn, interval_days=config.partition_interval(env), since=since)
 
 
+def pending(database_url: str) -> list[str]:
+    """The versions this code ships that the database has not applied yet."""
+    with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as conn:
+        done = set()
+        if table_exists(conn, "schema_migrations"):
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+    return [version for version, _ in migration_files() if version not in done]
+
+
 def migrate(database_url: str, env: Mapping[str, str] | None = None,
             until: str | None = None) -> list[str]:
     """Apply pending migrations (up to and including ``until``, default all), then make

@@ -195,16 +195,39 @@ SELECT EXISTS (SELECT 1 FROM {} d JOIN endpoints e ON e.id = d.endpoint_id AND e
 class Dropped:
     partitions: list[str]
     rows: int      # the planner's count of the rows they held (reltuples)
-    kept: list[str]  # outbox partitions kept for deliveries still to send
+    kept: list[str]  # kept for deliveries still to send, or events received late
 
 
-def drop_expired(conn: psycopg.Connection, cutoff: datetime) -> Dropped:
-    """Drop the partitions that end at or before ``cutoff`` (autocommit connection)."""
+# Whether any event of a range was received after the cutoff: its rows in every table
+# of that range must stay. One probe of the received_at index in the (pruned)
+# partitions of the range.
+_RECEIVED_LATE = """
+SELECT EXISTS (SELECT 1 FROM events WHERE occurred_at >= %s AND occurred_at < %s
+               AND received_at >= %s)
+"""
+
+
+def received_late(conn: psycopg.Connection, parent: str, part: Partition, cutoff: datetime,
+                  key_days: int = 0) -> bool:
+    """True if ``part`` holds rows of an event received at or after ``cutoff``. A key
+    bucket holds the keys of events stamped up to ``key_days`` days before it."""
+    if parent == "delivery_attempts":
+        return False  # stamped by hookline's own clock when it made them
+    lower = part.lower - timedelta(days=key_days) if parent == "event_keys" else part.lower
+    return conn.execute(_RECEIVED_LATE, (lower, part.upper, cutoff)).fetchone()[0]
+
+
+def drop_expired(conn: psycopg.Connection, cutoff: datetime, key_days: int = 0) -> Dropped:
+    """Drop the partitions that end at or before ``cutoff`` (autocommit connection),
+    except those holding an event received after it (retention follows receipt)."""
     out = Dropped([], 0, [])
     for parent, _column in TABLES:
         for part in partitions(conn, parent):
             if part.upper > cutoff:
                 break
+            if received_late(conn, parent, part, cutoff, key_days):
+                out.kept.append(part.name)
+                continue
             rows = _drop(conn, part.name, unsettled_check=parent == "deliveries")
             if rows == _KEPT:
                 out.kept.append(part.name)

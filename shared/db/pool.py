@@ -38,7 +38,7 @@ def make_pool(database_url: str, size: int = 4, timeout: float = 10.0) -> Connec
         # for reconnect_timeout; with the default 5 minutes, a pool that lost
         # PostgreSQL for 30 s may not try again until half a minute after it is back.
         # Giving up sooner makes the next request start a fresh attempt at once;
-        # drains pause between requests anyway (shared.queue.back_off).
+        # drains pause between requests anyway (shared.inbox.back_off).
         reconnect_timeout=5,
         open=True,
         name="hookline",

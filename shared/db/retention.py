@@ -5,14 +5,19 @@
   before the cutoff is dropped (shared.db.partitions), one catalogue change where a
   delete would write and vacuum every row. An outbox partition with deliveries still
   to send to an enabled endpoint is kept until they settle (disabled endpoints send
-  nothing, so theirs do not hold it).
+  nothing, so theirs do not hold it). A partition is dropped only once every event of
+  its range was received before the cutoff: retention follows receipt time, not the
+  provider's clock, so a callback stamped last month and received today keeps its
+  dedupe keys and history for HOOKLINE_RETENTION_DAYS from today (its partition, with
+  the rest of its day, waits that long).
   Deduplication lives in event_keys, partitioned the same way: a duplicate of an
   event whose partition is gone is applied again, so deduplication holds exactly as
-  long as events are kept.
+  long as events are kept: at least HOOKLINE_RETENTION_DAYS after receipt.
 * Their default partitions (rows whose time had no partition, e.g. a provider clock
   years off) and, while an installation converts, the legacy tables lose old rows
   by batched deletes: each batch is one short DELETE in its own transaction, so the
-  purge never holds many locks or a long snapshot while workers apply batches.
+  purge never holds many locks or a long snapshot while workers apply batches. A row
+  goes when its time and its event's receipt are both before the cutoff.
 * dead letters that were replayed before the cutoff. A dead letter never
   replayed is the only copy of a callback that was answered 202, so retention
   never deletes it; replay it (or fix the cause and replay it) instead.
@@ -31,7 +36,8 @@ from datetime import datetime
 import psycopg
 import psycopg.errors
 
-from shared.db import locks, partitions
+from shared.db import events, locks, partitions
+from shared.db.outbox import ordering
 from shared.db.stats import table_exists
 
 log = logging.getLogger(__name__)
@@ -58,6 +64,18 @@ DELETE FROM events_legacy WHERE id IN (
 
 _DEFAULT = "DELETE FROM {table} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {table} " \
     "WHERE {column} < %(cutoff)s {keep} LIMIT %(limit)s))"
+# A default partition holds what its provider stamped outside the partitions made:
+# often a callback stamped long ago and received just now (an old dead letter
+# replayed, a provider's backlog, a wrong clock). Its row goes by its receipt: kept
+# while its event was received after the cutoff, so its dedupe key and history last
+# HOOKLINE_RETENTION_DAYS from receipt like everyone else's. Keys from before
+# migration 011 have no received_at and go by their bucket.
+_RECEIVED = {
+    "events": "AND received_at < %(cutoff)s",
+    "event_keys": "AND (received_at IS NULL OR received_at < %(cutoff)s)",
+}
+_EVENT_RECEIVED = """AND NOT EXISTS (SELECT 1 FROM events e
+    WHERE e.id = {table}.event_id AND e.received_at >= %(cutoff)s)"""
 _KEEP_UNSENT = """AND NOT (status IN ('pending', 'failed') AND EXISTS (
     SELECT 1 FROM endpoints en WHERE en.id = endpoint_id AND en.enabled))"""
 
@@ -71,6 +89,10 @@ def _deletes(conn: psycopg.Connection) -> list[tuple[str, str]]:
     for parent, column in sorted(partitions.TABLES, key=lambda t: t[0] != "events"):
         table = f"{parent}_default"
         keep = _KEEP_UNSENT if parent == "deliveries" else ""
+        if parent in _RECEIVED:
+            keep += " " + _RECEIVED[parent]
+        elif parent != "delivery_attempts":  # attempts go by hookline's own clock
+            keep += " " + _EVENT_RECEIVED.format(table=table)
         out.append((table, _DEFAULT.format(table=table, column=column, keep=keep)))
     return out
 
@@ -83,6 +105,7 @@ class Purged:
     kept: list[str] = field(default_factory=list)          # expired, kept for unsent deliveries
     finished: bool = True  # False: the time budget ran out with rows left to delete
     skipped: bool = False  # another purge holds the lock
+    released: int = 0      # held deliveries let go whose head retention removed
 
 
 def purge(conn: psycopg.Connection, cutoff: datetime, batch: int = BATCH,
@@ -95,7 +118,7 @@ def purge(conn: psycopg.Connection, cutoff: datetime, batch: int = BATCH,
             return Purged(skipped=True)
         deadline = time.monotonic() + budget_seconds
         out = Purged()
-        drop = partitions.drop_expired(conn, cutoff)
+        drop = partitions.drop_expired(conn, cutoff, key_days=events.DEDUPE_DAYS)
         out.dropped, out.dropped_rows, out.kept = drop.partitions, drop.rows, drop.kept
         for table, sql in _deletes(conn):
             n, done = _batches(conn, table, sql, cutoff, batch, deadline)
@@ -103,6 +126,9 @@ def purge(conn: psycopg.Connection, cutoff: datetime, batch: int = BATCH,
             if not done:
                 out.finished = False
                 break
+        if table_exists(conn, "endpoints"):
+            # A disabled ordered endpoint's unsent head may have gone: what it held goes.
+            out.released = ordering.release_stranded(conn)
     return out
 
 

@@ -6,10 +6,13 @@ schema yet; each figure that needs one returns None when it is missing.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+
+from shared.db import partitions
 
 
 def table_exists(conn: psycopg.Connection, name: str) -> bool:
@@ -40,10 +43,6 @@ def endpoints_failing_now(database_url: str) -> int:
 def storage_now(database_url: str) -> tuple[float, float]:
     """(seconds until the first table runs out of partitions made ahead, rows estimated
     in the default partitions), on a short-lived connection like endpoints_failing_now."""
-    from datetime import UTC, datetime
-
-    from shared.db import partitions
-
     with psycopg.connect(database_url, autocommit=True, connect_timeout=3,
                          options="-c statement_timeout=3000") as conn:
         now = datetime.now(UTC)
@@ -54,6 +53,40 @@ def storage_now(database_url: str) -> tuple[float, float]:
             "WHERE relname = ANY (%s)",
             ([f"{parent}_default" for parent, _ in partitions.TABLES],)).fetchone()[0]
     return ahead, float(default_rows)
+
+
+# Held deliveries of ordered endpoints: the oldest one's age, and how many messages
+# have a held delivery first in line (nothing ahead of it to settle and let it go:
+# it would wait for ever; deliveries.release_stranded lets such ones go).
+_HELD = """
+WITH firsts AS (
+    SELECT DISTINCT ON (d.endpoint_id, d.message_key) d.next_attempt_at IS NULL AS held
+    FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id AND e.ordered AND e.enabled
+    WHERE d.status IN ('pending', 'failed') AND d.message_key IS NOT NULL
+    ORDER BY d.endpoint_id, d.message_key, d.occurred_at, d.rank, d.seq
+)
+SELECT coalesce(extract(epoch FROM now() - (
+           SELECT min(d.created_at) FROM deliveries d
+           JOIN endpoints e ON e.id = d.endpoint_id AND e.enabled
+           WHERE d.status IN ('pending', 'failed') AND d.next_attempt_at IS NULL)), 0),
+       (SELECT count(*) FROM firsts WHERE held)
+"""
+
+
+def held_deliveries(conn: psycopg.Connection) -> tuple[float, int]:
+    """(seconds the oldest held delivery of an enabled endpoint has waited, messages
+    whose first delivery in line is held); (0, 0) without fan-out."""
+    if not table_exists(conn, "deliveries"):
+        return 0.0, 0
+    age, stranded = conn.execute(_HELD).fetchone()
+    return float(age), int(stranded)
+
+
+def held_deliveries_now(database_url: str) -> tuple[float, int]:
+    """held_deliveries on a short-lived connection, like endpoints_failing_now."""
+    with psycopg.connect(database_url, autocommit=True, connect_timeout=3,
+                         options="-c statement_timeout=3000") as conn:
+        return held_deliveries(conn)
 
 
 _DEAD_LETTERS = """

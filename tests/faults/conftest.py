@@ -16,10 +16,11 @@ import psycopg
 import pytest
 import redis
 
-from shared import queue
+from shared import inbox
 from tests.faults.ledger import Audit, Ledger
 from tests.faults.servers import OwnedPostgres, OwnedRedis
 from tests.faults.stack import Stack, wait_until
+from tests.procs import CALLBACK_TOKEN
 
 API_TOKEN = "faults-api-token"
 
@@ -86,8 +87,8 @@ def stack(process_env: dict[str, str], tmp_path) -> Iterator[Stack]:
     s = Stack(process_env, tmp_path)
     yield s
     s.stop()
-    # Every process had the API token in its environment: none may have logged it.
-    leaked = [p.log.name for p in s.procs if API_TOKEN in p.text()]
+    # Every process had the API and callback tokens in its environment: none may log them.
+    leaked = [p.log.name for p in s.procs if API_TOKEN in p.text() or CALLBACK_TOKEN in p.text()]
     assert leaked == [], f"the API token appears in {leaked}"
 
 
@@ -98,10 +99,10 @@ def ledger() -> Ledger:
 
 def queues_empty(client: redis.Redis) -> bool:
     pipe = client.pipeline(transaction=False)
-    for key in (queue.INBOX, queue.RETRY):
+    for key in (inbox.INBOX, inbox.RETRY):
         pipe.llen(key)
-    pipe.zcard(queue.LEASES)
-    pipe.hlen(queue.ATTEMPTS)
+    pipe.zcard(inbox.LEASES)
+    pipe.hlen(inbox.ATTEMPTS)
     return not any(pipe.execute())
 
 

@@ -4,8 +4,12 @@ A callback answered 202 must end as exactly one effect: an events row (its
 dedupe key; re-posts of one key share it) or, for a body that cannot be
 applied, a dead letter under its ingest id. Missing is a loss. A second effect
 is a duplicate: two status-history rows for one event, one callback both
-applied and dead-lettered, two deliveries of one event to one endpoint. A
-message whose stored state disagrees with its events is in the wrong state.
+applied and dead-lettered, an event applied under one ingest id while a provider's
+duplicate of it is dead-lettered under another, two consent-history rows for one
+event and one subscription, two deliveries of one event to one endpoint. A message
+whose stored state (status, times, failure reason and code) disagrees with its
+events, or a subscription whose state is not its winning consent event's, is in the
+wrong state.
 """
 
 from __future__ import annotations
@@ -92,6 +96,10 @@ class Ledger:
         letters = _letters(conn, list(self.accepted))
         for key, ids in by_key.items():
             if key in have:
+                # A provider's retry (a new ingest id, the same event) dead-lettered
+                # while its twin applied: one callback, two answers.
+                a.duplicated += [f"{i} ({key[1]}) applied under another ingest id and "
+                                 f"dead-lettered: {letters[i]}" for i in ids if i in letters]
                 continue
             misfiled = [i for i in ids if i in letters]
             if misfiled:
@@ -105,6 +113,8 @@ class Ledger:
                        for i in _applied_ids(conn, dead)]
         a.duplicated += _double_effects(conn)
         a.wrong_state += message_state_errors(conn)
+        a.wrong_state += failure_errors(conn)
+        a.wrong_state += consent_errors(conn)
         return a
 
 
@@ -135,6 +145,10 @@ def _double_effects(conn: psycopg.Connection) -> list[str]:
         "HAVING count(*) > 1")]
     out += [f"ingest id {i} is both an event and a dead letter" for (i,) in conn.execute(
         "SELECT DISTINCT e.ingest_id FROM events e JOIN dead_letters d USING (ingest_id)")]
+    out += [f"consent event {k} recorded {n} times for {c}/{s}/{m}/{g}"
+            for k, c, s, m, g, n in conn.execute(
+                "SELECT event_key, channel, sender, msisdn, category, count(*) "
+                "FROM consent_history GROUP BY 1, 2, 3, 4, 5 HAVING count(*) > 1")]
     if _table_exists(conn, "deliveries"):
         # One delivery (one webhook-id) per event, endpoint and notification type.
         out += [f"event {e} delivered to endpoint {p} as {t} in {n} deliveries"
@@ -178,3 +192,48 @@ def message_state_errors(conn: psycopg.Connection) -> list[str]:
     errors += [f"{mid}: status {stored[(s, mid)]}, events say {b}"
                for (s, mid), b in best.items() if stored[(s, mid)] != b]
     return errors
+
+
+# The failing receipt of the winning status that gives the reason (shared.db.messages):
+# one with a reason or code first, then the smaller (reason, code).
+_FAILURES = """
+SELECT m.message_id, m.status, m.failure_reason, m.failure_code, w.reason, w.code
+FROM messages m
+JOIN LATERAL (
+    SELECT h.reason, h.code FROM message_status_history h
+    WHERE h.source = m.source AND h.message_id = m.message_id AND h.status = m.status
+    ORDER BY (h.reason IS NULL AND h.code IS NULL), COALESCE(h.reason, ''),
+             COALESCE(h.code, '')
+    LIMIT 1) w ON true
+WHERE m.failure_reason IS DISTINCT FROM w.reason OR m.failure_code IS DISTINCT FROM w.code
+"""
+
+
+def failure_errors(conn: psycopg.Connection) -> list[str]:
+    """A message's failure reason and code are its winning status's receipts' (none
+    once a higher-ranked status won), whatever order they were applied in."""
+    return [f"{mid}: {status} with reason {r!r}/{c!r}, its receipts say {wr!r}/{wc!r}"
+            for mid, status, r, c, wr, wc in conn.execute(_FAILURES)]
+
+
+# The winning consent event of a subscription: the latest, opt-out on a tie, then the
+# larger event key (shared.db.subscriptions).
+_CONSENT = """
+SELECT s.channel, s.sender, s.msisdn, s.category, s.status, s.event_key, w.status,
+       w.event_key
+FROM subscriptions s
+JOIN LATERAL (
+    SELECT h.status, h.event_key FROM consent_history h
+    WHERE (h.channel, h.sender, h.msisdn, h.category)
+          = (s.channel, s.sender, s.msisdn, s.category)
+    ORDER BY h.occurred_at DESC, h.status = 'opted_out' DESC, h.event_key DESC
+    LIMIT 1) w ON true
+WHERE s.status <> w.status OR s.event_key <> w.event_key
+"""
+
+
+def consent_errors(conn: psycopg.Connection) -> list[str]:
+    """Every subscription is what its latest consent event says, whatever the order
+    its events were applied in."""
+    return [f"{c}/{snd}/{m}/{g}: {st} by {k}, its events say {wst} by {wk}"
+            for c, snd, m, g, st, k, wst, wk in conn.execute(_CONSENT)]

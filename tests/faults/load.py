@@ -18,6 +18,7 @@ import orjson
 
 from tests.faults.ledger import Expect, Ledger
 from tests.helpers import T0
+from tests.procs import CALLBACK_AUTH
 
 SOURCE = "kaleyra-rcs"
 KINDS = ("SENT", "DELIVERED", "READ", "ERROR")
@@ -111,7 +112,7 @@ class Load:
     def _post(self, client: httpx.Client, body: bytes, expect: Expect) -> None:
         try:
             r = client.post(self.url, content=body,
-                            headers={"Content-Type": "application/json"})
+                            headers={"Content-Type": "application/json", **CALLBACK_AUTH})
         except httpx.HTTPError as exc:
             self.ledger.record(type(exc).__name__, None, expect)
             return

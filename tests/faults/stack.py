@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import psutil
 
-from tests.procs import HOOKLINE, ROOT, free_port, poll
+from tests.procs import CALLBACK_TOKEN, HOOKLINE, ROOT, free_port, poll
 
 # `hookline worker` with a test-only provider format that crashes on demand.
 POISON_WORKER = [sys.executable, "-m", "tests.faults.poison_worker"]
@@ -93,7 +93,8 @@ class Stack:
         self._n += 1
         log = self.logdir / f"{self._n:02d}-{name}.log"
         popen = subprocess.Popen(
-            argv, env={**self.env, **(env or {})}, cwd=ROOT, stdin=subprocess.DEVNULL,
+            argv, env={"HOOKLINE_CALLBACK_TOKEN": CALLBACK_TOKEN, **self.env, **(env or {})},
+            cwd=ROOT, stdin=subprocess.DEVNULL,
             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         proc = Proc(name, popen, log)

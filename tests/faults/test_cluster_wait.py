@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared import queue
+from shared import inbox
 from tests.faults import redis_ha
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(90)]
@@ -65,7 +65,7 @@ def test_a_push_is_not_confirmed_by_another_connections_write(ha, make_rt):
 
     pool.release = neighbour_takes_it
     try:
-        with pytest.raises(queue.NotReplicated):
+        with pytest.raises(inbox.NotReplicated):
             pusher.push(b"the envelope")
     finally:
         pool.release = release

@@ -18,6 +18,7 @@ from tests.faults.conftest import audit, settle
 from tests.faults.ledger import Expect, Ledger, message_state_errors
 from tests.faults.load import SOURCE, Load
 from tests.helpers import T0, receipt
+from tests.procs import CALLBACK_AUTH
 from workers.pipeline import decode_one
 
 STORM = 1000
@@ -31,7 +32,8 @@ def _storm(base: str, ledger: Ledger, body: bytes, expect: Expect, threads: int 
         with httpx.Client(timeout=10) as client:
             gate.wait()
             for _ in range(n):
-                r = client.post(f"{base}/callbacks/{SOURCE}", content=body)
+                r = client.post(f"{base}/callbacks/{SOURCE}", content=body,
+                                headers=CALLBACK_AUTH)
                 ledger.record(r.status_code, r.json().get("id"), expect)
 
     workers = [threading.Thread(target=run, args=(STORM // threads,)) for _ in range(threads)]

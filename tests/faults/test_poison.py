@@ -14,6 +14,7 @@ from tests.faults.ledger import Expect
 from tests.faults.load import SOURCE, Load, Traffic
 from tests.faults.poison_worker import KEY
 from tests.faults.stack import wait_until
+from tests.procs import CALLBACK_AUTH
 
 pytestmark = pytest.mark.faults
 
@@ -21,7 +22,7 @@ MAX_ATTEMPTS = 2
 
 
 def _post(stack, ledger, body: bytes, expect: Expect) -> str:
-    r = httpx.post(f"{stack.base}/callbacks/{SOURCE}", content=body)
+    r = httpx.post(f"{stack.base}/callbacks/{SOURCE}", content=body, headers=CALLBACK_AUTH)
     ledger.record(r.status_code, r.json().get("id"), expect)
     assert r.status_code == 202, r.text
     return r.json()["id"]

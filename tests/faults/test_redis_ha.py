@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from ingest.app import create_app
-from shared import queue
+from shared import inbox
 from tests.faults import redis_ha
 from tests.faults.ledger import Ledger
 from tests.faults.load import Load, Traffic
@@ -99,7 +99,7 @@ class Drainer(threading.Thread):
 
 def _settled(rt, ledger: Ledger) -> bool:
     try:
-        d = queue.depths(rt.redis, 5, rt.settings.inbox_shards)
+        d = inbox.depths(rt.redis, 5, rt.settings.inbox_shards)
     except redis.RedisError:
         return False
     with rt.pool.connection() as conn:
@@ -219,7 +219,7 @@ def test_what_the_replica_never_got(ha, make_rt, wait):
     ledger = Ledger()
     poster = Poster(rt, ledger, Traffic("win", dup_every=10**9, bad_every=10**9))
     assert [poster.post() for _ in range(20)] == [202] * 20
-    wait_until(lambda: group.replica.client().llen(queue.INBOX) == 10, 5, 0.05,
+    wait_until(lambda: group.replica.client().llen(inbox.INBOX) == 10, 5, 0.05,
                "the replica caught up")
     group.replica.pause()
     # Whatever the master writes from now on stays on the master.
@@ -254,7 +254,7 @@ def _settle_or_count(rt, ledger: Ledger, ha: redis_ha.Servers, wait: bool) -> No
 
 def _idle(rt) -> bool:
     try:
-        d = queue.depths(rt.redis, 5, rt.settings.inbox_shards)
+        d = inbox.depths(rt.redis, 5, rt.settings.inbox_shards)
     except redis.RedisError:
         return False
     return not (d.inbox or d.retry or d.leases)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from shared import queue
+from shared import inbox
 from tests.faults.conftest import audit, settle
 from tests.faults.load import Load, Traffic
 from tests.faults.stack import wait_until
@@ -18,10 +18,10 @@ def _kill_mid_batch(servers, worker) -> list[str]:
     """SIGKILL ``worker`` (with its pool) the moment a batch is leased; the leases
     that outlive it are the batches it was in the middle of."""
     client = servers.client()
-    leases = wait_until(lambda: client.zrange(queue.LEASES, 0, -1), 10, 0.001, "a lease")
+    leases = wait_until(lambda: client.zrange(inbox.LEASES, 0, -1), 10, 0.001, "a lease")
     worker.kill_group()
     time.sleep(0.3)  # let any other worker release what it held
-    return [lid for lid in leases if client.zscore(queue.LEASES, lid) is not None]
+    return [lid for lid in leases if client.zscore(inbox.LEASES, lid) is not None]
 
 
 def test_sigkill_a_worker_mid_batch_loses_and_duplicates_nothing(servers, stack, ledger):

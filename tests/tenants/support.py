@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from shared import queue
+from shared import inbox
 from shared.db import keys, tenants
 from shared.envelope import Envelope, new_id
 from shared.runtime import Runtime
@@ -39,7 +39,7 @@ def enqueue_as(rt: Runtime, body: bytes, tenant_id: str | None, source: str = "k
     """What ingest queues for a callback that came with ``tenant_id``'s callback key."""
     env = Envelope(id=new_id(), source=source, event=event, received_at=time.time(), body=body,
                    tenant_id=tenant_id)
-    queue.push(rt.redis, env.encode())
+    inbox.push(rt.redis, env.encode())
     return env.id
 
 

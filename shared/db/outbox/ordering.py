@@ -131,6 +131,31 @@ def release_settled(cur: psycopg.Cursor, advanced: Iterable[Advanced],
         release_first(cur, [ep for ep, _ in done], [key for _, key in done])
 
 
+# Held deliveries' (endpoint, message) pairs, of one endpoint or all: the input of
+# release_stranded.
+_HELD_KEYS = """
+SELECT array_agg(h.endpoint_id), array_agg(h.message_key) FROM (
+    SELECT DISTINCT d.endpoint_id, d.message_key
+    FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id AND e.ordered
+    WHERE d.status IN ('pending', 'failed') AND d.next_attempt_at IS NULL
+      AND d.message_key IS NOT NULL AND (%(ep)s::text IS NULL OR d.endpoint_id = %(ep)s)
+) h
+"""
+
+
+def release_stranded(conn: psycopg.Connection, endpoint_id: str | None = None) -> int:
+    """Let go each held delivery that is now the first of its message: its head went
+    without settling (retention dropped a disabled endpoint's unsent head, ...). Run on
+    re-enabling an endpoint and after every purge; how many it let go."""
+    with conn.transaction():
+        cur = conn.cursor()
+        eps, keys = cur.execute(_HELD_KEYS, {"ep": endpoint_id}).fetchone()
+        if not eps:
+            return 0
+        lock_endpoints(cur, eps)
+        return release_first(cur, eps, keys)
+
+
 def unhold(conn: psycopg.Connection, endpoint_id: str) -> int:
     """Let every held delivery of an endpoint go (it is no longer ordered); call it in
     the transaction that changed the endpoint."""

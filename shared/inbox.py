@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import redis
 from redis.exceptions import RedisClusterException
 
-from shared import inbox_shards
+from shared import inbox_shards, kicks
 from shared.inbox_shards import Shard
 
 # Shard 0's keys on a single Redis: the names the inbox has always had.
@@ -55,9 +55,18 @@ local function push(cmd, key, items, first, last)
 end
 """
 
+# Lease deadlines are on Redis's clock: every worker's clock would otherwise have to
+# agree with every other's, and one running ahead would reclaim live leases.
+_NOW = """
+local function _now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+"""
+
 # Up to n of the oldest envelopes, but no more bytes than ARGV[4] (the oldest one
 # always): the worker's parsed batch is many times its bytes.
-_LEASE = _PUSH_SLICES + """
+_LEASE = _PUSH_SLICES + _NOW + """
 local n = tonumber(ARGV[1])
 local budget = tonumber(ARGV[4])
 local items = redis.call('LRANGE', KEYS[1], -n, -1)
@@ -78,12 +87,13 @@ if first > 1 then
 end
 push('RPUSH', KEYS[3], items, 1, count)
 redis.call('LTRIM', KEYS[1], 0, -count - 1)
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[2], _now() + tonumber(ARGV[2]), ARGV[3])
 return items
 """
 
-_RECLAIM = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+_RECLAIM = _NOW + """
+local now = ARGV[1] == '' and _now() or tonumber(ARGV[1])
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
 local moved = 0
 for _, id in ipairs(ids) do
   local key = ARGV[2] .. id
@@ -113,6 +123,14 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 """
 
+# The heartbeat: a lease moves its deadline on only while it is still ours. Once
+# reclaimed, its envelopes belong to the retry list, and the batch must not commit.
+_RENEW = _NOW + """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', _now() + tonumber(ARGV[2]), ARGV[1])
+return 1
+"""
+
 
 @dataclass(slots=True)
 class Lease:
@@ -120,6 +138,8 @@ class Lease:
     items: list[bytes]  # oldest first
     from_retry: bool = False
     shard: Shard = field(default_factory=lambda: inbox_shards.shard(0, False))
+    # Set by the heartbeat when the lease was found reclaimed: the batch must not commit.
+    lost: bool = False
 
     @property
     def key(self) -> str:
@@ -223,7 +243,7 @@ class Pusher:
 
 
 def claim_kick(client: redis.Redis) -> bool:
-    return bool(client.set(KICK, b"1", nx=True, px=KICK_TTL_MS))
+    return kicks.claim(client, KICK, KICK_TTL_MS)
 
 
 def clear_kick(client: redis.Redis) -> None:
@@ -232,15 +252,7 @@ def clear_kick(client: redis.Redis) -> None:
 
 def kick(client: redis.Redis, send: Callable[[], object]) -> bool:
     """Queue a drain unless one is already queued; True when one was sent."""
-    if not claim_kick(client):
-        return False
-    try:
-        send()
-    except Exception:
-        # Let the next enqueue (or the scheduler's tick) try again.
-        clear_kick(client)
-        raise
-    return True
+    return kicks.coalesced(client, KICK, KICK_TTL_MS, send)
 
 
 def back_off(client: redis.Redis) -> float:
@@ -278,6 +290,7 @@ class Inbox:
         self._lease = client.register_script(_LEASE)
         self._reclaim = client.register_script(_RECLAIM)
         self._release = client.register_script(_RELEASE)
+        self._renew = client.register_script(_RENEW)
 
     def shards(self) -> list[Shard]:
         """Every shard that may hold envelopes: this process's setting or the high-water
@@ -300,10 +313,9 @@ class Inbox:
     def _lease_from(self, shard: Shard, n: int, from_retry: bool) -> Lease | None:
         lease_id = uuid.uuid4().hex
         source = shard.retry if from_retry else shard.inbox
-        deadline = time.time() + self.lease_seconds
         items = self._lease(
             keys=[source, shard.leases, shard.lease_prefix + lease_id],
-            args=[n, deadline, lease_id, self.batch_bytes],
+            args=[n, self.lease_seconds, lease_id, self.batch_bytes],
         )
         if not items:
             return None
@@ -314,12 +326,18 @@ class Inbox:
         """Envelopes still queued on the shard ``lease`` came from."""
         return int(self.client.llen(lease.shard.inbox))
 
+    def renew(self, lease: Lease) -> bool:
+        """Another HOOKLINE_LEASE_SECONDS from now (Redis's clock); False if the lease
+        was reclaimed already."""
+        shard = lease.shard
+        return bool(self._renew(keys=[shard.leases], args=[lease.id, self.lease_seconds]))
+
     def release(
         self, lease: Lease, requeue: list[bytes] = (), to_inbox: bool = False
-    ) -> None:
+    ) -> bool:
         """Drop a finished lease. ``requeue`` goes, in the same step, to the retry
         list, or with ``to_inbox`` back to the inbox's oldest end, to go first
-        (both of the lease's own shard)."""
+        (both of the lease's own shard). False if the lease was no longer ours."""
         shard = lease.shard
         if requeue and to_inbox:
             target = shard.retry if lease.from_retry else shard.inbox
@@ -328,14 +346,15 @@ class Inbox:
             target, side, items = shard.retry, "left", requeue
         else:
             target, side, items = shard.retry, "", ()
-        self._release(keys=[shard.leases, lease.key, target], args=[lease.id, side, *items])
+        return bool(self._release(keys=[shard.leases, lease.key, target],
+                                  args=[lease.id, side, *items]))
 
     def reclaim_expired(self, now: float | None = None, limit: int = 100) -> int:
         """Return the envelopes of expired leases, on every shard, to their shard's
-        retry list; how many moved."""
-        now = time.time() if now is None else now
+        retry list; how many moved. Expired by Redis's clock, unless ``now`` is given."""
+        at = "" if now is None else repr(float(now))
         return sum(
-            int(self._reclaim(keys=[s.leases, s.retry], args=[now, s.lease_prefix, limit]))
+            int(self._reclaim(keys=[s.leases, s.retry], args=[at, s.lease_prefix, limit]))
             for s in self.shards()
         )
 
@@ -378,9 +397,12 @@ def depths(client: redis.Redis, lease_seconds: int, shards: int = 1) -> Depths:
         pipe.zcard(s.leases)
         pipe.zrange(s.leases, 0, 0, withscores=True)
     answers = pipe.execute()
+    # Deadlines are on Redis's clock. Asked apart: a Cluster pipeline takes keyed
+    # commands only.
+    seconds, micros = client.time()
     inbox, retry, leases = (sum(int(a) for a in answers[i::4]) for i in range(3))
     deadlines = [oldest[0][1] for oldest in answers[3::4] if oldest]
     age = 0.0
     if deadlines:
-        age = max(0.0, time.time() - (min(deadlines) - lease_seconds))
+        age = max(0.0, seconds + micros / 1e6 - (min(deadlines) - lease_seconds))
     return Depths(inbox, retry, leases, age, len(layout))
