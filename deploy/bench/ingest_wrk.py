@@ -4,8 +4,10 @@ under wrk with 32 connections and the Kaleyra RCS receipt bodies.
 
     python deploy/bench/ingest_wrk.py [--seconds 10] [--rounds 2] [--connections 32]
 
-Rounds alternate hookline, bare, hookline, bare, ... so a busy neighbour hurts
-both alike; each server gets a short warm-up first.
+Rounds alternate hookline, hookline with a tenant's callback key, bare, ... so a busy
+neighbour hurts all alike; each server gets a short warm-up first. The tenant-key runs
+send a live callback key of a tenant instead of the source's token: ingest resolves it
+from its in-process snapshot (ingest.tenant_keys), the cost docs/tenants.md names.
 """
 
 from __future__ import annotations
@@ -57,12 +59,12 @@ def parse_wrk(out: str) -> dict[str, float]:
     }
 
 
-def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
+def wrk(url: str, seconds: int, connections: int, token: str = TOKEN) -> dict[str, float]:
     cmd = ["wrk", "-t", str(min(connections, os.cpu_count() or 2)), "-c", str(connections),
            "-d", f"{int(seconds)}s", "--latency", "-s", str(HERE / "kaleyra.lua"), url, "--",
            *map(str, BODIES)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True,
-                         env={**os.environ, "BENCH_TOKEN": TOKEN}, timeout=seconds + 60).stdout
+                         env={**os.environ, "BENCH_TOKEN": token}, timeout=seconds + 60).stdout
     return parse_wrk(out)
 
 
@@ -92,30 +94,49 @@ def run(seconds: int = 10, rounds: int = 2, connections: int = 32,
     none measures the production defaults."""
     with services() as env:
         r = redis.Redis.from_url(env["REDIS_URL"])
+        key = _tenant_callback_key(env["DATABASE_URL"])
         urls, procs = start_servers(env, server_args)
+        # (name, URL, token, the server's process)
+        plan = [("hookline", urls["hookline"], TOKEN, procs[0]),
+                ("hookline_tenant_key", urls["hookline"], key, procs[0]),
+                ("bare", urls["bare"], TOKEN, procs[1])]
         try:
             with stopping(procs):
-                for url in urls.values():
-                    wrk(url, 2, connections)  # warm-up: connections, imports, caches
-                runs: dict[str, list[dict[str, float]]] = {"hookline": [], "bare": []}
+                for _, url, token, _ in plan:
+                    wrk(url, 2, connections, token)  # warm-up: connections, imports, caches
+                runs: dict[str, list[dict[str, float]]] = {name: [] for name, *_ in plan}
                 for _ in range(rounds):
-                    for (name, url), proc in zip(urls.items(), procs, strict=True):
-                        runs[name].append(_metered(url, seconds, connections, proc.pid, env))
+                    for name, url, token, proc in plan:
+                        runs[name].append(_metered(url, seconds, connections, proc.pid, env,
+                                                   token))
                         r.flushdb()  # keep the shared Redis small between rounds
         finally:
             r.flushdb()
     result = {name: _mean(rs) for name, rs in runs.items()}
-    result["ratio"] = {"rps": result["hookline"]["rps"] / result["bare"]["rps"]}
+    result["ratio"] = {"rps": result["hookline"]["rps"] / result["bare"]["rps"],
+                       "tenant_key_rps": result["hookline_tenant_key"]["rps"]
+                       / result["bare"]["rps"]}
     return result
 
 
+def _tenant_callback_key(database_url: str) -> str:
+    """A tenant's live callback key in the benchmark's database."""
+    import psycopg
+
+    from shared.db import keys, tenants
+
+    with psycopg.connect(database_url) as conn:
+        tenant = tenants.create(conn, "bench", [])
+        return keys.create(conn, tenant["id"], "bench", "callback")["key"]
+
+
 def _metered(url: str, seconds: int, connections: int, server: int,
-             env: dict[str, str]) -> dict[str, float]:
+             env: dict[str, str], token: str = TOKEN) -> dict[str, float]:
     """One wrk run, with the server's and Redis's CPU per request."""
     meters = {"server": CpuMeter(tree(server)), "redis": CpuMeter(redis_server(env["REDIS_URL"]))}
     for m in meters.values():
         m.start()
-    res = wrk(url, seconds, connections)
+    res = wrk(url, seconds, connections, token)
     for name, m in meters.items():
         res[f"{name}_cpu_us"] = m.stop() / max(1, res["requests"]) * 1e6
     return res
@@ -139,9 +160,13 @@ def _server_line(name: str, r: dict[str, float]) -> str:
 def report(res: dict[str, dict]) -> list[str]:
     h = res["hookline"]
     return [
-        _server_line("hookline", h), _server_line("bare LPUSH app", res["bare"]),
+        _server_line("hookline", h),
+        _server_line("hookline, tenant callback key", res["hookline_tenant_key"]),
+        _server_line("bare LPUSH app", res["bare"]),
         f"ingest ratio hookline/bare: {res['ratio']['rps']:.2f} (target >= 0.90); "
         f"hookline p99 {h['p99_ms']:.2f} ms (target < 20 ms)",
+        f"ingest ratio with a tenant callback key/bare: {res['ratio']['tenant_key_rps']:.2f} "
+        "(target >= 0.90)",
     ]
 
 
