@@ -3,8 +3,11 @@ tenant's key finds nothing and changes nothing; the operator's routes are 403.""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from ingest.auth import TENANT_VIEWS
 from tests.fanout_helpers import AUTH
 from tests.tenants.support import SENDER_A, SENDER_B, bearer, one
 
@@ -103,3 +106,18 @@ def test_a_tenant_endpoint_cannot_name_tenants(world):
     r = api.patch(f"/v1/endpoints/{eps[a.id]['id']}", headers=bearer(a.api_key),
                   json={"filter": {"tenant": b.id}})
     assert r.status_code == 400, r.get_json()
+
+
+def test_every_route_not_scoped_for_tenants_is_403_to_them(world):
+    # A /v1 route added later is the operator's until it is scoped and listed.
+    _, api, a, _, _, _ = world
+    app = api.application
+    routes = [(r, m) for r in app.url_map.iter_rules() if r.rule.startswith("/v1/")
+              for m in sorted((r.methods or set()) - {"HEAD", "OPTIONS"})
+              if r.endpoint not in TENANT_VIEWS and r.endpoint != "openapi.openapi_document"]
+    assert len(routes) >= 13
+    for rule, method in routes:
+        url = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: "1" if m.group(1) == "letter_id" else a.id,
+                     rule.rule)
+        r = api.open(url, method=method, headers=bearer(a.api_key), json={})
+        assert r.status_code == 403, (method, url, r.get_json())
