@@ -46,7 +46,9 @@ def test_each_migration_once_and_the_concurrent_indexes_valid(fresh_url):
     for index in ("dead_letters_received_at", "dead_letters_source_received_at",
                   "dead_letters_source_id",
                   "subscriptions_sender_id", "subscriptions_sender_status_id",
-                  "inbound_messages_sender_id", "inbound_messages_source_id"):
+                  "inbound_messages_sender_id", "inbound_messages_source_id",
+                  "subscriptions_tenant_key", "messages_tenant", "events_default_tenant_id",
+                  "inbound_messages_default_tenant_id"):
         assert _valid(fresh_url, index) is True, index
 
 
