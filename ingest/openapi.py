@@ -369,6 +369,8 @@ class DeadLetterSchema(Schema):
     created_at = fields.DateTime(required=True)
     replayed_at = fields.DateTime(allow_none=True)
     replay_ingest_id = fields.Str(allow_none=True)
+    tenant_id = fields.Str(allow_none=True, metadata={
+        "description": "The tenant whose callback key brought it; its replay keeps it"})
 
 
 class DeadLetterPageSchema(Schema):

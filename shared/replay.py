@@ -46,7 +46,7 @@ def replay(runtime: Runtime, letter_id: int, body: bytes | None = None,
             id=new_id(), source=letter["source"], event=letter["event"],
             received_at=time.time(), body=body if body is not None else bytes(letter["body"]),
             headers=dict(letter["headers"] or {}), remote_addr=letter["remote_addr"],
-            replay_of=letter_id,
+            replay_of=letter_id, tenant_id=letter["tenant_id"],
         )
         # Marked (and the row locked) first, committed only after the push: a replay
         # racing this one waits and then finds it replayed, and a crash before the

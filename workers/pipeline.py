@@ -127,7 +127,7 @@ def _letter(env: Envelope, reason: str, attempts: int = 1) -> DeadLetter:
     return DeadLetter(
         ingest_id=env.id, source=env.source, event=env.event, reason=reason, body=env.body,
         headers=env.headers, remote_addr=env.remote_addr,
-        received_at=from_epoch(env.received_at), attempts=attempts,
+        received_at=from_epoch(env.received_at), attempts=attempts, tenant_id=env.tenant_id,
     )
 
 

@@ -25,6 +25,7 @@ class DeadLetter:
     remote_addr: str | None
     received_at: datetime
     attempts: int = 1
+    tenant_id: str | None = None  # of the callback key that brought it (its replay keeps it)
 
 
 # Never for a callback that was applied: a batch that outlived its lease may have
@@ -32,9 +33,10 @@ class DeadLetter:
 # dead-lettered" would be two answers to one 202 (a replay would apply it again).
 _INSERT = """
 INSERT INTO dead_letters (ingest_id, source, event, reason, body, headers, remote_addr,
-                          attempts, received_at)
+                          attempts, received_at, tenant_id)
 SELECT %(id)s::text, %(source)s::text, %(event)s::text, %(reason)s::text, %(body)s::bytea,
-       %(headers)s::jsonb, %(addr)s::text, %(attempts)s::integer, %(received)s::timestamptz
+       %(headers)s::jsonb, %(addr)s::text, %(attempts)s::integer, %(received)s::timestamptz,
+       %(tenant)s::text
 WHERE NOT EXISTS (SELECT 1 FROM events WHERE ingest_id = %(id)s::text)
 ON CONFLICT (ingest_id) DO NOTHING
 """
@@ -55,7 +57,8 @@ def insert(cur: psycopg.Cursor, letters: list[DeadLetter]) -> None:
             {"id": _text(d.ingest_id), "source": _text(d.source), "event": _text(d.event),
              "reason": _text(d.reason), "body": d.body,
              "headers": Jsonb({_text(k): _text(v) for k, v in d.headers.items()}),
-             "addr": _text(d.remote_addr), "attempts": d.attempts, "received": d.received_at}
+             "addr": _text(d.remote_addr), "attempts": d.attempts, "received": d.received_at,
+             "tenant": d.tenant_id}
             # Arrival order, so ids (and 'newest first') follow the inbox order.
             for d in letters
         ],
@@ -63,7 +66,7 @@ def insert(cur: psycopg.Cursor, letters: list[DeadLetter]) -> None:
 
 
 _COLUMNS = "id, ingest_id, source, event, reason, body, headers, remote_addr, attempts, " \
-    "received_at, created_at, replayed_at, replay_ingest_id"
+    "received_at, created_at, replayed_at, replay_ingest_id, tenant_id"
 # The list's filters and `hookline replay`'s: a replay selects what the list shows.
 _CONDITIONS = {
     "source": paging.is_("source"),

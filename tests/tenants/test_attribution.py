@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 
 from shared.db import subscriptions
+from shared.replay import replay
 from tests.conftest import FIXTURES
 from tests.helpers import drain_all, enqueue, receipt
 from tests.tenants.support import SENDER_A, enqueue_as, make_tenant, one, two_tenants
@@ -80,3 +81,15 @@ def test_an_all_senders_opt_out_binds_only_the_tenant_that_received_it(rt):
     with rt.pool.connection() as conn:
         assert subscriptions.status_of(conn, "rcs", "agent_b", msisdn)["all"]["tenant_id"] \
             == b.id
+
+
+def test_a_dead_letter_keeps_its_callback_key_s_tenant_through_replay(rt):
+    a, _ = two_tenants(rt)
+    enqueue_as(rt, b"{not json", a.id, source="kaleyra-io", event=SMS_EVENT)
+    drain_all(rt)
+    letter_id = one(rt, "SELECT id FROM dead_letters WHERE tenant_id = %s", a.id)
+    assert letter_id is not None
+    # The fixed body, replayed: a receipt without sender, so only the key names its tenant.
+    assert replay(rt, letter_id, SMS_RECEIPT.read_bytes())
+    drain_all(rt)
+    assert event_tenants(rt) == [a.id]

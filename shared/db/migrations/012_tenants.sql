@@ -52,6 +52,8 @@ ALTER TABLE messages ADD COLUMN IF NOT EXISTS tenant_id text;
 ALTER TABLE inbound_messages ADD COLUMN IF NOT EXISTS tenant_id text;
 ALTER TABLE consent_history ADD COLUMN IF NOT EXISTS tenant_id text;
 ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS tenant_id text;
+-- The tenant of the callback key that brought a dead letter: its replay keeps it.
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS tenant_id text;
 -- An endpoint's owner (NULL: the operator's, which receives every tenant's events, or
 -- those of filter_tenant).
 ALTER TABLE endpoints ADD COLUMN IF NOT EXISTS tenant_id text REFERENCES tenants (id);
