@@ -7,7 +7,7 @@ from werkzeug.security import generate_password_hash
 
 from ingest.app import create_app
 from shared import config
-from tests.console_support import client_for, csrf_of, post, sign_in
+from tests.console.console_support import client_for, csrf_of, post, sign_in
 
 PAGES = ["/console/", "/console/overview/panel", "/console/messages?message_id=x",
          "/console/dead-letters", "/console/dead-letters/1", "/console/endpoints",

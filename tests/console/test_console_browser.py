@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import receipt
+from tests.helpers import FIXTURES, receipt
 from tests.procs import running_stack
 from tests.receiver import Reply
 
@@ -27,8 +27,6 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 
 TOKEN = "test-api-token"
 XSS = "<script>window.__xss = 1</script>"
-FIXTURES = Path(__file__).parent / "fixtures"
-pytest_plugins = ("tests.fanout_fixtures",)  # receiver
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from shared import inbox, inbox_shards
-from tests.console_support import client_for, sign_in
+from tests.console.console_support import client_for, sign_in
 
 
 def test_overview_counts_the_configured_shards_without_the_mark(make_rt):

@@ -6,7 +6,7 @@ import threading
 
 from werkzeug.security import generate_password_hash
 
-from tests.console_support import client_for, csrf_of
+from tests.console.console_support import client_for, csrf_of
 
 
 def test_concurrent_guesses_get_no_more_than_the_limit(make_rt):

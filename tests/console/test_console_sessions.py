@@ -12,7 +12,7 @@ from werkzeug.security import generate_password_hash
 from ingest.app import create_app
 from ingest.console import auth
 from shared import config
-from tests.console_support import client_for, sign_in
+from tests.console.console_support import client_for, sign_in
 
 KEY = "a-console-secret-key-0123"
 

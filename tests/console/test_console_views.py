@@ -15,12 +15,10 @@ import pytest
 from shared import inbox
 from shared.model import Consent, ConsentScope
 from tests.consent_support import FIXTURES, apply, consent_event
-from tests.console_support import client_for, post, sign_in
-from tests.fanout_helpers import apply_receipts, deliver, delivery_rows
+from tests.console.console_support import client_for, post, sign_in
+from tests.fanout.fanout_helpers import apply_receipts, deliver, delivery_rows
 from tests.helpers import drain_all, enqueue, receipt
 from tests.receiver import Reply
-
-pytest_plugins = ("tests.fanout_fixtures",)  # receiver, frt
 
 XSS = "<script>alert('x')</script>"
 DR = "kaleyra-rcs/dr_error.json"

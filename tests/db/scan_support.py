@@ -1,4 +1,4 @@
-"""Big list tables and the pages read from them, for tests/test_list_scans.py and
+"""Big list tables and the pages read from them, for tests/db/test_list_scans.py and
 deploy/bench/list_scans.py: generate_series fills (ids rising with time, as ingest
 writes them), each filter's page through the real data-layer function, and what the
 plan of the SQL it ran read (EXPLAIN ANALYZE, BUFFERS)."""

@@ -14,9 +14,7 @@ import pytest
 from shared.db import convert, legacy, locks, partitions
 from shared.db.events import DEDUPE_DAYS
 from shared.db.migrate import migrate
-from tests.helpers import drain_all, enqueue, receipt
-from tests.test_migrate import fresh_url as fresh_url
-from tests.test_partitions import z
+from tests.helpers import drain_all, enqueue, receipt, z
 
 LEGACY = 1200
 CUTOFF = datetime.now(UTC) - timedelta(days=30)

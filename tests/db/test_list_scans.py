@@ -1,6 +1,6 @@
 """The list pages read a bounded number of rows whatever the table's size.
 
-The tables hold 60,000 rows each (tests/scan_support.py); each filter's page is read
+The tables hold 60,000 rows each (tests/db/scan_support.py); each filter's page is read
 through the real data-layer function and the SQL it ran EXPLAINed: the rows its plan
 read must stay near the page size, not grow with the table. Before, ?until= on dead
 letters walked every newer row and ?sender= on subscriptions read and sorted every
@@ -20,8 +20,8 @@ import pytest
 from shared.db import dead_letters, event_feed, subscriptions
 from shared.db.migrate import migrate
 from shared.db.paging import Page, Party
-from tests.conftest import _with_database
-from tests.scan_support import LIMIT, Recording, cases, explain_last, fill, minutes, out_of_order
+from tests.db.scan_support import LIMIT, Recording, cases, explain_last, fill, minutes, out_of_order
+from tests.helpers import with_database
 
 ROWS = 60_000
 # The page and what its plan reads around it (both halves of a sender page, the rows
@@ -33,7 +33,7 @@ def _database(database_url: str, rows: int, *prepare) -> Iterator[str]:
     name = f"hookline_scans_{secrets.token_hex(4)}"
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(database_url, name)
+    url = with_database(database_url, name)
     migrate(url)
     fill(url, rows)
     for step in prepare:

@@ -3,25 +3,12 @@ no-transaction files' indexes valid."""
 
 from __future__ import annotations
 
-import secrets
 import threading
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 
 from shared.db.migrate import migrate, migration_files, statements
-from tests.conftest import _with_database
-
-
-@pytest.fixture
-def fresh_url(database_url: str) -> Iterator[str]:
-    name = f"hookline_migrate_{secrets.token_hex(4)}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield _with_database(database_url, name)
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _valid(url: str, index: str) -> bool | None:

@@ -16,16 +16,11 @@ from shared.db import partitions
 from shared.db.apply import apply_batch
 from shared.db.events import DEDUPE_DAYS, Incoming, rows
 from shared.model import EventType, NormalisedEvent
-from tests.helpers import drain_all, receipt
-from tests.test_ops_retention import enqueue_at
+from tests.helpers import drain_all, enqueue_at, receipt, z
 
 NOW = datetime.now(UTC)
 # A midnight inside the partitions migrate() made (two days behind to three ahead).
 MIDNIGHT = partitions.start_of(NOW, 1)
-
-
-def z(t: datetime) -> str:
-    return t.isoformat().replace("+00:00", "Z")
 
 
 def placed(rt, message_id: str) -> list[tuple[str, str]]:

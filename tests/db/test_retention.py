@@ -3,26 +3,13 @@ them; deduplication holds for every event still kept."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from shared import inbox
 from shared.db import endpoints, locks, partitions, retention
-from shared.envelope import Envelope, new_id
-from tests.helpers import drain_all, receipt
+from tests.helpers import drain_all, enqueue_at, receipt
 from workers import tasks
-
-DAY = 86400.0
-
-
-def enqueue_at(rt, body: bytes, age_days: float, source: str = "kaleyra-rcs") -> str:
-    """A callback received ``age_days`` ago."""
-    env = Envelope(id=new_id(), source=source, event=None,
-                   received_at=time.time() - age_days * DAY, body=body)
-    inbox.push(rt.redis, env.encode())
-    return env.id
 
 
 def count(rt, sql: str, *params) -> int:

@@ -1,6 +1,6 @@
 """Fan-out test fixtures: a real receiver, runtimes with fast schedules, the API.
 
-Test modules load them with ``pytest_plugins = ("tests.fanout_fixtures",)``.
+The console and ingest tests share them: their conftest.py imports them from here.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from shared.runtime import Runtime
-from tests.fanout_helpers import FAST, client_for
+from tests.fanout.fanout_helpers import FAST, client_for
 from tests.receiver import Receiver
 from workers import fanout
 

@@ -1,9 +1,10 @@
-"""Builders for the fan-out tests (fixtures: tests/fanout_fixtures.py)."""
+"""Builders for the fan-out tests (fixtures: tests/fanout/conftest.py)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -11,6 +12,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from ingest.app import create_app
+from shared.model import NormalisedEvent
 from shared.runtime import Runtime
 from tests.helpers import drain_all, enqueue, receipt
 from tests.receiver import Received
@@ -85,3 +87,11 @@ def rows(rt: Runtime, sql: str, *params: Any) -> list[tuple]:
 def delivery_rows(rt: Runtime, endpoint_id: str) -> list[tuple]:
     return rows(rt, "SELECT id, status, attempts, type FROM deliveries WHERE endpoint_id = %s "
                     "ORDER BY seq", endpoint_id)
+
+
+def sample_event() -> NormalisedEvent:
+    return NormalisedEvent(
+        type="message.read", source="kaleyra-rcs", channel="rcs",
+        occurred_at=datetime(2025, 6, 16, 13, 46, 38, tzinfo=UTC), dedupe_key="e:1",
+        message_id="m1", sender="agent", msisdn="4477", status="read", ingest_id="i1",
+    )

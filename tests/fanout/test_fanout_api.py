@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from shared.db.outbox import claims
-from tests.fanout_helpers import (
+from tests.fanout.fanout_helpers import (
     AUTH,
     apply_receipts,
     client_for,
@@ -18,8 +18,6 @@ from tests.fanout_helpers import (
     delivery_rows,
 )
 from tests.receiver import Reply
-
-pytest_plugins = ("tests.fanout_fixtures",)  # receiver, frt, fast_rt, api
 
 ROUTES = [
     ("GET", "/v1/endpoints"), ("POST", "/v1/endpoints"), ("GET", "/v1/endpoints/ep_x"),

@@ -13,7 +13,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from shared.db.outbox import attempts, claims, enqueue
 from shared.notifications import Notification
-from tests.fanout_helpers import (
+from tests.fanout.fanout_helpers import (
     AUTH,
     apply_receipts,
     body,
@@ -26,8 +26,6 @@ from tests.fanout_helpers import (
 )
 from tests.receiver import Reply
 from workers import fanout
-
-pytest_plugins = ("tests.fanout_fixtures",)  # receiver, frt, fast_rt, api
 
 
 def test_every_delivery_is_signed_per_standard_webhooks(api, frt, receiver):
@@ -60,7 +58,7 @@ def test_an_event_applied_twice_yields_one_delivery_per_endpoint(api, frt, recei
     (event_id, stored, occurred_at) = rows(frt, "SELECT id, type, occurred_at FROM events")[0]
     # And the outbox write itself, repeated for the same applied event (its time is
     # the event's: the outbox is partitioned on it).
-    from tests.test_fanout_units import sample_event
+    from tests.fanout.fanout_helpers import sample_event
 
     note = Notification(event_id, stored, replace(sample_event(), occurred_at=occurred_at))
     with frt.pool.connection() as conn, conn.cursor() as cur:

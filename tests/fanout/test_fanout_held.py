@@ -21,16 +21,14 @@ from shared.db.outbox.claims import Claimed
 from shared.model import NormalisedEvent
 from shared.notifications import Notification
 from shared.runtime import Runtime
-from tests.fanout_helpers import AUTH, apply_receipts, create_endpoint
+from tests.fanout.fanout_helpers import AUTH, apply_receipts, create_endpoint
 from tests.helpers import T0
-
-pytest_plugins = ("tests.fanout_fixtures",)  # receiver, frt, fast_rt, api
 
 RULES = claims.ClaimRules(cap=64, breaker_failures=50, lease=60)
 HEALTH = HealthRules(breaker_failures=50, breaker_cooldown=30, disable_after=5 * 86400)
 RETRY_LATER = (60.0,)   # a failure waits a minute: the test sees it still pending
 NO_RETRIES = ()         # a failure is final: dead
-MIGRATION = (Path(__file__).parents[1] / "shared/db/migrations/008_held_followers.sql")
+MIGRATION = (Path(__file__).parents[2] / "shared/db/migrations/008_held_followers.sql")
 
 
 def _sql(rt: Runtime, sql: str, *params) -> list[tuple]:

@@ -11,13 +11,11 @@ from prometheus_client import REGISTRY
 
 from shared.db.outbox import claims
 from shared.db.outbox.claims import Claimed
-from tests.fanout_helpers import apply_receipts, create_endpoint, deliver, delivery_rows
+from tests.fanout.fanout_helpers import apply_receipts, create_endpoint, deliver, delivery_rows
 from tests.helpers import enqueue, receipt
 from tests.receiver import Reply
 from workers import dispatch_kick, fanout, tasks
 from workers.lanes import Lanes
-
-pytest_plugins = ("tests.fanout_fixtures",)  # receiver, frt, fast_rt, api
 
 
 @pytest.fixture

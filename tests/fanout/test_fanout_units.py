@@ -17,19 +17,9 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from shared import config, netguard, signing
 from shared.db.outbox import attempts, claims
-from shared.model import NormalisedEvent
 from shared.notifications import Notification, payload
+from tests.fanout.fanout_helpers import sample_event
 from workers import http1, sender
-
-pytest_plugins = ("tests.fanout_fixtures",)  # receiver
-
-
-def sample_event() -> NormalisedEvent:
-    return NormalisedEvent(
-        type="message.read", source="kaleyra-rcs", channel="rcs",
-        occurred_at=datetime(2025, 6, 16, 13, 46, 38, tzinfo=UTC), dedupe_key="e:1",
-        message_id="m1", sender="agent", msisdn="4477", status="read", ingest_id="i1",
-    )
 
 
 def test_secrets_are_standard_webhooks_secrets():

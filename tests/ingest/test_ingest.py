@@ -15,8 +15,8 @@ from ingest.app import create_app
 from shared import config, inbox
 from shared.envelope import decode
 from shared.runtime import Runtime
-from tests.conftest import wait_for
 from tests.helpers import receipt
+from tests.procs import wait_for
 
 
 class Sent:

@@ -1,8 +1,8 @@
 """Security of the edges: callback signatures, tokens, secrets kept out of logs and
 listings, bodies over the limit never read in full (issue 6).
 
-Token checks for missing, wrong and wrong-case values are in tests/test_ingest.py
-(callback token in the query string) and tests/test_api.py (API token); these add
+Token checks for missing, wrong and wrong-case values are in tests/ingest/test_ingest.py
+(callback token in the query string) and tests/ingest/test_api.py (API token); these add
 the Bearer header forms, the per-source override and non-ASCII input.
 """
 

@@ -18,20 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from ingest import metrics as ingest_metrics
 from shared import inbox
 from shared.prom import observe_many
-from tests.conftest import wait_for
-from tests.helpers import drain_all, enqueue, receipt
-from tests.procs import free_port, hookline, ingest_args, stop, wait_http
-from workers import metrics, queues
-from workers.celery_app import make_app
-
-
-def send_drains(rt, n: int) -> None:
-    """Queue drain tasks on the test's broker (this process's Celery app may point elsewhere
-    when the tests run on embedded services)."""
-    inbox.clear_kick(rt.redis)
-    app = make_app(rt.settings)
-    for _ in range(n):
-        app.send_task(queues.TASK_DRAIN, queue=queues.DRAIN)
+from tests.helpers import drain_all, enqueue, receipt, send_drains
+from tests.procs import free_port, hookline, ingest_args, stop, wait_for, wait_http
+from workers import metrics
 
 
 def scrape(url: str) -> dict[tuple[str, tuple], float]:

@@ -10,10 +10,8 @@ import time
 
 from shared import inbox
 from shared.envelope import Envelope, new_id
-from tests.conftest import wait_for
-from tests.helpers import drain_all, receipt
-from tests.procs import free_port, hookline, ingest_args, wait_http
-from tests.test_ops_metrics import send_drains
+from tests.helpers import drain_all, receipt, send_drains
+from tests.procs import free_port, hookline, ingest_args, wait_for, wait_http
 
 CALLBACKS = 3000
 

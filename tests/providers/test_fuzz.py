@@ -24,8 +24,7 @@ from hypothesis import strategies as st
 
 from shared import inbox
 from shared.envelope import Envelope, new_id
-from tests.conftest import FIXTURES
-from tests.helpers import drain_all
+from tests.helpers import FIXTURES, drain_all
 from workers.pipeline import Decoded, decode_one
 
 EXPECTED: dict[str, dict[str, Any]] = json.loads((FIXTURES / "expected.json").read_text())

@@ -32,8 +32,8 @@ from shared.model import (
 )
 from shared.providers import SOURCES, ParseError, UnsupportedEvent, parse
 from shared.providers.kaleyra_io import EVENTS as KALEYRA_IO_EVENTS
+from tests.helpers import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures"
 EXPECTED: dict[str, dict[str, Any]] = json.loads((FIXTURES / "expected.json").read_text())
 BROKEN = sorted(p.relative_to(FIXTURES).as_posix() for p in FIXTURES.glob("*/broken/*.txt"))
 INBOUND_KEYS = {"text", "response", "location", "media", "carrier_id", "user"}

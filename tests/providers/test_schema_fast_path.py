@@ -6,7 +6,6 @@ keys with arbitrary JSON values."""
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,9 +16,7 @@ from marshmallow import Schema, ValidationError
 
 from shared import providers
 from shared.providers.base import BaseSchema
-
-FIXTURES = Path(__file__).parent / "fixtures"
-
+from tests.helpers import FIXTURES
 
 SCHEMAS = providers.schemas()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from hookline import cli
 from workers import celery_app, producer, queues, tasks
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_task_has_an_explicit_name_and_queue():

@@ -8,23 +8,14 @@ import socket
 
 import pytest
 
+from tests.workers.http1_support import connection
 from workers import http1
 
 KEEP, DRAIN = 16, 64
 
 
-def _connection(answer: bytes, close: bool) -> tuple[http1.Connection, socket.socket]:
-    ours, theirs = socket.socketpair()
-    ours.settimeout(2)
-    theirs.sendall(answer)  # waits in the socket buffer until the request is sent
-    if close:
-        theirs.shutdown(socket.SHUT_WR)
-    conn = http1.Connection("hooks.example", 80, 2, lambda address, timeout: ours)
-    return conn, theirs
-
-
 def _ours(answer: bytes, close: bool = False) -> tuple:
-    conn, theirs = _connection(answer, close)
+    conn, theirs = connection(answer, close)
     try:
         got, reusable = conn.post("/hook", b"{}", [("X-A", "1")], KEEP, DRAIN)
         return got.status, got.body, got.retry_after, reusable
@@ -185,7 +176,7 @@ def test_a_repeated_retry_after_is_joined_as_http_client_joins_it():
 
 
 def test_a_non_ascii_path_is_refused_as_http_client_refused_it():
-    conn, theirs = _connection(b"", False)
+    conn, theirs = connection(b"", False)
     with pytest.raises(UnicodeEncodeError):
         conn.post("/caf\u00e9", b"{}", [], KEEP, DRAIN)
     reference = http.client.HTTPConnection("hooks.example", 80)
@@ -203,7 +194,7 @@ def test_a_host_with_control_characters_is_refused():
 
 
 def test_the_request_is_one_post_with_the_body_and_headers():
-    conn, theirs = _connection(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" * 2, False)
+    conn, theirs = connection(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" * 2, False)
     for body in (b'{"a":1}', b"[]"):
         conn.post("/hook?x=1", body, [("Content-Type", "application/json")], KEEP, DRAIN)
     theirs.settimeout(2)
@@ -238,7 +229,7 @@ def test_the_host_header_names_the_origin_as_http_client_does(host, port, tls, e
 
 @pytest.mark.parametrize("target", ["/a b", "/a\r\nX-Injected: 1", "/\x00", "/\x7f"])
 def test_control_characters_in_the_target_are_refused_before_sending(target):
-    conn, theirs = _connection(b"", False)
+    conn, theirs = connection(b"", False)
     with pytest.raises(http.client.InvalidURL):
         conn.post(target, b"{}", [], KEEP, DRAIN)
     assert conn.sock is None  # nothing was opened, nothing sent

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.test_http1 import _connection
+from tests.workers.http1_support import connection
 from workers import http1
 
 KEEP = 16
@@ -22,7 +22,7 @@ ERROR = "error"
 
 
 def ours(answer: bytes, close: bool) -> tuple | str:
-    conn, theirs = _connection(answer, close)  # a socket pair, the answer waiting in it
+    conn, theirs = connection(answer, close)  # a socket pair, the answer waiting in it
     try:
         got, reusable = conn.post("/hook", b"{}", [("X-A", "1")], KEEP, DRAIN)
         return got.status, got.body, got.retry_after, reusable

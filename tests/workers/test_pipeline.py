@@ -15,8 +15,7 @@ from shared.db.pool import make_pool
 from shared.envelope import Envelope, new_id
 from shared.model import NormalisedEvent
 from shared.providers import Format
-from tests.conftest import FIXTURES
-from tests.helpers import drain_all, enqueue, receipt
+from tests.helpers import FIXTURES, drain_all, enqueue, receipt
 from workers.ahead import ReadAhead
 from workers.tasks import drain_round
 

@@ -9,8 +9,8 @@ import pytest
 
 from shared import inbox, providers
 from shared.db.pool import make_pool
-from tests.conftest import wait_for
 from tests.helpers import drain_all, enqueue, receipt
+from tests.procs import wait_for
 from workers.ahead import ReadAhead
 from workers.pipeline import DatabaseUnavailable
 from workers.tasks import drain_round
