@@ -12,7 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ingest import api, callbacks, consent_api, console, endpoints_api, metrics, openapi
 from ingest.jsonio import OrjsonProvider
-from shared import config, runtime
+from shared import config, runtime, tracing
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ def create_app(
     if kick_fanout is not None:
         app.extensions["hookline.kick_fanout"] = kick_fanout
     metrics.install(app)
+    tracing.configure("hookline-ingest")  # before the callback view binds whether it is on
 
     callbacks.install(app)
     app.register_blueprint(api.bp)

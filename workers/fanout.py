@@ -30,7 +30,7 @@ from celery import shared_task
 from prometheus_client import Counter, Histogram
 from psycopg_pool import PoolTimeout
 
-from shared import runtime, secretbox
+from shared import runtime, secretbox, tracing
 from shared.db import deliveries
 from shared.db.deliveries import Claimed, ClaimRules, Result
 from shared.db.endpoints import HealthRules
@@ -131,12 +131,14 @@ class Sender:
 
     def _send_loop(self) -> None:
         while (c := self.lanes.take()) is not None:
-            try:
-                result = attempt(c, self.pools, self.max_retry_after)
-            except BaseException as exc:  # never lose the slot, whatever happened
-                log.exception("delivery attempt crashed", extra={"delivery_id": c.id})
-                result = Result(c.id, c.endpoint_id, c.token, datetime.now(UTC), 0, ok=False,
-                                error=f"internal error: {type(exc).__name__}")
+            with tracing.delivery_span(c.traceparent, c.id, c.endpoint_id) as span:
+                try:
+                    result = attempt(c, self.pools, self.max_retry_after)
+                except BaseException as exc:  # never lose the slot, whatever happened
+                    log.exception("delivery attempt crashed", extra={"delivery_id": c.id})
+                    result = Result(c.id, c.endpoint_id, c.token, datetime.now(UTC), 0,
+                                    ok=False, error=f"internal error: {type(exc).__name__}")
+                tracing.delivery_result(span, result.status_code, result.error)
             self.lanes.done(c.endpoint_id)
             DELIVERY_SECONDS.observe(result.duration_ms / 1000)
             self._results.put(result)

@@ -17,7 +17,7 @@ from celery.signals import (
     worker_shutting_down,
 )
 
-from shared import logs
+from shared import logs, tracing
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,13 @@ def _logging(loglevel: int | str | None = None, **_: object) -> None:
     # logs (task received / succeeded, worker and beat events) go through the
     # same formatter as ours: JSON when HOOKLINE_LOG_FORMAT=json.
     logs.setup(os.environ.get("HOOKLINE_LOG_FORMAT", "json"), level=loglevel or None)
+
+
+@worker_init.connect
+def _tracing(**_: object) -> None:
+    # In the main process: the SDK's span processor starts its export thread again in
+    # each pool process it forks.
+    tracing.configure("hookline-worker")
 
 
 @worker_init.connect

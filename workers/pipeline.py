@@ -21,7 +21,7 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import PoolTimeout
 
-from shared import consent, providers
+from shared import consent, providers, tracing
 from shared.config import Settings
 from shared.db import events
 from shared.db.apply import Applied, Notification, apply_batch
@@ -245,10 +245,11 @@ def process_lease(rt: Runtime, lease: Lease, parsed: Parsed | None = None) -> Ou
     returning the batch to the inbox when PostgreSQL cannot be reached.
     ``parsed`` is parse_lease(rt, lease), when the caller parsed the batch ahead."""
     out = Outcome()
-    try:
-        return _process_lease(rt, lease, out, parsed)
-    finally:
-        _report(lease, out)
+    with tracing.batch_span(len(lease.items)) as span:
+        try:
+            return _process_lease(rt, lease, out, parsed, span)
+        finally:
+            _report(lease, out)
 
 
 def _report(lease: Lease, out: Outcome) -> None:
@@ -265,10 +266,11 @@ def _report(lease: Lease, out: Outcome) -> None:
 
 
 def _process_lease(
-    rt: Runtime, lease: Lease, out: Outcome, parsed: Parsed | None
+    rt: Runtime, lease: Lease, out: Outcome, parsed: Parsed | None, span: object = None
 ) -> Outcome:
     if parsed is None:
         parsed = parse_lease(rt, lease)
+    tracing.link_callbacks(span, (d.envelope.trace for d in parsed.decoded if d.envelope))
     crashed = [d for d in parsed.decoded if d.error is not None]
     good = [d for d in parsed.decoded if d.error is None]
     try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from shared import tracing
 from shared.consent import notifies_as_itself
 from shared.db import dead_letters, deliveries, events, inbound, messages, subscriptions
 from shared.db.dead_letters import DeadLetter
@@ -53,6 +54,8 @@ def apply_batch(conn: psycopg.Connection, rows: Rows, letters: list[DeadLetter])
         notes = plain_notifications(stored)
         notes += [Notification(t.event_id, t.type, t.event)
                   for t in subscriptions.apply_consent(cur, stored)]
-        deliveries.enqueue(cur, notes)  # the outbox: last, so it sees every notification
+        # The outbox: last, so it sees every notification. A delivery keeps the batch's
+        # trace context (None when tracing is off): its attempts are that span's children.
+        deliveries.enqueue(cur, notes, tracing.current_traceparent())
         dead_letters.insert(cur, letters)
     return Applied(stored, notes)

@@ -98,9 +98,9 @@ FROM (SELECT DISTINCT endpoint_id, message_key FROM {cte} WHERE next_attempt_at 
 _ENQUEUE = f"""
 WITH ins AS (
     INSERT INTO deliveries (endpoint_id, event_id, type, payload, message_key, occurred_at,
-                            rank, next_attempt_at)
+                            rank, next_attempt_at, traceparent)
     SELECT e.id, n.event_id, n.type, n.payload::jsonb, n.message_key, n.occurred_at, n.rank,
-           {_HELD_OR_NOW.format(key="n.message_key")}
+           {_HELD_OR_NOW.format(key="n.message_key")}, %b::text
     FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
                 %b::text[], %b::timestamptz[], %b::smallint[])
          AS n(event_id, type, payload, source, channel, sender, message_key, occurred_at, rank)
@@ -115,12 +115,15 @@ WITH ins AS (
 )""" + _HELD_PAIRS.format(cte="ins")
 
 
-def enqueue(cur: psycopg.Cursor, notes: Sequence[Notification]) -> int:
-    """Write the outbox rows for these notifications; returns how many were new."""
+def enqueue(cur: psycopg.Cursor, notes: Sequence[Notification],
+            traceparent: str | None = None) -> int:
+    """Write the outbox rows for these notifications; returns how many were new.
+    ``traceparent``: the trace context their attempts continue (shared.tracing)."""
     if not notes or not endpoints.any_enabled(cur):
         return 0
     events = [n.event for n in notes]
     return _release_held(cur, cur.execute(_ENQUEUE, [
+        traceparent,
         arrays.bigint([n.event_id for n in notes]), arrays.text([n.type for n in notes]),
         arrays.text([orjson.dumps(payload(n)).decode() for n in notes]),
         arrays.text([e.source for e in events]), arrays.text([e.channel for e in events]),
@@ -215,6 +218,7 @@ class Claimed:
     body: bytes
     secrets: list[str]
     token: uuid.UUID
+    traceparent: str | None = None
 
 
 # A delivery of endpoint ``e`` that may be sent now (a held one is never due).
@@ -275,7 +279,7 @@ SET claim_token = %(token)s, next_attempt_at = now() + make_interval(secs => %(l
 -- With its partition key: each row is one partition's probe, not one per partition.
 FROM picked WHERE d.id = picked.id AND d.occurred_at = picked.occurred_at
 RETURNING d.id, d.endpoint_id, picked.url, d.payload::text, picked.secret,
-          picked.previous_secret, picked.previous_secret_expires_at, now()
+          picked.previous_secret, picked.previous_secret_expires_at, now(), d.traceparent
 """
 
 
@@ -301,7 +305,7 @@ def claim(conn: psycopg.Connection, limit: int, rules: ClaimRules,
         rows = conn.execute(_CLAIM, params).fetchall()
     return [
         Claimed(id=r[0], endpoint_id=r[1], url=r[2], body=r[3].encode(),
-                secrets=active_secrets(r[4], r[5], r[6], r[7]), token=token)
+                secrets=active_secrets(r[4], r[5], r[6], r[7]), token=token, traceparent=r[8])
         for r in rows
     ]
 
