@@ -45,9 +45,10 @@ def enabled() -> bool:
 
 
 def configure(service: str, env: Mapping[str, str] | None = None,
-              exporter: Any = None) -> bool:
+              exporter: Any = None, batch: bool = False) -> bool:
     """Turn tracing on for this process when ``env`` names an OTLP endpoint (or a test
-    passes its ``exporter``); once per process. True when on."""
+    passes its ``exporter``, which gets each span as it ends unless ``batch``, as the
+    OTLP exporter does); once per process. True when on."""
     global _tracer, _propagator, _provider, _api
     if _tracer is not None:
         return True
@@ -68,9 +69,8 @@ def configure(service: str, env: Mapping[str, str] | None = None,
     if exporter is None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        processor: Any = BatchSpanProcessor(OTLPSpanExporter())
-    else:
-        processor = SimpleSpanProcessor(exporter)
+        exporter, batch = OTLPSpanExporter(), True
+    processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
     # A batch span links to every callback of its lease (128 by default).
     provider = TracerProvider(
         resource=Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or service}),
@@ -99,28 +99,37 @@ def _span_context(traceparent: str) -> Any:
     return _api.get_current_span(_context(traceparent)).get_span_context()
 
 
+def _traceparent(ctx: Any) -> str:
+    # What the W3C propagator's inject writes, without its carrier and context lookups.
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+
+
 def current_traceparent() -> str | None:
     """The current span's ``traceparent``; None when tracing is off or no span is open."""
     if _tracer is None:
         return None
-    carrier: dict[str, str] = {}
-    _propagator.inject(carrier)
-    return carrier.get(TRACEPARENT)
+    ctx = _api.get_current_span().get_span_context()
+    return _traceparent(ctx) if ctx.is_valid else None
 
 
 def around_callback(source: str, environ: Mapping[str, Any],
                     call: Callable[[str | None], R], status: Callable[[R], int]) -> R:
     """``call(traceparent)`` inside the callback's span; ``status(result)`` is its HTTP
-    status. The request's own ``traceparent`` header (a proxy's), if any, is the parent."""
-    parent = _context(environ.get("HTTP_TRACEPARENT"))
-    with _tracer.start_as_current_span("callback", context=parent, kind=_api.SpanKind.SERVER,
-                                       attributes={"hookline.source": source}) as span:
-        result = call(current_traceparent())
+    status. The request's own ``traceparent`` header (a proxy's), if any, is the parent.
+    The span is not made the current one: nothing below it on the hot path opens one."""
+    incoming = environ.get("HTTP_TRACEPARENT")
+    span = _tracer.start_span("callback", context=_context(incoming) if incoming else None,
+                              kind=_api.SpanKind.SERVER,
+                              attributes={"hookline.source": source})
+    try:
+        result = call(_traceparent(span.get_span_context()))
         code = status(result)
         span.set_attribute("http.response.status_code", code)
         if code >= 500:
             span.set_status(_api.StatusCode.ERROR)
         return result
+    finally:
+        span.end()
 
 
 def batch_span(size: int) -> contextlib.AbstractContextManager[Any]:
