@@ -352,7 +352,7 @@ def dispatch(rt: runtime.Runtime, budget: float = DISPATCH_BUDGET_SECONDS,
 
 def claim_into(conn: psycopg.Connection, sender: Sender, limit: int) -> int:
     batch = deliveries.claim(conn, limit, sender.claim_rules, *sender.claim_slow())
-    secrets = secretbox.box(runtime.get().settings.secret_key)
+    secrets = secretbox.box(runtime.get().settings.secret_keys)
     sendable: list[Claimed] = []
     for c in batch:
         try:
