@@ -159,11 +159,12 @@ class DevRunner:
 def run_dev(args: argparse.Namespace) -> int:
     runner = DevRunner(args)
     runner.data_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
+    env = config.with_files(os.environ)  # X_FILE read here, so X given below is not twice
     env.setdefault("HOOKLINE_LOG_FORMAT", "text")
     env.setdefault("HOOKLINE_API_TOKEN", _persistent_secret(runner.data_dir))
-    # Kept beside the data: endpoint secrets sealed with it must open next time.
-    env.setdefault("HOOKLINE_SECRET_KEY", _persistent_secret(runner.data_dir, "secret-key"))
+    if not env.get("HOOKLINE_SECRET_KEYS"):
+        # Kept beside the data: endpoint secrets sealed with it must open next time.
+        env.setdefault("HOOKLINE_SECRET_KEY", _persistent_secret(runner.data_dir, "secret-key"))
 
     def on_signal(signum: int, _frame: object) -> None:
         runner.stop_requested = True
