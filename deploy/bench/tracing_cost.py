@@ -26,14 +26,18 @@ from common import cli, require_valgrind, services
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 WARM = 300
-MODES = ("off", "on")
+# on-unsampled: on, with the sampler dropping every trace (OTEL_TRACES_SAMPLER=always_off):
+# what sampling leaves of the cost.
+MODES = ("off", "on", "on-unsampled")
 
 
 def _child(mode: str, n: int) -> None:
     sys.path[:0] = [str(ROOT), str(HERE)]
     import ingest_instructions
 
-    if mode == "on":
+    if mode == "on-unsampled":
+        os.environ["OTEL_TRACES_SAMPLER"] = "always_off"
+    if mode != "off":
         from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
         from shared import tracing
@@ -79,9 +83,12 @@ def run(requests: int = 1000) -> dict[str, dict]:
 
 def report(res: dict[str, dict]) -> list[str]:
     off, on = res["off"]["per_request"], res["on"]["per_request"]
+    unsampled = res["on-unsampled"]["per_request"]
     return [
         f"ingest instructions per request (callgrind, {res['off']['requests']} requests): "
-        f"tracing off {off:,.0f}, on {on:,.0f} (+{on - off:,.0f}, {on / off - 1:+.0%})",
+        f"tracing off {off:,.0f}, on {on:,.0f} (+{on - off:,.0f}, {on / off - 1:+.0%}), "
+        f"on but not sampled {unsampled:,.0f} (+{unsampled - off:,.0f}, "
+        f"{unsampled / off - 1:+.0%})",
     ]
 
 
