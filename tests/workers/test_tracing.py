@@ -131,3 +131,12 @@ def test_on_without_the_packages_is_a_clear_error(monkeypatch):
     with pytest.raises(ConfigError, match=r"hookline\[otel\]"):
         tracing.configure("x", env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
     assert not tracing.enabled()
+
+
+def test_an_envelope_without_a_trace_is_byte_for_byte_as_before():
+    from shared.envelope import Envelope
+
+    env = Envelope(id="i", source="s", event=None, received_at=1.0, body=b"{}")
+    assert b'"tp"' not in env.encode()
+    env.trace = PROXY_PARENT
+    assert decode(env.encode()).trace == PROXY_PARENT
