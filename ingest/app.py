@@ -22,7 +22,7 @@ from ingest import (
     problems,
 )
 from ingest.jsonio import OrjsonProvider
-from shared import config, runtime
+from shared import config, runtime, tracing
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ def create_app(
     if kick_fanout is not None:
         app.extensions["hookline.kick_fanout"] = kick_fanout
     metrics.install(app)
+    tracing.configure("hookline-ingest")  # before the callback view binds whether it is on
 
     callbacks.install(app)
     app.register_blueprint(api.bp)

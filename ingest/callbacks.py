@@ -20,7 +20,7 @@ from flask import Flask, Request, Response, jsonify, request
 
 from ingest import signatures
 from ingest.auth import presented_token, token_ok
-from shared import inbox
+from shared import inbox, tracing
 from shared.config import Settings, SignatureSpec, source_env_suffix
 from shared.envelope import KEPT_HEADERS, Envelope, new_id
 from shared.providers import SOURCES
@@ -127,6 +127,7 @@ class Callbacks:
         self.send_drain: Callable[[], object] = app.extensions["hookline.send_drain"]
         self.observe = app.extensions["hookline.observe"]
         self.enqueue_failed = app.extensions["hookline.enqueue_failed"]
+        self.traced = tracing.enabled()
 
     def receive(self, source: str, event: str | None = None) -> Response:
         started = time.perf_counter()
@@ -166,7 +167,17 @@ class Callbacks:
             headers={h: environ[k] for h, k in _KEPT_ENVIRON if k in environ},
             remote_addr=addr,
         )
+        if self.traced:
+            return self._enqueue_traced(envelope, environ)
         return self._enqueue(envelope)
+
+    def _enqueue_traced(self, envelope: Envelope, environ: dict) -> Response:
+        def enqueue(traceparent: str | None) -> Response:
+            envelope.trace = traceparent
+            return self._enqueue(envelope)
+
+        return tracing.around_callback(envelope.source, environ, enqueue,
+                                       lambda resp: resp.status_code)
 
     def _enqueue(self, envelope: Envelope) -> Response:
         client = self.redis()

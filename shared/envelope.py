@@ -39,6 +39,8 @@ class Envelope:
     headers: dict[str, str] = field(default_factory=dict)
     remote_addr: str | None = None
     replay_of: int | None = None
+    # The ingest span's W3C traceparent when tracing is on (shared.tracing).
+    trace: str | None = None
 
     def encode(self) -> bytes:
         header: dict[str, Any] = {
@@ -51,6 +53,8 @@ class Envelope:
         }
         if self.replay_of is not None:
             header["replay_of"] = self.replay_of
+        if self.trace is not None:
+            header["tp"] = self.trace
         return orjson.dumps(header) + b"\n" + self.body
 
 
@@ -73,6 +77,7 @@ def decode(raw: bytes) -> Envelope:
             headers=dict(h.get("h") or {}),
             remote_addr=h.get("ip"),
             replay_of=h.get("replay_of"),
+            trace=h.get("tp"),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise EnvelopeError(f"corrupt envelope header: {exc}") from exc

@@ -28,7 +28,7 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import PoolTimeout
 
-from shared import consent, providers
+from shared import consent, providers, tracing
 from shared.config import Settings
 from shared.db import events
 from shared.db.apply import Applied, TimeBounds, apply_batch, bound
@@ -291,11 +291,12 @@ def process_lease(rt: Runtime, lease: Lease, parsed: Parsed | None = None) -> Ou
     ``parsed`` is parse_lease(rt, lease), when the caller parsed the batch ahead."""
     out = Outcome()
     lease_renewal.watch(rt.inbox, lease)
-    try:
-        return _process_lease(rt, lease, out, parsed)
-    finally:
-        lease_renewal.forget(lease)
-        _report(lease, out)
+    with tracing.batch_span(len(lease.items)) as span:
+        try:
+            return _process_lease(rt, lease, out, parsed, span)
+        finally:
+            lease_renewal.forget(lease)
+            _report(lease, out)
 
 
 def _report(lease: Lease, out: Outcome) -> None:
@@ -312,10 +313,11 @@ def _report(lease: Lease, out: Outcome) -> None:
 
 
 def _process_lease(
-    rt: Runtime, lease: Lease, out: Outcome, parsed: Parsed | None
+    rt: Runtime, lease: Lease, out: Outcome, parsed: Parsed | None, span: object = None
 ) -> Outcome:
     if parsed is None:
         parsed = parse_lease(rt, lease)
+    tracing.link_callbacks(span, (d.envelope.trace for d in parsed.decoded if d.envelope))
     crashed = [d for d in parsed.decoded if d.error is not None]
     good = [d for d in parsed.decoded if d.error is None]
     try:

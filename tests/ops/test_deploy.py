@@ -41,6 +41,9 @@ GAUGES = {
     "hookline_default_partition_rows",
     "hookline_held_delivery_oldest_seconds",
     "hookline_held_deliveries_stranded",
+    "hookline_deliveries_pending",
+    "hookline_deliveries_held",
+    "hookline_oldest_due_delivery_age_seconds",
 }
 # Classic histograms: queried through their _bucket, _sum and _count series.
 HISTOGRAMS = {
@@ -65,6 +68,7 @@ RUNBOOK_ANCHORS = {
     "held-deliveries",
     "no-progress",
     "partitions",
+    "fan-out-backlog",
 }
 CONTRACT_ENV = {
     "DATABASE_URL",
@@ -647,6 +651,9 @@ def test_alerts_cover_the_required_conditions() -> None:
     assert "hookline_held_deliveries_stranded" in exprs
     assert "hookline_held_delivery_oldest_seconds" in exprs
     assert "rate(hookline_events_applied_total" in exprs
+    assert "hookline_oldest_due_delivery_age_seconds" in exprs
+    assert "hookline_deliveries_pending" in exprs
+    assert "hookline_deliveries_held" in exprs
 
 
 # --- (g) Grafana --------------------------------------------------------------------------------
@@ -676,6 +683,23 @@ def test_dashboard_exprs_use_known_metrics() -> None:
     bases = {re.sub(r"_(bucket|sum|count)$", "", name) for name in used}
     missing = (COUNTERS | GAUGES | HISTOGRAMS) - bases
     assert not missing, f"no panel shows {sorted(missing)}"
+
+
+def test_runbook_anchors_are_headings_in_operations_md() -> None:
+    """Each alert's runbook anchor is a heading of docs/operations.md (GitHub's slugs)."""
+    headings = re.findall(r"^#+ (.+)$", (ROOT / "docs" / "operations.md").read_text(), re.M)
+    slugs = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+    assert not RUNBOOK_ANCHORS - slugs, sorted(RUNBOOK_ANCHORS - slugs)
+
+
+def test_dashboard_panels_do_not_overlap() -> None:
+    taken: set[tuple[int, int]] = set()
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        g = panel["gridPos"]
+        cells = {(x, y) for x in range(g["x"], g["x"] + g["w"])
+                 for y in range(g["y"], g["y"] + g["h"])}
+        assert not cells & taken, f"panel {panel['title']!r} overlaps another"
+        taken |= cells
 
 
 def test_dashboard_ids_are_unique() -> None:

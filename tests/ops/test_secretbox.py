@@ -16,7 +16,7 @@ def test_seal_and_open_round_trip_with_a_fresh_nonce():
 
 def test_wrong_key_or_missing_key_is_a_clear_error():
     sealed = SecretBox("k" * 20).seal("whsec_abc")
-    with pytest.raises(SecretBoxError, match="HOOKLINE_SECRET_KEY changed"):
+    with pytest.raises(SecretBoxError, match="not in HOOKLINE_SECRET_KEYS"):
         SecretBox("other-key-123456789").open(sealed)
     with pytest.raises(SecretBoxError, match="not set"):
         SecretBox(None).open(sealed)
