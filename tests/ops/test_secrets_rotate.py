@@ -17,7 +17,6 @@ from tests.console.console_support import client_for, sign_in
 from tests.fanout.fanout_helpers import AUTH, create_endpoint, deliver, verify
 from tests.helpers import drain_all, enqueue, receipt
 
-
 OLD, NEW = "old-key-0123456789", "new-key-0123456789"
 
 

@@ -14,7 +14,6 @@ from shared.envelope import decode
 from tests.fanout.fanout_helpers import client_for, create_endpoint, deliver
 from tests.helpers import drain_all, receipt
 
-
 # A proxy in front of ingest that traces: the callback span is its child.
 PROXY_TRACE = "0af7651916cd43dd8460a0b67b4c4a3c"
 PROXY_PARENT = f"00-{PROXY_TRACE}-b7ad6b7169203331-01"
