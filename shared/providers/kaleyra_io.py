@@ -45,7 +45,7 @@ Decisions:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -76,7 +76,8 @@ from shared.providers.base import (
 from shared.providers.base import (
     optional_text as _text,
 )
-from shared.timeutil import parse_timestamp, utcnow
+from shared.providers.common import LocationSchema, first_text, first_time, inbound_data
+from shared.timeutil import utcnow
 
 SOURCE = "kaleyra-io"
 URL_HINT = f"{SOURCE} flat payload needs its event in the URL (/callbacks/{SOURCE}/<event>)"
@@ -168,11 +169,6 @@ class MediaContentSchema(BaseSchema):
     filename = fields.String(load_default=None)
 
 
-class LocationContentSchema(BaseSchema):
-    latitude = fields.Float(required=True, validate=validate.Range(-90, 90))
-    longitude = fields.Float(required=True, validate=validate.Range(-180, 180))
-
-
 class SmsStatusSchema(BaseSchema):
     id = _required_text()
     mobile = _required_text()
@@ -217,7 +213,7 @@ class ContactSchema(BaseSchema):
 
 (_STATUS, _INBOUND, _TEXT, _MEDIA, _LOCATION, _SMS_STATUS, _UNSUBSCRIPTION, _VOICE,
  _CONTACT) = instances(StatusSchema, InboundSchema, TextContentSchema, MediaContentSchema,
-                       LocationContentSchema, SmsStatusSchema, UnsubscriptionSchema,
+                       LocationSchema, SmsStatusSchema, UnsubscriptionSchema,
                        VoiceSchema, ContactSchema)
 
 
@@ -238,21 +234,6 @@ def _when(*candidates: datetime | None) -> tuple[datetime, dict[str, Any]]:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-def _first_text(doc: dict[str, Any], keys: Iterable[str]) -> str | None:
-    return next((t for t in (_text(doc.get(k)) for k in keys) if t), None)
-
-
-def _first_time(doc: dict[str, Any], keys: Iterable[str]) -> datetime | None:
-    for key in keys:
-        value = doc.get(key)
-        if isinstance(value, str | int | float) and value != "":
-            try:
-                return parse_timestamp(value)
-            except (ValueError, OverflowError):
-                continue
-    return None
 
 
 def _status_time(status: str, r: dict[str, Any]) -> datetime | None:
@@ -324,9 +305,8 @@ def _message_in(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
     r = load(_INBOUND, payload, f"{SOURCE} {event} payload")
     channel = _channel(event)
     occurred, data = _when(r["timestamp"])
-    data.update(text=None, response=None, location=None, media=None, carrier_id=None)
-    data.update(_content(r["message"], f"{SOURCE} {event} message.payload"))
-    data.update(user=r["recipient"]["user"], message_type=r["message"]["type"])
+    data.update(inbound_data(**_content(r["message"], f"{SOURCE} {event} message.payload"),
+                             user=r["recipient"]["user"], message_type=r["message"]["type"]))
     return _message_event(
         EventType.MESSAGE_INBOUND, r["id"], event, doc,
         channel=channel, occurred_at=occurred, sender=_business_number(r["channels"], channel),
@@ -410,19 +390,19 @@ def _voice_out(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
 def _vmn_in(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
     if not isinstance(payload, dict):
         raise ParseError(f"{SOURCE} {event}: expected a JSON object, got {type(payload).__name__}")
-    msisdn = _first_text(payload, VMN_MSISDN_KEYS)
+    msisdn = first_text(payload, VMN_MSISDN_KEYS)
     if msisdn is None:
         keys = ", ".join(VMN_MSISDN_KEYS)
         raise ParseError(f"{SOURCE} {event}: no sender number (expected one of {keys})")
     text = next((payload[k] for k in VMN_TEXT_KEYS if isinstance(payload.get(k), str)), None)
     message_id = _text(payload.get("id"))
-    occurred, data = _when(_first_time(payload, VMN_TIME_KEYS))
-    data.update(text=text, response=None, location=None, media=None, carrier_id=None, user=None)
+    occurred, data = _when(first_time(payload, VMN_TIME_KEYS))
+    data.update(inbound_data(text=text))
     data.update({k: payload[k] for k in ("keyword", "operator", "circle") if _text(payload.get(k))})
     return _message_event(
         EventType.MESSAGE_INBOUND, message_id, event, doc,
         channel="sms", occurred_at=occurred,
-        sender=_first_text(payload, VMN_NUMBER_KEYS), msisdn=msisdn, provider_status=event,
+        sender=first_text(payload, VMN_NUMBER_KEYS), msisdn=msisdn, provider_status=event,
         data=data,
     )
 

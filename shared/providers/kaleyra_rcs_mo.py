@@ -28,6 +28,7 @@ from shared.providers.base import (
     UTCDateTime,
     load,
 )
+from shared.providers.common import LocationSchema, inbound_data, is_envelope
 
 SOURCE = "kaleyra-rcs"
 CHANNEL = "rcs"
@@ -52,11 +53,6 @@ class ResponseSchema(BaseSchema):
     postback_data = LooseString(data_key="postbackData", load_default=None)
     type = fields.String(required=True)  # REPLY or ACTION
     mo_type = fields.String(load_default=None)  # DIAL, OPEN_URL, VIEW_LOCATION, ...
-
-
-class LocationSchema(BaseSchema):
-    latitude = fields.Float(required=True, validate=validate.Range(-90, 90))
-    longitude = fields.Float(required=True, validate=validate.Range(-180, 180))
 
 
 class UserMessageSchema(BaseSchema):
@@ -99,11 +95,6 @@ _MO = MoSchema()
 _ENVELOPE = EnvelopeSchema()
 
 
-def _is_envelope(doc: Any) -> bool:
-    # Same rule as the receipt module, so one body is never claimed as both forms.
-    return isinstance(doc, dict) and "code" in doc and isinstance(doc.get("data"), dict)
-
-
 def _is_mo(inner: Any) -> bool:
     return isinstance(inner, dict) and isinstance(inner.get("type"), str) and (
         inner["type"] in EVENT_TYPES
@@ -111,11 +102,11 @@ def _is_mo(inner: Any) -> bool:
 
 
 def matches_flat(doc: Any, event: str | None) -> bool:
-    return not _is_envelope(doc) and _is_mo(doc)
+    return not is_envelope(doc) and _is_mo(doc)
 
 
 def matches_envelope(doc: Any, event: str | None) -> bool:
-    return _is_envelope(doc) and _is_mo(doc["data"])
+    return is_envelope(doc) and _is_mo(doc["data"])
 
 
 def _inbound_data(um: dict[str, Any], carrier_id: str | None) -> dict[str, Any]:
@@ -125,15 +116,13 @@ def _inbound_data(um: dict[str, Any], carrier_id: str | None) -> dict[str, Any]:
             f"unsupported event type for {SOURCE}: USER_MESSAGE with userMessage.type {kind!r}"
         )
     response = um["response"]
-    return {
-        "message_type": kind,
-        "text": um["text"] if kind == "TEXT" else None,
-        "response": _response(response) if kind == "RESPONSE" and response else None,
-        "location": dict(um["location"]) if kind == "LOCATION" and um["location"] else None,
-        "media": None,
-        "carrier_id": carrier_id,
-        "user": None,
-    }
+    return inbound_data(
+        message_type=kind,
+        text=um["text"] if kind == "TEXT" else None,
+        response=_response(response) if kind == "RESPONSE" and response else None,
+        location=dict(um["location"]) if kind == "LOCATION" and um["location"] else None,
+        carrier_id=carrier_id,
+    )
 
 
 def _response(r: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from shared.providers.base import (
     failure,
     load,
 )
+from shared.providers.common import is_envelope, unwrap
 
 SOURCE = "kaleyra-rcs"
 STATUS_MAP = {"SENT": "sent", "DELIVERED": "delivered", "READ": "read", "ERROR": "failed"}
@@ -45,31 +46,25 @@ class ReceiptSchema(BaseSchema):
 _SCHEMA = ReceiptSchema()
 
 
-def _unwrap(doc: Any) -> Any:
-    if isinstance(doc, dict) and "code" in doc and isinstance(doc.get("data"), dict):
-        return doc["data"]
-    return doc
-
-
 def matches(doc: Any, event: str | None) -> bool:
-    inner = _unwrap(doc)
+    inner = unwrap(doc)
     kind = inner.get("type") if isinstance(inner, dict) else None
     return isinstance(kind, str) and kind in STATUS_MAP
 
 
 def _failure(r: dict[str, Any], doc: Any) -> tuple[str | None, str | None]:
-    envelope = doc if isinstance(doc, dict) and "code" in doc else {}
+    envelope = doc if is_envelope(doc) else {}
     reason, code = error_parts(r["error"] or envelope.get("error"))
     return failure(reason or envelope.get("message"), code or envelope.get("code"))
 
 
 def parse(doc: Any, event: str | None) -> list[NormalisedEvent]:
-    r = load(_SCHEMA, _unwrap(doc), "kaleyra-rcs receipt")
+    r = load(_SCHEMA, unwrap(doc), "kaleyra-rcs receipt")
     status = STATUS_MAP[r["type"]]
     data: dict[str, Any] = {}
     if r["carrierId"]:
         data["carrier_id"] = r["carrierId"]
-    if isinstance(doc, dict) and "code" in doc:
+    if is_envelope(doc):
         data["code"] = doc.get("code")
         if doc.get("error"):
             data["error"] = doc["error"]
