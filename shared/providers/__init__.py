@@ -38,7 +38,8 @@ def schemas() -> list[BaseSchema]:
 FORMATS: tuple[Format, ...] = tuple(_discover())
 SOURCES: frozenset[str] = frozenset(f.source for f in FORMATS)
 _BY_SOURCE: dict[str, tuple[Format, ...]] = {
-    s: tuple(f for f in FORMATS if f.source == s) for s in SOURCES
+    s: tuple(sorted((f for f in FORMATS if f.source == s), key=lambda f: f.fallback))
+    for s in SOURCES
 }
 
 
