@@ -1,7 +1,13 @@
-"""POST /callbacks/<source>[/<event>]: authenticate, bound the size, queue, answer 202.
+"""POST or GET /callbacks/<source>[/<event>]: authenticate, bound the size, queue, answer 202.
 
 The request path does not parse JSON: a body that is not even JSON is still
 queued and becomes a dead letter a person can look at.
+
+A GET callback (Kaleyra's SMS delivery report push, "GET or POST") carries its
+fields in the query string: the query string, without the callback token, is
+kept as the body, marked as a form (FORM_FROM_QUERY), and the worker reads it as
+a flat field set, as it does a POST with an ``application/x-www-form-urlencoded``
+body (whose ``token`` field, if any, is dropped too). The token is never stored.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 import orjson
 import redis
@@ -28,6 +35,10 @@ from shared.providers import SOURCES
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = "5"
+FORM = "application/x-www-form-urlencoded"
+# The content type kept for a GET callback: a form that came in the query string.
+FORM_FROM_QUERY = f"{FORM}; hookline-from=query"
+TOKEN_FIELD = b"token"
 # What a URL's event may be (e.g. "sms:message:status"). An unknown but plausible
 # name is queued and becomes a dead letter someone can read; anything else (a NUL,
 # which PostgreSQL cannot store even in a dead letter, a 10 kB path) is refused.
@@ -65,6 +76,15 @@ def policies(settings: Settings) -> dict[str, SourcePolicy]:
         )
         for source in SOURCES
     }
+
+
+def without_token(fields: bytes) -> bytes:
+    """A urlencoded field set without its ``token`` fields, the rest byte for byte."""
+    if TOKEN_FIELD not in fields and b"%" not in fields:  # "t%6Fken" is a token too
+        return fields
+    kept = [f for f in fields.split(b"&")
+            if unquote_to_bytes(f.partition(b"=")[0].replace(b"+", b" ")) != TOKEN_FIELD]
+    return b"&".join(kept)
 
 
 def _allowed(networks: tuple, addr: str | None) -> bool:
@@ -143,21 +163,30 @@ class Callbacks:
         addr = environ.get("REMOTE_ADDR")  # req.remote_addr, after any ProxyFix
         if not _allowed(policy.networks, addr):
             return _error(403, f"address {addr} is not allowed for {source}")
-        body = _read_body(req, self.max_body)
+        headers = {h: environ[k] for h, k in _KEPT_ENVIRON if k in environ}
+        if environ["REQUEST_METHOD"] == "GET":
+            query = environ.get("QUERY_STRING", "").encode("latin-1")
+            body: bytes | object | None = without_token(query) \
+                if len(query) <= self.max_body else None
+            headers["content-type"] = FORM_FROM_QUERY
+        else:
+            body = _read_body(req, self.max_body)
         if body is None:
             return _error(413, f"body larger than {self.max_body} bytes")
         if body is SHORT:
             return _error(400, "body shorter than its Content-Length")
         assert isinstance(body, bytes)
+        if body and environ.get("CONTENT_TYPE", "").startswith(FORM):
+            body = without_token(body)
         if not body:
-            return _error(400, "empty body")
+            return _error(400, "empty body" if environ["REQUEST_METHOD"] != "GET"
+                          else "no fields in the query string")
         spec = policy.signature
         if spec is not None and not signatures.verify(spec, req.headers, body):
             return _error(401, f"missing or wrong {spec.header} signature")
         envelope = Envelope(
             id=new_id(), source=source, event=event, received_at=time.time(), body=body,
-            headers={h: environ[k] for h, k in _KEPT_ENVIRON if k in environ},
-            remote_addr=addr,
+            headers=headers, remote_addr=addr,
         )
         return self._enqueue(envelope)
 
@@ -186,8 +215,9 @@ def install(app: Flask) -> None:
     view = Callbacks(app).receive
     # No dot in the endpoint name: Flask reads "a.b" as blueprint "a" and looks up its
     # hooks on every request.
-    app.add_url_rule("/callbacks/<source>", "receive_callback", view, methods=["POST"])
-    app.add_url_rule("/callbacks/<source>/<event>", "receive_callback", view, methods=["POST"])
+    methods = ["POST", "GET"]
+    app.add_url_rule("/callbacks/<source>", "receive_callback", view, methods=methods)
+    app.add_url_rule("/callbacks/<source>/<event>", "receive_callback", view, methods=methods)
 
 
 def _kick(client: redis.Redis, send: Callable[[], object]) -> None:

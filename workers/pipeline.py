@@ -29,6 +29,7 @@ from shared.db.dead_letters import DeadLetter
 from shared.db.events import Incoming, Stored
 from shared.envelope import Envelope, EnvelopeError, decode
 from shared.providers import ParseError
+from shared.providers.common import form_fields, is_form
 from shared.queue import ERRORS, Lease
 from shared.runtime import Runtime
 from shared.timeutil import from_epoch
@@ -116,6 +117,21 @@ def load_json(body: bytes) -> Any:
     return doc
 
 
+def load_body(env: Envelope) -> Any:
+    """A form (a form POST, or a GET's query string) as its flat field set, else JSON."""
+    if not is_form(env.headers.get("content-type")):
+        return load_json(env.body)
+    try:
+        fields = form_fields(env.body)
+    except ValueError as exc:
+        raise ParseError(f"invalid form fields: {exc}") from None
+    if not fields:
+        raise ParseError("empty form: no fields")
+    if any("\x00" in k or "\x00" in v for k, v in fields.items()):
+        raise ParseError("form field contains U+0000, which PostgreSQL cannot store")
+    return fields
+
+
 def decode_one(raw: bytes, settings: Settings | None = None) -> Decoded:
     try:
         env = decode(raw)
@@ -126,7 +142,7 @@ def decode_one(raw: bytes, settings: Settings | None = None) -> Decoded:
         )
         return Decoded(raw, None, letter=letter)
     try:
-        doc = load_json(env.body)
+        doc = load_body(env)
         events = providers.parse(env.source, env.event, doc)
     except ParseError as exc:
         return Decoded(raw, env, letter=_letter(env, exc.reason))

@@ -12,16 +12,30 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 from marshmallow import fields, validate
 
 from shared.providers.base import BaseSchema, optional_text
 from shared.timeutil import parse_timestamp
 
+FORM = "application/x-www-form-urlencoded"
 # A key, or a path of keys into nested objects.
 Path = str | tuple[str, ...]
 # The members every inbound message's data has, so a reader of data never guesses.
 INBOUND_KEYS: tuple[str, ...] = ("text", "response", "location", "media", "carrier_id", "user")
+
+
+def is_form(content_type: str | None) -> bool:
+    """A body that is a urlencoded field set: a form POST, or a GET's query string."""
+    return bool(content_type) and content_type.split(";", 1)[0].strip().lower() == FORM
+
+
+def form_fields(body: bytes) -> dict[str, str]:
+    """A urlencoded body as a flat field set; a repeated field keeps its last value.
+    Raises ValueError on bytes that are not UTF-8 once decoded."""
+    return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True,
+                          encoding="utf-8", errors="strict"))
 
 
 def is_envelope(doc: Any) -> bool:

@@ -83,16 +83,30 @@ SOURCE = "kaleyra-io"
 URL_HINT = f"{SOURCE} flat payload needs its event in the URL (/callbacks/{SOURCE}/<event>)"
 
 WRAPPED_STATUS: dict[str, str] = {s: s for s in STATUS_ORDER if s != "unknown"}
+# SMPP statuses, Kaleyra's own (developers.kaleyra.io "SMS Status and Status Trace
+# Codes"; messaging.kaleyra.com "Delivery Reports"), and the older push's DNDNUMB.
 SMPP_STATUS: dict[str, str] = {
     "DELIVRD": "delivered",
+    "DELIVERED": "delivered",
     "ACCEPTD": "sent",
     "ENROUTE": "sent",
     "SENT": "sent",
+    "AWAITED-DLR": "sent",
     "UNDELIV": "failed",
+    "UNDELIVERED": "failed",
     "REJECTD": "failed",
+    "REJECTED": "failed",
     "FAILED": "failed",
+    "NOT-SENT": "failed",
+    "NOTSENT": "failed",
+    "DNDNUMB": "failed",
+    "DND-NUMB": "failed",
     "EXPIRED": "expired",
     "DELETED": "deleted",
+}
+SMS_ALIASES: dict[str, str] = {
+    "message_id": "id", "msgid": "id", "my_id": "custom", "delivered": "deliv_time",
+    "dlr_time": "deliv_time", "number": "mobile", "to": "mobile",
 }
 SCOPES: dict[str, ConsentScope] = {
     "all": ConsentScope.ALL,
@@ -176,6 +190,7 @@ class SmsStatusSchema(BaseSchema):
     sender, credits, units = _optional(LooseString, 3)
     deliv_time, sent_time, submit_time = _optional(UTCDateTime, 3)
     cid, custom, err = _optional(LooseString, 3)
+    sid, status_trace, description = _optional(LooseString, 3)
 
 
 class UnsubscriptionSchema(BaseSchema):
@@ -317,12 +332,30 @@ def _message_in(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
 # --- flat: sms status, unsubscriptions, voice, vmn, contacts -----------------------------
 
 
+def _sms_fields(payload: Any) -> Any:
+    """The push's other names (a GET or form callback) for the fields of the JSON one."""
+    if not isinstance(payload, dict):
+        return payload
+    renamed = {new: payload[old] for old, new in SMS_ALIASES.items()
+               if old in payload and new not in payload}
+    return {**payload, **renamed} if renamed else payload
+
+
+def _sms_failure(r: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The provider's status is the reason (with its trace, e.g. UNDELIVERED: ABSENT-SUB);
+    the SMPP error, else the trace, the code."""
+    trace = r["status_trace"] if r["status_trace"] != r["status"] else None
+    reason = f"{r['status']}: {trace}" if trace else r["status"]
+    return failure(reason, r["err"] or trace)
+
+
 def _sms_status(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
-    r = load(_SMS_STATUS, payload, f"{SOURCE} {event}")
+    r = load(_SMS_STATUS, _sms_fields(payload), f"{SOURCE} {event}")
     status = SMPP_STATUS.get(r["status"].upper(), "unknown")
     occurred, data = _when(r["deliv_time"], r["sent_time"], r["submit_time"])
-    data.update({k: r[k] for k in ("credits", "units", "cid", "custom") if r[k] is not None})
-    reason, code = failure(None, r["err"]) if status in FAILURE_STATUSES else (None, None)
+    kept = ("credits", "units", "cid", "custom", "sid", "status_trace", "description")
+    data.update({k: r[k] for k in kept if r[k] is not None})
+    reason, code = _sms_failure(r) if status in FAILURE_STATUSES else (None, None)
     return _message_event(
         STATUS_EVENT_TYPE[status], r["id"], r["status"], doc,
         channel="sms", occurred_at=occurred,
