@@ -30,7 +30,7 @@ from ingest.auth import presented_token, token_ok
 from shared import queue
 from shared.config import Settings, SignatureSpec, source_env_suffix
 from shared.envelope import KEPT_HEADERS, Envelope, new_id
-from shared.providers import SOURCES
+from shared.providers import BODY_LIMITS, SOURCES
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class SourcePolicy:
     token: str | None
     networks: tuple
     signature: SignatureSpec | None
+    max_body: int
 
 
 def policies(settings: Settings) -> dict[str, SourcePolicy]:
@@ -73,6 +74,7 @@ def policies(settings: Settings) -> dict[str, SourcePolicy]:
             token=settings.callback_token_for(source),
             networks=tuple(settings.allowed_networks.get(source_env_suffix(source)) or ()),
             signature=settings.signature_for(source),
+            max_body=body_limit(settings, source),
         )
         for source in SOURCES
     }
@@ -85,6 +87,13 @@ def without_token(fields: bytes) -> bytes:
     kept = [f for f in fields.split(b"&")
             if unquote_to_bytes(f.partition(b"=")[0].replace(b"+", b" ")) != TOKEN_FIELD]
     return b"&".join(kept)
+
+
+def body_limit(settings: Settings, source: str) -> int:
+    """HOOKLINE_MAX_BODY_BYTES_<SOURCE>, else the larger of the global limit and what
+    the provider documents sending (a Dotdigital batch)."""
+    own = settings.max_body_bytes_by_source.get(source_env_suffix(source))
+    return own or max(settings.max_body_bytes, BODY_LIMITS.get(source, 0))
 
 
 def _allowed(networks: tuple, addr: str | None) -> bool:
@@ -134,7 +143,6 @@ class Callbacks:
     def __init__(self, app: Flask) -> None:
         settings: Settings = app.config["HOOKLINE_SETTINGS"]
         self.policies = policies(settings)
-        self.max_body = settings.max_body_bytes
         self.redis: Callable[[], redis.Redis] = app.extensions["hookline.redis"]
         self.pusher: Callable[[], queue.Pusher] = app.extensions["hookline.pusher"]
         self.send_drain: Callable[[], object] = app.extensions["hookline.send_drain"]
@@ -167,12 +175,12 @@ class Callbacks:
         if environ["REQUEST_METHOD"] == "GET":
             query = environ.get("QUERY_STRING", "").encode("latin-1")
             body: bytes | object | None = without_token(query) \
-                if len(query) <= self.max_body else None
+                if len(query) <= policy.max_body else None
             headers["content-type"] = FORM_FROM_QUERY
         else:
-            body = _read_body(req, self.max_body)
+            body = _read_body(req, policy.max_body)
         if body is None:
-            return _error(413, f"body larger than {self.max_body} bytes")
+            return _error(413, f"body larger than {policy.max_body} bytes")
         if body is SHORT:
             return _error(400, "body shorter than its Content-Length")
         assert isinstance(body, bytes)

@@ -174,6 +174,10 @@ def _per_source(env: Mapping[str, str], prefix: str) -> dict[str, str]:
     }
 
 
+def _per_source_ints(env: Mapping[str, str], prefix: str) -> dict[str, int]:
+    return {suffix: _int(env, prefix + suffix, 1) for suffix in _per_source(env, prefix)}
+
+
 def _networks(env: Mapping[str, str], prefix: str) -> dict[str, tuple]:
     out: dict[str, tuple] = {}
     for suffix, raw in _per_source(env, prefix).items():
@@ -280,6 +284,8 @@ class Settings:
     opt_out_keywords: tuple[str, ...] = ("STOP", "UNSUBSCRIBE")
     trusted_proxy_hops: int = 0
     allowed_networks: dict[str, tuple] = field(default_factory=dict)
+    # HOOKLINE_MAX_BODY_BYTES_<SOURCE>: a source's own limit, over its provider's default.
+    max_body_bytes_by_source: dict[str, int] = field(default_factory=dict)
     allow_private_endpoints: bool = False
     delivery_timeout: float = 10.0
     retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
@@ -400,6 +406,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         callback_tokens=_per_source(env, "HOOKLINE_CALLBACK_TOKEN_"),
         signatures=_signatures(env),
         max_body_bytes=_int(env, "HOOKLINE_MAX_BODY_BYTES", 262144),
+        max_body_bytes_by_source=_per_source_ints(env, "HOOKLINE_MAX_BODY_BYTES_"),
         batch_size=_int(env, "HOOKLINE_BATCH_SIZE", 500, maximum=MAX_BATCH_SIZE),
         batch_bytes=_int(env, "HOOKLINE_BATCH_BYTES", 2 * 1024 * 1024, minimum=65536),
         lease_seconds=_int(env, "HOOKLINE_LEASE_SECONDS", 60, minimum=5),

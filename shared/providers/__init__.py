@@ -9,7 +9,8 @@ from typing import Any
 from shared.model import NormalisedEvent
 from shared.providers.base import BaseSchema, Format, ParseError, UnsupportedEvent
 
-__all__ = ["FORMATS", "SOURCES", "Format", "ParseError", "UnsupportedEvent", "parse", "schemas"]
+__all__ = ["BODY_LIMITS", "FORMATS", "SOURCES", "Format", "ParseError", "UnsupportedEvent",
+           "parse", "schemas"]
 
 
 def _modules() -> list[Any]:
@@ -36,6 +37,12 @@ def schemas() -> list[BaseSchema]:
 
 
 FORMATS: tuple[Format, ...] = tuple(_discover())
+# A source's default body limit where its provider documents sending more than the
+# global HOOKLINE_MAX_BODY_BYTES (a module's MAX_BODY_BYTES = {source: bytes}).
+BODY_LIMITS: dict[str, int] = {
+    source: limit for module in _modules()
+    for source, limit in getattr(module, "MAX_BODY_BYTES", {}).items()
+}
 SOURCES: frozenset[str] = frozenset(f.source for f in FORMATS)
 _BY_SOURCE: dict[str, tuple[Format, ...]] = {
     s: tuple(sorted((f for f in FORMATS if f.source == s), key=lambda f: f.fallback))

@@ -58,6 +58,12 @@ from shared.providers.base import optional_text as _text
 from shared.providers.common import dig, first, first_text, inbound_data, lenient_time
 
 SOURCE = "comapi"
+# Dotdigital "strongly recommends" batched webhooks (a JSON array of these events)
+# and retries every answer but 2xx and 400 for 24 hours before dropping them, so a
+# 413 loses a batch. No maximum batch size is published; an event of the seed is
+# 1-3 KiB, so 1 MiB holds several hundred, and stays under one drain lease's
+# HOOKLINE_BATCH_BYTES (2 MiB by default).
+MAX_BODY_BYTES = {SOURCE: 1024 * 1024}
 UNKNOWN_CHANNEL = "unknown"
 CHANNELS = ("sms", "mms", "rcs", "fbMessenger", "appMessaging", "email")
 PHONE_CHANNELS = frozenset({"sms", "mms", "rcs"})

@@ -108,3 +108,21 @@ def test_a_get_callback_whose_fields_are_not_a_receipt_is_a_dead_letter(stack):
 ])
 def test_without_token(fields, kept):
     assert without_token(fields) == kept
+
+
+# --- body limits per source ---------------------------------------------------------------
+
+
+def test_a_dotdigital_batch_over_the_global_limit_is_taken_and_kaleyras_is_not(make_rt):
+    rt = make_rt(HOOKLINE_MAX_BODY_BYTES="65536")
+    client = create_app(rt=rt, send_drain=lambda: None).test_client()
+    body = b"[" + b",".join([b'{"name":"message.sent","pad":"' + b"x" * 1000 + b'"}'] * 200) + b"]"
+    assert client.post("/callbacks/comapi", data=body).status_code == 202
+    assert client.post("/callbacks/kaleyra-io/sms:message:status", data=body).status_code == 413
+
+
+def test_a_source_limit_overrides_its_provider_default(make_rt):
+    rt = make_rt(HOOKLINE_MAX_BODY_BYTES_COMAPI="1000")
+    client = create_app(rt=rt, send_drain=lambda: None).test_client()
+    resp = client.post("/callbacks/comapi", data=b"[" + b" " * 2000 + b"]")
+    assert resp.status_code == 413 and "1000 bytes" in resp.get_json()["error"]
