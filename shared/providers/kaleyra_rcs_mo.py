@@ -28,7 +28,7 @@ from shared.providers.base import (
     UTCDateTime,
     load,
 )
-from shared.providers.common import LocationSchema, inbound_data, is_envelope
+from shared.providers.common import LocationSchema, first_text, inbound_data, is_envelope
 
 SOURCE = "kaleyra-rcs"
 CHANNEL = "rcs"
@@ -46,6 +46,8 @@ USER_MESSAGE_CONTENT: dict[str, str] = {
     "RESPONSE": "response",
     "LOCATION": "location",
 }
+# userMessage.type values that carry a file (no published MO sample: read leniently).
+MEDIA_MESSAGES = frozenset({"FILE", "MEDIA", "IMAGE", "VIDEO", "AUDIO", "DOCUMENT"})
 
 
 class ResponseSchema(BaseSchema):
@@ -60,12 +62,32 @@ class UserMessageSchema(BaseSchema):
     text = fields.String(load_default=None)
     response = fields.Nested(ResponseSchema, load_default=None)
     location = fields.Nested(LocationSchema, load_default=None)
+    file = fields.Raw(load_default=None)
+    media = fields.Raw(load_default=None)
+    user_file = fields.Raw(data_key="userFile", load_default=None)
 
     @validates_schema
     def _content_present(self, data: dict[str, Any], **kwargs: Any) -> None:
         member = USER_MESSAGE_CONTENT.get(data["type"])
         if member and data.get(member) is None:
             raise ValidationError(f"required for a {data['type']} userMessage", member)
+
+
+def _media(um: dict[str, Any]) -> dict[str, Any] | None:
+    """The file a user sent: Kaleyra's ``file`` / ``media`` (fileUrl, as in its send API)
+    or Google RBM's ``userFile`` (payload.fileUri); None without a URL."""
+    found = next((m for m in (um.get("file"), um.get("media"), um.get("user_file"))
+                  if isinstance(m, dict)), None)
+    if found is None:
+        return None
+    payload = found.get("payload") if isinstance(found.get("payload"), dict) else found
+    url = first_text(payload, ("fileUrl", "fileUri", "url"))
+    if not url:
+        return None
+    return {"url": url, "type": um["type"].lower(),
+            "mime_type": first_text(payload, ("mimeType", "contentType")),
+            "filename": first_text(payload, ("fileName", "name")), "caption": None,
+            "thumbnail_url": first_text(found, ("thumbnailUrl", ("thumbnail", "fileUri")))}
 
 
 class MoSchema(BaseSchema):
@@ -111,6 +133,8 @@ def matches_envelope(doc: Any, event: str | None) -> bool:
 
 def _inbound_data(um: dict[str, Any], carrier_id: str | None) -> dict[str, Any]:
     kind = um["type"]
+    if kind in MEDIA_MESSAGES and _media(um) is not None:
+        return inbound_data(message_type=kind, media=[_media(um)], carrier_id=carrier_id)
     if kind not in USER_MESSAGE_CONTENT:
         raise UnsupportedEvent(
             f"unsupported event type for {SOURCE}: USER_MESSAGE with userMessage.type {kind!r}"

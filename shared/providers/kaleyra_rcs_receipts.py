@@ -1,4 +1,6 @@
-"""Kaleyra RCS delivery receipts (seed 002): SENT, DELIVERED, READ, ERROR.
+"""Kaleyra RCS delivery receipts (seed 002): SENT, DELIVERED, READ, ERROR, and
+TTL_EXPIRATION_REVOKED (expired; developers.kaleyra.io "RCS Delivery Receipt (DR)
+Callback Events"). The message's ``ref``, ``ref1`` and ``ref2`` are kept in data.
 
 ``from`` is the end user's number and ``to`` the agent service code. Receipts
 normally arrive flat; the carrier envelope form (``{code, message, data, error}``,
@@ -29,7 +31,10 @@ from shared.providers.base import (
 from shared.providers.common import is_envelope, unwrap
 
 SOURCE = "kaleyra-rcs"
-STATUS_MAP = {"SENT": "sent", "DELIVERED": "delivered", "READ": "read", "ERROR": "failed"}
+STATUS_MAP = {"SENT": "sent", "DELIVERED": "delivered", "READ": "read", "ERROR": "failed",
+              # "Message expired due to TTL before delivery and was revoked."
+              "TTL_EXPIRATION_REVOKED": "expired"}
+REF_KEYS = ("ref", "ref1", "ref2")
 
 
 class ReceiptSchema(BaseSchema):
@@ -41,6 +46,7 @@ class ReceiptSchema(BaseSchema):
     messageId = LooseString(required=True, validate=validate.Length(min=1))  # noqa: N815
     carrierId = LooseString(load_default=None)  # noqa: N815
     error = fields.Raw(load_default=None)
+    ref, ref1, ref2 = (LooseString(load_default=None) for _ in range(3))
 
 
 _SCHEMA = ReceiptSchema()
@@ -64,6 +70,7 @@ def parse(doc: Any, event: str | None) -> list[NormalisedEvent]:
     data: dict[str, Any] = {}
     if r["carrierId"]:
         data["carrier_id"] = r["carrierId"]
+    data.update({k: r[k] for k in REF_KEYS if r[k]})
     if is_envelope(doc):
         data["code"] = doc.get("code")
         if doc.get("error"):
