@@ -76,7 +76,7 @@ from shared.providers.base import (
 from shared.providers.base import (
     optional_text as _text,
 )
-from shared.providers.common import LocationSchema, first_text, first_time, inbound_data
+from shared.providers.common import LocationSchema, dig, first_text, first_time, inbound_data
 from shared.timeutil import utcnow
 
 SOURCE = "kaleyra-io"
@@ -113,12 +113,21 @@ SCOPES: dict[str, ConsentScope] = {
     "sender": ConsentScope.SENDER,
     "category": ConsentScope.CATEGORY,
 }
+CALL_OUTCOMES: tuple[tuple[str, str], ...] = (
+    ("ANSWER", "answered"), ("IVR-ANSWER", "answered"), ("BUSY", "busy"),
+    ("NOANSWER", "no_answer"), ("CANCEL", "cancelled"), ("FAILED", "failed"),
+    ("CHANUNAVAIL", "failed"), ("CONGESTION", "failed"), ("DND", "failed"),
+    ("NOTALLOWED", "failed"),
+)
 MEDIA_TYPES = frozenset({"image", "video", "audio", "document", "file", "sticker"})
 PHONE_RE = re.compile(r"\+?\d{6,15}")
 
-VMN_MSISDN_KEYS = ("source", "from", "sender", "mobile")
+# The flat incoming-SMS callback's fields first, then the wrapped form's (the user at
+# ``recipient.from``, the text at ``message.payload.text``, as whatsapp:message:in).
+VMN_MSISDN_KEYS = ("source", "from", "sender", "mobile", ("recipient", "from"))
 VMN_NUMBER_KEYS = ("recipient", "to", "vmn")
-VMN_TEXT_KEYS = ("message", "text", "body", "msg")
+VMN_TEXT_KEYS = ("message", "text", "body", "msg", ("message", "payload", "text"),
+                 ("message", "text"))
 VMN_TIME_KEYS = ("timestamp", "received_at", "created_at")
 
 
@@ -208,12 +217,15 @@ class UnsubscriptionSchema(BaseSchema):
 
 
 class VoiceSchema(BaseSchema):
-    mid = _required_text()
+    mid = LooseString(load_default=None)
     from_ = LooseString(data_key="from", load_default=None)
     to = _required_text()
     bridge, source, flow_id = _optional(LooseString, 3)
     start_at, end_at = _optional(UTCDateTime, 2)
     duration, status, recording_url = _optional(LooseString, 3)
+    # Click-to-call records: each leg's status, who hung up, what it cost.
+    status1, status2, hangup_by = _optional(LooseString, 3)
+    billing = fields.Raw(load_default=None)
 
 
 class ContactSchema(BaseSchema):
@@ -412,12 +424,28 @@ def _voice_out(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
         duration=r["duration"],
         call_status=r["status"],
         recording_url=r["recording_url"],
+        outcome=_call_outcome(r["status"] or r["status2"] or r["status1"]),
     )
+    data.update({k: r[k] for k in ("status1", "status2", "hangup_by", "billing")
+                 if r[k] is not None})
+    # Without a mid, the record itself is its identity (dedupe on the body's hash).
     return _message_event(
         EventType.CALL_COMPLETED, r["mid"], event, doc,
-        channel="voice", occurred_at=occurred,
-        sender=r["from_"], msisdn=r["to"], provider_status=r["status"], data=data,
+        channel="voice", occurred_at=occurred, sender=r["from_"], msisdn=r["to"],
+        provider_status=r["status"] or r["status2"] or r["status1"], data=data,
     )
+
+
+def _call_outcome(status: str | None) -> str | None:
+    """answered / busy / no_answer / failed / cancelled from Kaleyra's call status
+    (support.kaleyra.com "API Operator Status for Voice"); None when there is none."""
+    if not status:
+        return None
+    word = status.upper()
+    for prefix, outcome in CALL_OUTCOMES:
+        if word.startswith(prefix):
+            return outcome
+    return "other"
 
 
 def _vmn_in(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
@@ -425,9 +453,12 @@ def _vmn_in(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
         raise ParseError(f"{SOURCE} {event}: expected a JSON object, got {type(payload).__name__}")
     msisdn = first_text(payload, VMN_MSISDN_KEYS)
     if msisdn is None:
-        keys = ", ".join(VMN_MSISDN_KEYS)
+        keys = ", ".join(k if isinstance(k, str) else ".".join(k) for k in VMN_MSISDN_KEYS)
         raise ParseError(f"{SOURCE} {event}: no sender number (expected one of {keys})")
-    text = next((payload[k] for k in VMN_TEXT_KEYS if isinstance(payload.get(k), str)), None)
+    text = next((t for t in (dig(payload, k) for k in VMN_TEXT_KEYS) if isinstance(t, str)),
+                None)
+    number = first_text(payload, VMN_NUMBER_KEYS) or _business_number(
+        payload.get("channels") if isinstance(payload.get("channels"), list) else None, "sms")
     message_id = _text(payload.get("id"))
     occurred, data = _when(first_time(payload, VMN_TIME_KEYS))
     data.update(inbound_data(text=text))
@@ -435,7 +466,7 @@ def _vmn_in(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
     return _message_event(
         EventType.MESSAGE_INBOUND, message_id, event, doc,
         channel="sms", occurred_at=occurred,
-        sender=first_text(payload, VMN_NUMBER_KEYS), msisdn=msisdn, provider_status=event,
+        sender=number, msisdn=msisdn, provider_status=event,
         data=data,
     )
 
