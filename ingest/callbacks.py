@@ -66,6 +66,7 @@ class SourcePolicy:
     networks: tuple
     signature: SignatureSpec | None
     max_body: int
+    verify_key: str | None = None
 
 
 def policies(settings: Settings) -> dict[str, SourcePolicy]:
@@ -75,6 +76,7 @@ def policies(settings: Settings) -> dict[str, SourcePolicy]:
             networks=tuple(settings.allowed_networks.get(source_env_suffix(source)) or ()),
             signature=settings.signature_for(source),
             max_body=body_limit(settings, source),
+            verify_key=settings.verify_keys.get(source_env_suffix(source)),
         )
         for source in SOURCES
     }
@@ -87,6 +89,33 @@ def without_token(fields: bytes) -> bytes:
     kept = [f for f in fields.split(b"&")
             if unquote_to_bytes(f.partition(b"=")[0].replace(b"+", b" ")) != TOKEN_FIELD]
     return b"&".join(kept)
+
+
+# A URL-verification request is small; only such a body is looked into at ingest.
+HANDSHAKE_BYTES = 4096
+VERIFY_KEY_FIELDS = ("validationKey", "validation_key", "verifyToken", "verify_token",
+                     "verificationKey", "key")
+
+
+def handshake(verify_key: str | None, body: bytes) -> Response | None:
+    """A provider verifying its webhook URL: a small JSON object with a ``challenge``
+    and the validation key. 200 ``{"challenge": ...}`` (nothing is queued) when the key
+    matches, 403 when it does not; None for every other body, which is never parsed."""
+    if verify_key is None or len(body) > HANDSHAKE_BYTES or b"challenge" not in body:
+        return None
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("challenge"), str | int):
+        return None
+    key = next((doc[f] for f in VERIFY_KEY_FIELDS if isinstance(doc.get(f), str)), None)
+    if key is None:
+        return None
+    if not token_ok(verify_key, key):
+        return _error(403, "wrong validation key")
+    return Response(orjson.dumps({"challenge": doc["challenge"]}), status=200,
+                    content_type="application/json")
 
 
 def body_limit(settings: Settings, source: str) -> int:
@@ -192,6 +221,10 @@ class Callbacks:
         spec = policy.signature
         if spec is not None and not signatures.verify(spec, req.headers, body):
             return _error(401, f"missing or wrong {spec.header} signature")
+        answered = handshake(policy.verify_key, body)
+        if answered is not None:
+            log.info("answered a URL verification", extra={"source": source})
+            return answered
         envelope = Envelope(
             id=new_id(), source=source, event=event, received_at=time.time(), body=body,
             headers=headers, remote_addr=addr,

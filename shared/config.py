@@ -286,6 +286,8 @@ class Settings:
     allowed_networks: dict[str, tuple] = field(default_factory=dict)
     # HOOKLINE_MAX_BODY_BYTES_<SOURCE>: a source's own limit, over its provider's default.
     max_body_bytes_by_source: dict[str, int] = field(default_factory=dict)
+    # HOOKLINE_VERIFY_KEY_<SOURCE>: the key a provider's URL-verification request carries.
+    verify_keys: dict[str, str] = field(default_factory=dict, repr=False)
     allow_private_endpoints: bool = False
     delivery_timeout: float = 10.0
     retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
@@ -407,6 +409,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         signatures=_signatures(env),
         max_body_bytes=_int(env, "HOOKLINE_MAX_BODY_BYTES", 262144),
         max_body_bytes_by_source=_per_source_ints(env, "HOOKLINE_MAX_BODY_BYTES_"),
+        verify_keys=_per_source(env, "HOOKLINE_VERIFY_KEY_"),
         batch_size=_int(env, "HOOKLINE_BATCH_SIZE", 500, maximum=MAX_BATCH_SIZE),
         batch_bytes=_int(env, "HOOKLINE_BATCH_BYTES", 2 * 1024 * 1024, minimum=65536),
         lease_seconds=_int(env, "HOOKLINE_LEASE_SECONDS", 60, minimum=5),

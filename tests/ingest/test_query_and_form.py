@@ -126,3 +126,32 @@ def test_a_source_limit_overrides_its_provider_default(make_rt):
     client = create_app(rt=rt, send_drain=lambda: None).test_client()
     resp = client.post("/callbacks/comapi", data=b"[" + b" " * 2000 + b"]")
     assert resp.status_code == 413 and "1000 bytes" in resp.get_json()["error"]
+
+
+# --- verification handshakes --------------------------------------------------------------
+
+
+def test_a_verification_request_is_answered_and_not_queued(make_rt):
+    """Constructed: the shape issue 21 describes (a POST with a validation key and a
+    challenge); no provider's published sample was found."""
+    rt = make_rt(HOOKLINE_VERIFY_KEY_COMAPI="v-key-1")
+    client = create_app(rt=rt, send_drain=lambda: None).test_client()
+    body = orjson.dumps({"validationKey": "v-key-1", "challenge": "ch-123"})
+    resp = client.post("/callbacks/comapi", data=body)
+    assert resp.status_code == 200 and resp.get_json() == {"challenge": "ch-123"}
+    wrong = orjson.dumps({"validationKey": "nope", "challenge": "ch-123"})
+    assert client.post("/callbacks/comapi", data=wrong).status_code == 403
+    assert drain_all(rt) == 0
+    with rt.pool.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 0
+
+
+def test_without_a_verify_key_a_challenge_body_is_an_ordinary_callback(make_rt):
+    rt = make_rt()
+    client = create_app(rt=rt, send_drain=lambda: None).test_client()
+    body = orjson.dumps({"validationKey": "v", "challenge": "c"})
+    assert client.post("/callbacks/comapi", data=body).status_code == 202
+    drain_all(rt)
+    with rt.pool.connection() as conn:
+        (reason,) = conn.execute("SELECT reason FROM dead_letters").fetchone()
+    assert "challenge" in reason and "validationKey" in reason  # it names what it saw
