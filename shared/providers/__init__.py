@@ -51,13 +51,20 @@ _BY_SOURCE: dict[str, tuple[Format, ...]] = {
 
 
 def _describe(doc: Any) -> str:
+    """What the body is: its kind field if it has one, and its top-level keys."""
     if isinstance(doc, dict):
+        keys = sorted(map(str, doc))
+        shown = ", ".join(k[:40] for k in keys[:12]) + (", ..." if len(keys) > 12 else "")
         for key in ("type", "name", "event"):
             if isinstance(doc.get(key), str):
-                return f"{key}={doc[key]!r}"
-        keys = ", ".join(sorted(map(str, doc))[:8])
-        return f"object with keys [{keys}]"
+                return f"{key}={doc[key][:100]!r} (top-level keys [{shown}])"
+        return f"object with top-level keys [{shown}]"
     return f"JSON {type(doc).__name__}"
+
+
+def _needs(formats: tuple[Format, ...]) -> str:
+    found = [f"{f.name}: {f.needs}" for f in formats if f.needs]
+    return f"; needed one of: {' | '.join(found)}" if found else ""
 
 
 def parse(source: str, event: str | None, doc: Any) -> list[NormalisedEvent]:
@@ -69,4 +76,5 @@ def parse(source: str, event: str | None, doc: Any) -> list[NormalisedEvent]:
         if fmt.matches(doc, event):
             return fmt.parse(doc, event)
     where = f" (URL event {event!r})" if event else ""
-    raise UnsupportedEvent(f"unsupported event type for {source}: {_describe(doc)}{where}")
+    raise UnsupportedEvent(
+        f"unsupported event type for {source}: {_describe(doc)}{where}{_needs(formats)}")

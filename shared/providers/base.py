@@ -45,6 +45,8 @@ class Format:
     parse: Parser    # may raise ParseError
     # Tried after the source's other formats: it claims any body the others do not.
     fallback: bool = False
+    # What a body needs to be read by this format, for an unsupported body's dead letter.
+    needs: str = ""
 
 
 class UTCDateTime(fields.Field):

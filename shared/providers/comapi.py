@@ -396,4 +396,7 @@ def parse(doc: Any, event: str | None) -> list[NormalisedEvent]:
     return _parse_receipt(ev, doc)
 
 
-FORMATS = [Format(source=SOURCE, name="comapi-message-event", matches=matches, parse=parse)]
+FORMATS = [Format(
+    source=SOURCE, name="comapi-message-event", matches=matches, parse=parse,
+    needs='"name" one of message.sent|delivered|read|expired|failed|inbound, interaction.click',
+)]

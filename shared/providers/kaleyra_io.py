@@ -542,7 +542,8 @@ def parse_flat(doc: Any, event: str | None) -> list[NormalisedEvent]:
 
 
 FORMATS = [
-    Format(source=SOURCE, name="kaleyra-io-wrapped", matches=matches_wrapped, parse=parse_wrapped),
+    Format(source=SOURCE, name="kaleyra-io-wrapped", matches=matches_wrapped, parse=parse_wrapped,
+           needs="{\"event\": <a known event>, \"payload\": ...}"),
     Format(source=SOURCE, name="kaleyra-io-flat", matches=matches_flat, parse=parse_flat,
            fallback=True),
 ]

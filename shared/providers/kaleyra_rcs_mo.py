@@ -203,7 +203,8 @@ def parse_envelope(doc: Any, event: str | None) -> list[NormalisedEvent]:
 
 
 FORMATS = [
-    Format(source=SOURCE, name="kaleyra-rcs-mo", matches=matches_flat, parse=parse_flat),
+    Format(source=SOURCE, name="kaleyra-rcs-mo", matches=matches_flat, parse=parse_flat,
+           needs="\"type\" USER_MESSAGE|SUBSCRIBE|UNSUBSCRIBE|COMPOSING"),
     Format(
         source=SOURCE,
         name="kaleyra-rcs-mo-envelope",

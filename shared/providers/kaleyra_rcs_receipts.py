@@ -96,4 +96,7 @@ def parse(doc: Any, event: str | None) -> list[NormalisedEvent]:
     ]
 
 
-FORMATS = [Format(source=SOURCE, name="kaleyra-rcs-receipt", matches=matches, parse=parse)]
+FORMATS = [Format(
+    source=SOURCE, name="kaleyra-rcs-receipt", matches=matches, parse=parse,
+    needs='"type" SENT|DELIVERED|READ|ERROR|TTL_EXPIRATION_REVOKED, flat or in {code, data}',
+)]

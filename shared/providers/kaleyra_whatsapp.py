@@ -284,4 +284,7 @@ def parse(doc: Any, event: str | None) -> list[NormalisedEvent]:
     return events
 
 
-FORMATS = [Format(source=SOURCE, name="kaleyra-io-whatsapp-v2", matches=matches, parse=parse)]
+FORMATS = [Format(
+    source=SOURCE, name="kaleyra-io-whatsapp-v2", matches=matches, parse=parse,
+    needs='"meta_object", or top-level "messages"/"statuses" lists',
+)]
