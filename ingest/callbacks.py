@@ -213,14 +213,17 @@ class Callbacks:
         if body is SHORT:
             return _error(400, "body shorter than its Content-Length")
         assert isinstance(body, bytes)
-        if body and environ.get("CONTENT_TYPE", "").startswith(FORM):
-            body = without_token(body)
         if not body:
             return _error(400, "empty body" if environ["REQUEST_METHOD"] != "GET"
                           else "no fields in the query string")
         spec = policy.signature
         if spec is not None and not signatures.verify(spec, req.headers, body):
             return _error(401, f"missing or wrong {spec.header} signature")
+        if environ.get("CONTENT_TYPE", "").startswith(FORM):
+            # After the signature, which covers the body as sent.
+            body = without_token(body)
+            if not body:
+                return _error(400, "no fields but the token")
         answered = handshake(policy.verify_key, body)
         if answered is not None:
             log.info("answered a URL verification", extra={"source": source})
