@@ -119,10 +119,12 @@ def handshake(verify_key: str | None, body: bytes) -> Response | None:
 
 
 def body_limit(settings: Settings, source: str) -> int:
-    """HOOKLINE_MAX_BODY_BYTES_<SOURCE>, else the larger of the global limit and what
-    the provider documents sending (a Dotdigital batch)."""
+    """HOOKLINE_MAX_BODY_BYTES_<SOURCE>, else HOOKLINE_MAX_BODY_BYTES if set, else the
+    larger of its default and what the provider documents sending (a Dotdigital batch)."""
     own = settings.max_body_bytes_by_source.get(source_env_suffix(source))
-    return own or max(settings.max_body_bytes, BODY_LIMITS.get(source, 0))
+    if own or settings.max_body_bytes_set:
+        return own or settings.max_body_bytes
+    return max(settings.max_body_bytes, BODY_LIMITS.get(source, 0))
 
 
 def _allowed(networks: tuple, addr: str | None) -> bool:

@@ -284,7 +284,10 @@ class Settings:
     opt_out_keywords: tuple[str, ...] = ("STOP", "UNSUBSCRIBE")
     trusted_proxy_hops: int = 0
     allowed_networks: dict[str, tuple] = field(default_factory=dict)
-    # HOOKLINE_MAX_BODY_BYTES_<SOURCE>: a source's own limit, over its provider's default.
+    # Set explicitly, HOOKLINE_MAX_BODY_BYTES is every source's limit; left at its
+    # default, a provider that documents larger bodies gets its own default.
+    max_body_bytes_set: bool = False
+    # HOOKLINE_MAX_BODY_BYTES_<SOURCE>: a source's own limit, over either.
     max_body_bytes_by_source: dict[str, int] = field(default_factory=dict)
     # HOOKLINE_VERIFY_KEY_<SOURCE>: the key a provider's URL-verification request carries.
     verify_keys: dict[str, str] = field(default_factory=dict, repr=False)
@@ -408,6 +411,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         callback_tokens=_per_source(env, "HOOKLINE_CALLBACK_TOKEN_"),
         signatures=_signatures(env),
         max_body_bytes=_int(env, "HOOKLINE_MAX_BODY_BYTES", 262144),
+        max_body_bytes_set=_set(env, "HOOKLINE_MAX_BODY_BYTES") is not None,
         max_body_bytes_by_source=_per_source_ints(env, "HOOKLINE_MAX_BODY_BYTES_"),
         verify_keys=_per_source(env, "HOOKLINE_VERIFY_KEY_"),
         batch_size=_int(env, "HOOKLINE_BATCH_SIZE", 500, maximum=MAX_BATCH_SIZE),

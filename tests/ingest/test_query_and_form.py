@@ -113,12 +113,19 @@ def test_without_token(fields, kept):
 # --- body limits per source ---------------------------------------------------------------
 
 
-def test_a_dotdigital_batch_over_the_global_limit_is_taken_and_kaleyras_is_not(make_rt):
-    rt = make_rt(HOOKLINE_MAX_BODY_BYTES="65536")
+def test_a_dotdigital_batch_over_the_default_limit_is_taken_and_kaleyras_is_not(make_rt):
+    rt = make_rt()
     client = create_app(rt=rt, send_drain=lambda: None).test_client()
-    body = b"[" + b",".join([b'{"name":"message.sent","pad":"' + b"x" * 1000 + b'"}'] * 200) + b"]"
+    body = b"[" + b",".join([b'{"name":"message.sent","pad":"' + b"x" * 1000 + b'"}'] * 300) + b"]"
+    assert 262144 < len(body) < 1024 * 1024
     assert client.post("/callbacks/comapi", data=body).status_code == 202
     assert client.post("/callbacks/kaleyra-io/sms:message:status", data=body).status_code == 413
+
+
+def test_an_explicit_global_limit_is_every_sources(make_rt):
+    rt = make_rt(HOOKLINE_MAX_BODY_BYTES="65536")
+    client = create_app(rt=rt, send_drain=lambda: None).test_client()
+    assert client.post("/callbacks/comapi", data=b"[" + b" " * 70000 + b"]").status_code == 413
 
 
 def test_a_source_limit_overrides_its_provider_default(make_rt):
