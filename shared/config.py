@@ -247,6 +247,10 @@ def _per_source(env: Mapping[str, str], prefix: str) -> dict[str, str]:
     }
 
 
+def _per_source_ints(env: Mapping[str, str], prefix: str) -> dict[str, int]:
+    return {suffix: _int(env, prefix + suffix, 1) for suffix in _per_source(env, prefix)}
+
+
 def _networks(env: Mapping[str, str], prefix: str) -> dict[str, tuple]:
     out: dict[str, tuple] = {}
     for suffix, raw in _per_source(env, prefix).items():
@@ -359,6 +363,13 @@ class Settings:
     opt_out_keywords: tuple[str, ...] = ("STOP", "UNSUBSCRIBE")
     trusted_proxy_hops: int = 0
     allowed_networks: dict[str, tuple] = field(default_factory=dict)
+    # Set explicitly, HOOKLINE_MAX_BODY_BYTES is every source's limit; left at its
+    # default, a provider that documents larger bodies gets its own default.
+    max_body_bytes_set: bool = False
+    # HOOKLINE_MAX_BODY_BYTES_<SOURCE>: a source's own limit, over either.
+    max_body_bytes_by_source: dict[str, int] = field(default_factory=dict)
+    # HOOKLINE_VERIFY_KEY_<SOURCE>: the key a provider's URL-verification request carries.
+    verify_keys: dict[str, str] = field(default_factory=dict, repr=False)
     allow_private_endpoints: bool = False
     # Lets `hookline ingest` start with sources that have no credential at all.
     callbacks_open: bool = False
@@ -486,6 +497,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         callback_tokens=_per_source(env, "HOOKLINE_CALLBACK_TOKEN_"),
         signatures=_signatures(env),
         max_body_bytes=_int(env, "HOOKLINE_MAX_BODY_BYTES", 262144),
+        max_body_bytes_set=_set(env, "HOOKLINE_MAX_BODY_BYTES") is not None,
+        max_body_bytes_by_source=_per_source_ints(env, "HOOKLINE_MAX_BODY_BYTES_"),
+        verify_keys=_per_source(env, "HOOKLINE_VERIFY_KEY_"),
         batch_size=_int(env, "HOOKLINE_BATCH_SIZE", 500, maximum=MAX_BATCH_SIZE),
         batch_bytes=_int(env, "HOOKLINE_BATCH_BYTES", 2 * 1024 * 1024, minimum=65536),
         lease_seconds=_int(env, "HOOKLINE_LEASE_SECONDS", 60, minimum=5),

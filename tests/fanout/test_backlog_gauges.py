@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from shared import config
-from tests.fanout_helpers import apply_receipts, create_endpoint
+from tests.fanout.fanout_helpers import apply_receipts, create_endpoint
 from workers import metrics
-
-pytest_plugins = ("tests.fanout_fixtures",)
 
 DEAD_URL = "http://127.0.0.1:9/hook"  # nothing is sent: the tests never dispatch
 

@@ -160,18 +160,21 @@ def _limit_size(source: str, event: str | None, doc: Any) -> bytes:
 
 def _account(rt, ledger: dict[str, Decoded]) -> list[str]:
     """Every envelope is either applied (its events' keys exist) or a dead letter with
-    a reason; returns what is neither."""
+    a reason, and so is every element of a batch (its own dead letter, ``<id>#<n>``);
+    returns what is neither."""
+    ids = [*ledger, *(p.ingest_id for d in ledger.values() for p in d.part_letters)]
     with rt.pool.connection() as conn:
         letters = dict(conn.execute(
             "SELECT ingest_id, reason FROM dead_letters WHERE ingest_id = ANY(%s)",
-            (list(ledger),)).fetchall())
+            (ids,)).fetchall())
         keys = {(s, k) for s, k in conn.execute("SELECT source, dedupe_key FROM events")}
-    missing = []
+    missing = [f"{p.ingest_id}: element dead letter missing" for d in ledger.values()
+               for p in d.part_letters if not letters.get(p.ingest_id, "").strip()]
     for ingest_id, d in ledger.items():
         if ingest_id in letters:
             assert letters[ingest_id].strip(), ingest_id
-        elif not d.incoming or any((i.event.source, i.event.dedupe_key) not in keys
-                                   for i in d.incoming):
+        elif not (d.incoming or d.part_letters) or any(
+                (i.event.source, i.event.dedupe_key) not in keys for i in d.incoming):
             missing.append(f"{ingest_id}: {d.raw[:120]!r}")
     return missing
 
