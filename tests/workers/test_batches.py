@@ -16,6 +16,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared import inbox
 from shared.envelope import Envelope, new_id
 from tests.helpers import FIXTURES, clean, drain_all
 
