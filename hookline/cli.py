@@ -163,7 +163,7 @@ def cmd_flower(args: argparse.Namespace) -> int:
     from workers.celery_app import app
 
     argv = ["flower", f"--port={args.port}", f"--address={args.address}"]
-    auth = os.environ.get("HOOKLINE_FLOWER_BASIC_AUTH", "").strip()
+    auth = (config.secret(os.environ, "HOOKLINE_FLOWER_BASIC_AUTH") or "").strip()
     if auth:
         if not all(":" in pair for pair in auth.split(",")):
             sys.exit("hookline: configuration error: HOOKLINE_FLOWER_BASIC_AUTH must be "
@@ -323,6 +323,25 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secrets(args: argparse.Namespace) -> int:
+    from shared import rekey, secretbox, status
+
+    try:
+        settings = config.load(status.service_env(args.data_dir))
+        box = secretbox.box(settings.secret_keys)
+        done = rekey.rotate(settings.require_database(), box, args.batch)
+    except (config.ConfigError, secretbox.SecretBoxError) as exc:
+        sys.exit(f"hookline: configuration error: {exc}")
+    print(f"{done.examined} endpoints: {done.resealed} sealed again under key "
+          f"{box.newest_id}, {done.current} were already")
+    for endpoint_id, why in done.failed.items():
+        print(f"{endpoint_id}: {why}", file=sys.stderr)
+    if done.changed:
+        print(f"{done.changed} changed while this ran (rotated through the API): run it "
+              "again", file=sys.stderr)
+    return 0 if done.complete else 1
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from hookline.devrunner import run_dev
 
@@ -430,6 +449,14 @@ def _admin_parsers(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("purge", help="run retention once, now (HOOKLINE_RETENTION_DAYS)")
     _data_dir_arg(s)
     s.set_defaults(func=cmd_purge)
+    s = sub.add_parser("secrets", help="endpoint secrets at rest: rotate to the newest key")
+    s.add_argument("action", choices=["rotate"],
+                   help="rotate: seal every stored secret again under the newest key of "
+                        "HOOKLINE_SECRET_KEYS (safe while hookline runs; run it again "
+                        "until it reports nothing left)")
+    s.add_argument("--batch", type=int, default=500, help="endpoints per transaction")
+    _data_dir_arg(s)
+    s.set_defaults(func=cmd_secrets)
 
     s = sub.add_parser("replay", help="replay dead letters not replayed yet")
     s.add_argument("--source", default=None, help="only this source (e.g. kaleyra-rcs)")

@@ -196,7 +196,7 @@ class DevRunner:
 def run_dev(args: argparse.Namespace) -> int:
     runner = DevRunner(args)
     runner.data_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
+    env = config.with_files(os.environ)  # X_FILE read here, so X given below is not twice
     for name, value in DEV_DEFAULTS.items():
         env.setdefault(name, value)
     env.setdefault("HOOKLINE_API_TOKEN", _persistent_secret(runner.data_dir))
@@ -205,8 +205,9 @@ def run_dev(args: argparse.Namespace) -> int:
                    _persistent_secret(runner.data_dir, "callback-token"))
     # The dev console is served over plain http on loopback.
     env.setdefault("HOOKLINE_CONSOLE_SECURE_COOKIE", "false")
-    # Kept beside the data: endpoint secrets sealed with it must open next time.
-    env.setdefault("HOOKLINE_SECRET_KEY", _persistent_secret(runner.data_dir, "secret-key"))
+    if not env.get("HOOKLINE_SECRET_KEYS"):
+        # Kept beside the data: endpoint secrets sealed with it must open next time.
+        env.setdefault("HOOKLINE_SECRET_KEY", _persistent_secret(runner.data_dir, "secret-key"))
 
     def on_signal(signum: int, _frame: object) -> None:
         runner.stop_requested = True

@@ -24,7 +24,7 @@ from ingest import (
 )
 from ingest.jsonio import OrjsonProvider
 from ingest.tenant_keys import CallbackKeys
-from shared import config, runtime
+from shared import config, runtime, tracing
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ def create_app(
         app.extensions["hookline.kick_fanout"] = kick_fanout
     app.extensions["hookline.callback_keys"] = CallbackKeys(lambda: get_rt().pool)
     metrics.install(app)
+    tracing.configure("hookline-ingest")  # before the callback view binds whether it is on
 
     callbacks.install(app)
     app.register_blueprint(api.bp)

@@ -153,7 +153,7 @@ def delete_endpoint(endpoint_id: str) -> tuple[str, int]:
 
 
 def _box() -> secretbox.SecretBox:
-    return secretbox.box(api.rt().settings.secret_key)
+    return secretbox.box(api.rt().settings.secret_keys)
 
 
 @bp.post("/endpoints/<endpoint_id>/rotate-secret")

@@ -125,10 +125,83 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
     return raw.strip()
 
 
-def _secret_key(env: Mapping[str, str]) -> str | None:
-    raw = env.get("HOOKLINE_SECRET_KEY") or None
-    if raw is not None and len(raw) < 16:
-        raise ConfigError("HOOKLINE_SECRET_KEY must be at least 16 characters")
+# Variables that hold a secret (or a URL that may carry a password): each may instead be
+# given as X_FILE, the path of a file that holds it (Docker and Kubernetes secrets).
+SECRET_VARIABLES = (
+    "DATABASE_URL", "REDIS_URL", "HOOKLINE_BROKER_URL", "HOOKLINE_API_TOKEN",
+    "HOOKLINE_CALLBACK_TOKEN", "HOOKLINE_SECRET_KEY", "HOOKLINE_SECRET_KEYS",
+    "HOOKLINE_CONSOLE_SESSION_KEY", "HOOKLINE_CONSOLE_USERS", "HOOKLINE_FLOWER_BASIC_AUTH",
+)
+# ... and every per-source one: HOOKLINE_CALLBACK_TOKEN_<SOURCE>_FILE and so on.
+SECRET_PREFIXES = ("HOOKLINE_CALLBACK_TOKEN_", "HOOKLINE_SIGNATURE_SECRET_")
+FILE_SUFFIX = "_FILE"
+
+
+def _is_secret(name: str) -> bool:
+    return name in SECRET_VARIABLES or name.startswith(SECRET_PREFIXES)
+
+
+def with_files(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with each secret's X_FILE replaced by X, read from that file (one
+    trailing newline dropped: ``echo`` and most editors end a file with one). X and
+    X_FILE both set is an error: which one wins would be a guess."""
+    out = dict(env)
+    for key, path in env.items():
+        base = key[: -len(FILE_SUFFIX)]
+        if not key.endswith(FILE_SUFFIX) or not _is_secret(base):
+            continue
+        del out[key]
+        if path.strip() == "":
+            continue
+        if _set(env, base) is not None:
+            raise ConfigError(f"{base} and {key} are both set: set one of them (the value, "
+                              "or the path of a file that holds it)")
+        try:
+            with open(path, encoding="utf-8") as f:
+                value = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{key}: cannot read {path!r}: {exc}") from None
+        value = value[:-2] if value.endswith("\r\n") else value.removesuffix("\n")
+        if value.strip() == "":
+            raise ConfigError(f"{key}: {path!r} is empty")
+        out[base] = value
+    return out
+
+
+def secret(env: Mapping[str, str], name: str) -> str | None:
+    """One secret variable read directly (X or X_FILE), for a command that needs only it."""
+    return _set(with_files({k: v for k, v in env.items()
+                            if k in (name, name + FILE_SUFFIX)}), name)
+
+
+MIN_KEY_CHARS = 16
+
+
+def _secret_keys(env: Mapping[str, str]) -> tuple[str, ...]:
+    """HOOKLINE_SECRET_KEYS (newest first, comma-separated), or HOOKLINE_SECRET_KEY as a
+    ring of one."""
+    ring, one = _set(env, "HOOKLINE_SECRET_KEYS"), _set(env, "HOOKLINE_SECRET_KEY")
+    if ring is not None and one is not None:
+        raise ConfigError("HOOKLINE_SECRET_KEYS and HOOKLINE_SECRET_KEY are both set: put "
+                          "every key in HOOKLINE_SECRET_KEYS, newest first")
+    if ring is None:
+        name, keys = "HOOKLINE_SECRET_KEY", (() if one is None else (one,))
+    else:
+        name, keys = "HOOKLINE_SECRET_KEYS", tuple(k.strip() for k in ring.split(","))
+    for i, key in enumerate(keys):
+        if len(key) < MIN_KEY_CHARS:
+            where = f" (key {i + 1})" if len(keys) > 1 else ""
+            raise ConfigError(f"{name} must be at least {MIN_KEY_CHARS} characters{where}")
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"{name} lists a key twice")
+    return keys
+
+
+def _session_key(env: Mapping[str, str]) -> str | None:
+    raw = _set(env, "HOOKLINE_CONSOLE_SESSION_KEY")
+    if raw is not None and len(raw) < MIN_KEY_CHARS:
+        raise ConfigError(f"HOOKLINE_CONSOLE_SESSION_KEY must be at least {MIN_KEY_CHARS} "
+                          "characters")
     return raw
 
 
@@ -172,6 +245,10 @@ def _per_source(env: Mapping[str, str], prefix: str) -> dict[str, str]:
         for key, value in env.items()
         if key.startswith(prefix) and value != ""
     }
+
+
+def _per_source_ints(env: Mapping[str, str], prefix: str) -> dict[str, int]:
+    return {suffix: _int(env, prefix + suffix, 1) for suffix in _per_source(env, prefix)}
 
 
 def _networks(env: Mapping[str, str], prefix: str) -> dict[str, tuple]:
@@ -263,8 +340,12 @@ class Settings:
     redis_url: str | None = field(default=None, repr=False)
     broker_url: str | None = field(default=None, repr=False)
     api_token: str | None = field(default=None, repr=False)
-    # Encrypts endpoint signing secrets at rest (shared.secretbox).
+    # Encrypts endpoint signing secrets at rest (shared.secretbox): the ring, newest
+    # first (new secrets are sealed under it), and that newest key alone.
+    secret_keys: tuple[str, ...] = field(default=(), repr=False)
     secret_key: str | None = field(default=None, repr=False)
+    # Signs the console's session cookie (ingest.console.auth); else derived from the ring.
+    console_session_key: str | None = field(default=None, repr=False)
     callback_token: str | None = field(default=None, repr=False)
     # Per-source overrides, keyed by source_env_suffix(source).
     callback_tokens: dict[str, str] = field(default_factory=dict, repr=False)
@@ -282,6 +363,13 @@ class Settings:
     opt_out_keywords: tuple[str, ...] = ("STOP", "UNSUBSCRIBE")
     trusted_proxy_hops: int = 0
     allowed_networks: dict[str, tuple] = field(default_factory=dict)
+    # Set explicitly, HOOKLINE_MAX_BODY_BYTES is every source's limit; left at its
+    # default, a provider that documents larger bodies gets its own default.
+    max_body_bytes_set: bool = False
+    # HOOKLINE_MAX_BODY_BYTES_<SOURCE>: a source's own limit, over either.
+    max_body_bytes_by_source: dict[str, int] = field(default_factory=dict)
+    # HOOKLINE_VERIFY_KEY_<SOURCE>: the key a provider's URL-verification request carries.
+    verify_keys: dict[str, str] = field(default_factory=dict, repr=False)
     allow_private_endpoints: bool = False
     # Lets `hookline ingest` start with sources that have no credential at all.
     callbacks_open: bool = False
@@ -393,7 +481,8 @@ def _inbox(env: Mapping[str, str]) -> dict:
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
-    env = os.environ if env is None else env
+    env = with_files(os.environ if env is None else env)
+    keys = _secret_keys(env)
     log_format = env.get("HOOKLINE_LOG_FORMAT", "json").strip().lower() or "json"
     if log_format not in ("json", "text"):
         raise ConfigError(f"HOOKLINE_LOG_FORMAT must be json or text, got {log_format!r}")
@@ -401,11 +490,16 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         database_url=_url(env, "DATABASE_URL", ("postgresql://", "postgres://")),
         **_redis_urls(env),
         api_token=env.get("HOOKLINE_API_TOKEN") or None,
-        secret_key=_secret_key(env),
+        secret_keys=keys,
+        secret_key=keys[0] if keys else None,
+        console_session_key=_session_key(env),
         callback_token=env.get("HOOKLINE_CALLBACK_TOKEN") or None,
         callback_tokens=_per_source(env, "HOOKLINE_CALLBACK_TOKEN_"),
         signatures=_signatures(env),
         max_body_bytes=_int(env, "HOOKLINE_MAX_BODY_BYTES", 262144),
+        max_body_bytes_set=_set(env, "HOOKLINE_MAX_BODY_BYTES") is not None,
+        max_body_bytes_by_source=_per_source_ints(env, "HOOKLINE_MAX_BODY_BYTES_"),
+        verify_keys=_per_source(env, "HOOKLINE_VERIFY_KEY_"),
         batch_size=_int(env, "HOOKLINE_BATCH_SIZE", 500, maximum=MAX_BATCH_SIZE),
         batch_bytes=_int(env, "HOOKLINE_BATCH_BYTES", 2 * 1024 * 1024, minimum=65536),
         lease_seconds=_int(env, "HOOKLINE_LEASE_SECONDS", 60, minimum=5),
@@ -430,9 +524,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
 
 def _console(env: Mapping[str, str]) -> dict:
     users = _console_users(env)
-    if users and not (env.get("HOOKLINE_SECRET_KEY") or env.get("HOOKLINE_API_TOKEN")):
-        # The session cookie is signed with a key derived from one of them.
-        raise ConfigError("HOOKLINE_CONSOLE_USERS needs HOOKLINE_SECRET_KEY (or "
-                          "HOOKLINE_API_TOKEN) set: the console's session is signed with it")
+    signers = ("HOOKLINE_CONSOLE_SESSION_KEY", "HOOKLINE_SECRET_KEYS", "HOOKLINE_SECRET_KEY",
+               "HOOKLINE_API_TOKEN")
+    if users and not any(_set(env, name) for name in signers):
+        # The session cookie is signed with one of them, or a key derived from it.
+        raise ConfigError("HOOKLINE_CONSOLE_USERS needs HOOKLINE_CONSOLE_SESSION_KEY (or "
+                          "HOOKLINE_SECRET_KEYS, HOOKLINE_SECRET_KEY or HOOKLINE_API_TOKEN) "
+                          "set: the console's session is signed with it")
     return dict(console_enabled=_bool(env, "HOOKLINE_CONSOLE", True), console_users=users,
                 console_secure_cookie=_bool(env, "HOOKLINE_CONSOLE_SECURE_COOKIE", True))

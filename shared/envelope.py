@@ -42,6 +42,8 @@ class Envelope:
     # The tenant whose callback key authenticated it (ingest.tenant_keys); None for
     # the source's own token or none.
     tenant_id: str | None = None
+    # The ingest span's W3C traceparent when tracing is on (shared.tracing).
+    trace: str | None = None
 
     def encode(self) -> bytes:
         header: dict[str, Any] = {
@@ -56,6 +58,8 @@ class Envelope:
             header["replay_of"] = self.replay_of
         if self.tenant_id is not None:
             header["tn"] = self.tenant_id
+        if self.trace is not None:
+            header["tp"] = self.trace
         return orjson.dumps(header) + b"\n" + self.body
 
 
@@ -79,6 +83,7 @@ def decode(raw: bytes) -> Envelope:
             remote_addr=h.get("ip"),
             replay_of=h.get("replay_of"),
             tenant_id=h.get("tn"),
+            trace=h.get("tp"),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise EnvelopeError(f"corrupt envelope header: {exc}") from exc

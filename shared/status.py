@@ -27,7 +27,8 @@ def service_env(data_dir: str | None, env: Mapping[str, str] | None = None) -> d
     is given (or when neither URL is configured and ./.hookline has one), else ``env``."""
     out = dict(os.environ if env is None else env)
     if data_dir is None:
-        if out.get("DATABASE_URL") or out.get("REDIS_URL"):
+        if any(out.get(n) for n in ("DATABASE_URL", "REDIS_URL", "DATABASE_URL_FILE",
+                                    "REDIS_URL_FILE")):
             return out
         if not (Path(DEFAULT_DATA_DIR) / SERVICES_FILE).exists():
             return out

@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -21,14 +19,7 @@ from shared import config, runtime
 from shared.db.migrate import migrate
 from shared.embedded import EmbeddedPostgres, EmbeddedRedis
 from shared.runtime import Runtime
-from tests.procs import wait_for as wait_for  # re-exported: tests import it from here
-
-FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
+from tests.helpers import clean, with_database
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +33,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     name = f"hookline_test_{secrets.token_hex(4)}"
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(base, name)
+    url = with_database(base, name)
     migrate(url)
     yield url
     with psycopg.connect(base, autocommit=True) as conn:
@@ -74,16 +65,6 @@ def base_env(database_url: str, redis_url: str) -> dict[str, str]:
     return env
 
 
-def _clean(rt: Runtime) -> None:
-    rt.redis.flushdb()
-    with rt.pool.connection() as conn:
-        tables = [r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-            "AND tablename <> 'schema_migrations'")]
-        if tables:
-            conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
-
-
 @pytest.fixture
 def make_rt(base_env: dict[str, str]) -> Iterator:
     """Build a clean Runtime with extra settings; installed as this process's runtime."""
@@ -92,7 +73,7 @@ def make_rt(base_env: dict[str, str]) -> Iterator:
     def make(**overrides: str) -> Runtime:
         rt = Runtime(config.load({**base_env, **overrides}))
         if not made:
-            _clean(rt)
+            clean(rt)
         made.append(rt)
         runtime.install(rt)
         return rt

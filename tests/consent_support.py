@@ -17,8 +17,7 @@ from shared.db.events import Incoming, rows
 from shared.model import Consent, ConsentScope, EventType, NormalisedEvent
 from shared.notifications import Notification
 from shared.runtime import Runtime
-from tests.conftest import _clean
-from tests.helpers import T0
+from tests.helpers import T0, clean
 from workers.tasks import drain_round
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -54,7 +53,7 @@ def module_rt(base_env: dict[str, str]) -> Iterator[Runtime]:
     """One Runtime for a module of many small tests (a fresh pool per test costs more
     than the tests); ``rt`` empties what the tests write before each one."""
     rt = Runtime(config.load(base_env))
-    _clean(rt)
+    clean(rt)
     yield rt
     rt.close()
 

@@ -271,3 +271,36 @@ def test_advisory_lock_keys_are_unique_within_their_form() -> None:
              for path in sorted((ROOT / package).rglob("*.py"))
              if path != ROOT / "shared/db/locks.py" and "0X686F6F" in path.read_text().upper()]
     assert stray == []
+
+
+# Each test folder and the code it tests.
+TEST_FOLDERS = {
+    "console": "ingest/console", "db": "shared/db", "fanout": "workers/fanout.py, shared/db/outbox",
+    "faults": "the running system", "ingest": "ingest", "ops": "hookline, deploy, shared/config.py",
+    "providers": "shared/providers", "workers": "workers, shared/inbox.py",
+}
+
+
+def test_the_tests_mirror_the_code() -> None:
+    # Tests live in the folder of the code they test, with that folder's conftest.py;
+    # only this file, about the whole tree, stays at the top. Fixtures come from the
+    # conftest.py files, never from pytest_plugins strings, and no test module is
+    # imported by another (shared helpers live in support modules).
+    tests = ROOT / "tests"
+    files = sorted(p for p in tests.rglob("*.py") if "fixtures" not in p.relative_to(tests).parts)
+    top = [p.name for p in files if p.parent == tests and p.name.startswith("test_")]
+    assert top == ["test_layers.py"]
+    folders = {p.relative_to(tests).parts[0] for p in files if p.parent != tests}
+    assert folders == set(TEST_FOLDERS)
+    assert all((tests / folder / "__init__.py").exists() for folder in folders)
+    plugins, imported = [], []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Name) and node.id == "pytest_plugins":
+                plugins.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+            modules = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                       else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            imported += [f"{path.relative_to(ROOT)}:{node.lineno} imports {m}" for m in modules
+                         if m.startswith("tests.") and m.rsplit(".", 1)[-1].startswith("test_")]
+    assert plugins == []
+    assert imported == []

@@ -25,7 +25,7 @@ import time
 from datetime import UTC, datetime
 from functools import partial
 
-from shared import netguard, signing
+from shared import netguard, signing, tracing
 from shared.db.outbox.attempts import Result
 from shared.db.outbox.claims import Claimed
 from workers.http1 import Answer, Connection
@@ -295,7 +295,7 @@ def attempt(c: Claimed, pools: Pools, max_retry_after: float) -> Result:
         scheme, host, port, target = _target(c.url)
         stamp = int(time.time())
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
-                   **signing.headers(c.secrets, c.id, stamp, c.body)}
+                   **signing.headers(c.secrets, c.id, stamp, c.body), **tracing.headers()}
         answer = pools.get(c.endpoint_id, scheme, host, port).post(target, c.body, headers)
     except netguard.UnsafeURL as exc:
         result.error = f"refused: {exc}"[:ERROR_CHARS]

@@ -31,7 +31,7 @@ from celery import shared_task
 from prometheus_client import Counter, Histogram
 from psycopg_pool import PoolTimeout
 
-from shared import runtime, secretbox
+from shared import runtime, secretbox, tracing
 from shared.db.endpoints import HealthRules
 from shared.db.outbox import attempts, claims
 from shared.db.outbox.attempts import Result
@@ -133,12 +133,14 @@ class Dispatcher:
 
     def _send_loop(self) -> None:
         while (c := self.lanes.take()) is not None:
-            try:
-                result = attempt(c, self.pools, self.max_retry_after)
-            except BaseException as exc:  # never lose the slot, whatever happened
-                log.exception("delivery attempt crashed", extra={"delivery_id": c.id})
-                result = Result(c.id, c.endpoint_id, c.token, datetime.now(UTC), 0, ok=False,
-                                error=f"internal error: {type(exc).__name__}")
+            with tracing.delivery_span(c.traceparent, c.id, c.endpoint_id) as span:
+                try:
+                    result = attempt(c, self.pools, self.max_retry_after)
+                except BaseException as exc:  # never lose the slot, whatever happened
+                    log.exception("delivery attempt crashed", extra={"delivery_id": c.id})
+                    result = Result(c.id, c.endpoint_id, c.token, datetime.now(UTC), 0,
+                                    ok=False, error=f"internal error: {type(exc).__name__}")
+                tracing.delivery_result(span, result.status_code, result.error)
             self.lanes.done(c.endpoint_id)
             DELIVERY_SECONDS.observe(result.duration_ms / 1000)
             self._results.put(result)
@@ -353,7 +355,7 @@ def dispatch(rt: runtime.Runtime, budget: float = DISPATCH_BUDGET_SECONDS,
 
 def claim_into(conn: psycopg.Connection, dispatcher: Dispatcher, limit: int) -> int:
     batch = claims.claim(conn, limit, dispatcher.claim_rules, *dispatcher.claim_slow())
-    secrets = secretbox.box(runtime.get().settings.secret_key)
+    secrets = secretbox.box(runtime.get().settings.secret_keys)
     sendable: list[Claimed] = []
     for c in batch:
         try:

@@ -18,7 +18,7 @@ from celery.signals import (
 )
 from prometheus_client import multiprocess, start_http_server
 
-from shared import config, logs
+from shared import config, logs, tracing
 from workers.metrics import registry
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,13 @@ def _logging(loglevel: int | str | None = None, **_: object) -> None:
     # logs (task received / succeeded, worker and beat events) go through the
     # same formatter as ours: JSON when HOOKLINE_LOG_FORMAT=json.
     logs.setup(os.environ.get("HOOKLINE_LOG_FORMAT", "json"), level=loglevel or None)
+
+
+@worker_init.connect
+def _tracing(**_: object) -> None:
+    # In the main process: the SDK's span processor starts its export thread again in
+    # each pool process it forks.
+    tracing.configure("hookline-worker")
 
 
 @worker_init.connect

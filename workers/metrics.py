@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
+import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -111,6 +115,7 @@ class StateCollector(Collector):
         yield from self._queue()
         yield from self._endpoints()
         yield from self._storage()
+        yield from self._backlog()
 
     def _queue(self) -> Iterator[GaugeMetricFamily]:
         if self._redis is None:
@@ -167,6 +172,55 @@ class StateCollector(Collector):
         yield _gauge("hookline_default_partition_rows",
                      "Rows (planner estimate) in the default partitions: times with no "
                      "partition", default_rows)
+
+
+    def _backlog(self) -> Iterator[GaugeMetricFamily]:
+        if not self.settings.database_url:
+            return
+        from shared.db import stats
+
+        url = self.settings.database_url
+        try:
+            reading = shared_reading(self._redis, lambda: stats.fanout_backlog_now(url))
+        except Exception as exc:
+            log.warning("metrics: cannot read the fan-out backlog: %s", exc)
+            return
+        if reading is None:
+            return
+        pending, held, oldest = reading
+        yield _gauge("hookline_deliveries_pending",
+                     "Deliveries waiting to be sent or retried (held ones apart)", pending)
+        yield _gauge("hookline_deliveries_held",
+                     "Deliveries of ordered endpoints held behind an earlier one of their "
+                     "message", held)
+        yield _gauge("hookline_oldest_due_delivery_age_seconds",
+                     "How long the oldest due delivery has waited past its due time", oldest)
+
+
+# The backlog gauges count the outbox's unsettled rows: cheap, but a pass over the
+# backlog, so one worker replica reads them per interval and the others (and the next
+# scrapes) take its reading from Redis.
+BACKLOG_KEY = "hookline:metrics:fanout-backlog"
+BACKLOG_LOCK = "hookline:metrics:fanout-backlog:lock"
+BACKLOG_REFRESH_SECONDS = 15
+
+
+def shared_reading(client: redis.Redis | None, read: Callable[[], Any]) -> Any:
+    """``read()``, or a reading another process took less than BACKLOG_REFRESH_SECONDS
+    ago; while one process reads, the others serve the previous reading."""
+    if client is None:
+        return read()
+    raw = client.get(BACKLOG_KEY)
+    cached = orjson.loads(raw) if raw else None
+    if cached is not None and time.time() - cached["t"] < BACKLOG_REFRESH_SECONDS:
+        return cached["v"]
+    if cached is not None and not client.set(BACKLOG_LOCK, b"1", nx=True,
+                                             ex=BACKLOG_REFRESH_SECONDS):
+        return cached["v"]
+    value = read()
+    client.set(BACKLOG_KEY, orjson.dumps({"t": time.time(), "v": value}),
+               ex=BACKLOG_REFRESH_SECONDS * 4)
+    return value
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

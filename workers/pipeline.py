@@ -28,7 +28,7 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import PoolTimeout
 
-from shared import consent, providers
+from shared import consent, providers, tracing
 from shared.config import Settings
 from shared.db import events
 from shared.db.apply import Applied, TimeBounds, apply_batch, bound
@@ -36,8 +36,10 @@ from shared.db.dead_letters import DeadLetter
 from shared.db.events import Incoming, Stored
 from shared.envelope import Envelope, EnvelopeError, decode
 from shared.inbox import ERRORS, Lease
+from shared.model import NormalisedEvent
 from shared.notifications import Notification
 from shared.providers import ParseError
+from shared.providers.common import form_fields, is_form
 from shared.retry import run_with_retries
 from shared.runtime import Runtime
 from shared.timeutil import from_epoch
@@ -96,6 +98,9 @@ class Decoded:
     envelope: Envelope | None
     incoming: list[Incoming] = field(default_factory=list)
     letter: DeadLetter | None = None
+    # A batch's elements that cannot be applied, each its own dead letter; the
+    # envelope's other elements apply (a batch body is a JSON array of events).
+    part_letters: list[DeadLetter] = field(default_factory=list)
     # A parser crash (a bug, not bad input): retried, then dead-lettered.
     error: str | None = None
 
@@ -146,6 +151,21 @@ def load_json(body: bytes) -> Any:
     return doc
 
 
+def load_body(env: Envelope) -> Any:
+    """A form (a form POST, or a GET's query string) as its flat field set, else JSON."""
+    if not is_form(env.headers.get("content-type")):
+        return load_json(env.body)
+    try:
+        fields = form_fields(env.body)
+    except ValueError as exc:
+        raise ParseError(f"invalid form fields: {exc}") from None
+    if not fields:
+        raise ParseError("empty form: no fields")
+    if any("\x00" in k or "\x00" in v for k, v in fields.items()):
+        raise ParseError("form field contains U+0000, which PostgreSQL cannot store")
+    return fields
+
+
 def decode_one(raw: bytes, settings: Settings | None = None) -> Decoded:
     try:
         env = decode(raw)
@@ -156,24 +176,62 @@ def decode_one(raw: bytes, settings: Settings | None = None) -> Decoded:
         )
         return Decoded(raw, None, letter=letter)
     try:
-        doc = load_json(env.body)
-        events = providers.parse(env.source, env.event, doc)
+        doc = load_body(env)
+        parts = _parse_parts(env, doc)
     except ParseError as exc:
         return Decoded(raw, env, letter=_letter(env, exc.reason))
     except Exception as exc:
         log.exception("parser crashed on %s", env.id, extra={"ingest_id": env.id})
         return Decoded(raw, env, error=f"{type(exc).__name__}: {exc}"[:1000])
     received = from_epoch(env.received_at)
-    for e in events:
-        e.ingest_id = env.id
-        if e.data.get("occurred_at_estimated"):
-            # The callback carries no time: its receipt time, not the parse
-            # time, so processing it again gives the same event.
-            e.occurred_at = received
-        if settings is not None:
-            consent.apply_keywords(e, settings.opt_in_keywords, settings.opt_out_keywords)
-    return Decoded(raw, env, incoming=[Incoming(e, doc, received, env.tenant_id)
-                                          for e in events])
+    incoming: list[Incoming] = []
+    letters: list[DeadLetter] = []
+    for index, element, found in parts:
+        if isinstance(found, ParseError):
+            letters.append(_part_letter(env, index, len(parts), element, found.reason))
+            continue
+        for e in found:
+            e.ingest_id = env.id
+            if e.data.get("occurred_at_estimated"):
+                # The callback carries no time: its receipt time, not the parse
+                # time, so processing it again gives the same event.
+                e.occurred_at = received
+            if settings is not None:
+                consent.apply_keywords(e, settings.opt_in_keywords, settings.opt_out_keywords)
+            incoming.append(Incoming(e, element, received, env.tenant_id))
+    return Decoded(raw, env, incoming=incoming, part_letters=letters)
+
+
+Part = tuple[int, Any, "list[NormalisedEvent] | ParseError"]
+
+
+def _parse_parts(env: Envelope, doc: Any) -> list[Part]:
+    """(position, element, its events or why not) for each element of a batch (a JSON
+    array of events); a body that is not an array is one element, whose ParseError is
+    the envelope's own."""
+    if not isinstance(doc, list):
+        return [(0, doc, providers.parse(env.source, env.event, doc))]
+    if not doc:
+        raise ParseError("empty batch: a JSON array with no events")
+    parts: list[Part] = []
+    for index, element in enumerate(doc):
+        try:
+            parts.append((index, element, providers.parse(env.source, env.event, element)))
+        except ParseError as exc:
+            parts.append((index, element, exc))
+    return parts
+
+
+def _part_letter(env: Envelope, index: int, size: int, element: Any, reason: str) -> DeadLetter:
+    """One batch element's dead letter: its own id (the envelope's and its position, so a
+    redelivered envelope does not double it) and its own bytes."""
+    letter = _letter(env, f"batch element {index} of {size}: {reason}")
+    letter.ingest_id = f"{env.id}#{index}"
+    try:
+        letter.body = orjson.dumps(element)
+    except TypeError:  # an integer beyond 64 bits: kept readable all the same
+        letter.body = repr(element).encode()
+    return letter
 
 
 def _apply(rt: Runtime, lease: Lease, decoded: list[Decoded],
@@ -182,6 +240,7 @@ def _apply(rt: Runtime, lease: Lease, decoded: list[Decoded],
     if rows is None:
         rows = events.rows(_incoming(decoded))
     letters = [d.letter for d in decoded if d.letter is not None]
+    letters += [p for d in decoded for p in d.part_letters]
     bounds = time_bounds(rt.settings.lease_seconds)
 
     def once() -> Applied:
@@ -227,13 +286,14 @@ def _account(out: Outcome, decoded: list[Decoded], applied: Applied) -> None:
     out.applied += applied.stored
     out.notifications += applied.notifications
     out.dead_letters += sum(1 for d in decoded if d.letter is not None)
+    out.dead_letters += sum(len(d.part_letters) for d in decoded)
     out.latencies += [now - d.envelope.received_at for d in decoded if d.envelope]
     _tally(out, decoded, applied)
     for d in decoded:
-        if d.letter is not None:
+        for letter in ([d.letter] if d.letter is not None else []) + d.part_letters:
             log.warning(
-                "dead letter %s: %s", d.ingest_id, d.letter.reason,
-                extra={"ingest_id": d.ingest_id, "source": d.letter.source},
+                "dead letter %s: %s", letter.ingest_id, letter.reason,
+                extra={"ingest_id": letter.ingest_id, "source": letter.source},
             )
 
 
@@ -249,6 +309,8 @@ def _tally(out: Outcome, decoded: list[Decoded], applied: Applied) -> None:
         if n > fresh:
             out.tally[(source, type_, metrics.DUPLICATE)] += n - fresh
     for d in decoded:
+        for part in d.part_letters:
+            out.tally[(part.source, metrics.NO_TYPE, metrics.DEAD_LETTER)] += 1
         if d.letter is not None:
             out.tally[(d.letter.source, metrics.NO_TYPE, metrics.DEAD_LETTER)] += 1
         else:
@@ -292,11 +354,12 @@ def process_lease(rt: Runtime, lease: Lease, parsed: Parsed | None = None) -> Ou
     ``parsed`` is parse_lease(rt, lease), when the caller parsed the batch ahead."""
     out = Outcome()
     lease_renewal.watch(rt.inbox, lease)
-    try:
-        return _process_lease(rt, lease, out, parsed)
-    finally:
-        lease_renewal.forget(lease)
-        _report(lease, out)
+    with tracing.batch_span(len(lease.items)) as span:
+        try:
+            return _process_lease(rt, lease, out, parsed, span)
+        finally:
+            lease_renewal.forget(lease)
+            _report(lease, out)
 
 
 def _report(lease: Lease, out: Outcome) -> None:
@@ -313,10 +376,11 @@ def _report(lease: Lease, out: Outcome) -> None:
 
 
 def _process_lease(
-    rt: Runtime, lease: Lease, out: Outcome, parsed: Parsed | None
+    rt: Runtime, lease: Lease, out: Outcome, parsed: Parsed | None, span: object = None
 ) -> Outcome:
     if parsed is None:
         parsed = parse_lease(rt, lease)
+    tracing.link_callbacks(span, (d.envelope.trace for d in parsed.decoded if d.envelope))
     crashed = [d for d in parsed.decoded if d.error is not None]
     good = [d for d in parsed.decoded if d.error is None]
     try:

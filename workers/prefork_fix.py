@@ -10,7 +10,7 @@ still remembers a task, so it never reads that one: the worker hangs for 30
 seconds, which under an orchestrator's grace period (30 s on Kubernetes) ends in
 SIGKILL. Under a steady flow of small tasks this happened on half of the warm
 shutdowns measured (``tests/faults/test_workers.py``,
-``tests/test_ops_shutdown.py``).
+``tests/ops/test_ops_shutdown.py``).
 
 The fix keeps reading the pool processes' results until they have all exited.
 Each has been sent its stop sentinel by then, so the wait is bounded by the

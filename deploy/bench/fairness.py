@@ -56,7 +56,7 @@ def _receipt(n: int) -> bytes:
 
 
 def _setup(rt: Runtime, slow_url: str, fast_url: str, backlog: int) -> str:
-    box = secretbox.box(rt.settings.secret_key)
+    box = secretbox.box(rt.settings.secret_keys)
     with rt.pool.connection() as conn:
         a = tenants.create(conn, "A", [])["id"]
         b = tenants.create(conn, "B", [{"source": "kaleyra-rcs", "sender": SENDER_B}])["id"]

@@ -1,6 +1,6 @@
 """What a list page with each filter reads on big tables (EXPLAIN ANALYZE, BUFFERS).
 
-Fills a fresh database through tests/scan_support.py (N rows in each list table,
+Fills a fresh database through tests/db/scan_support.py (N rows in each list table,
 ids rising with time), reads a page of 50 with each filter through the data layer,
 and prints the plan's execution time (median of R runs), rows read and buffers.
 
@@ -18,7 +18,7 @@ import time
 import psycopg
 from common import flags, services
 
-from tests.scan_support import Recording, cases, explain_last, fill
+from tests.db.scan_support import Recording, cases, explain_last, fill
 
 
 def main() -> None:

@@ -223,6 +223,7 @@ def main() -> None:
     import latency
     import processing
     import send_instructions
+    import tracing_cost
 
     steps: list[tuple[str, Callable[[], dict], Callable[[dict], list[str]]]] = [
         # Rounds alternate and the medians are reported: single runs on this shared
@@ -246,6 +247,9 @@ def main() -> None:
         # The sending thread's side of fan-out without the machine's noise.
         ("send_instructions", lambda: send_instructions.run(attempts=500 if q else 2000),
          send_instructions.report),
+        # An ingest request with tracing off (as above) and on (docs/benchmarks.md).
+        ("tracing_cost", lambda: tracing_cost.run(requests=200 if q else 1000),
+         tracing_cost.report),
     ]
     for name, fn, report in steps:
         if name not in args.skip:

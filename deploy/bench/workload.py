@@ -1,8 +1,14 @@
-"""Mixed callback workloads for the benchmarks, built from the seed fixtures.
+"""Mixed callback workloads for the benchmarks, built from the fixtures.
 
 Every copy of a fixture gets fresh ids and party numbers, so it is a distinct
 event from a distinct user; duplicates and invalid bodies are mixed in at the
 requested rates.
+
+Two mixes. ``today`` (the default) takes the seed fixtures in turn, as the
+benchmarks always have, so a run compares with earlier ones. ``traffic`` is what
+a messaging platform receives (issue 21): WhatsApp and SMS receipts the bulk, with
+Kaleyra.io WhatsApp API V2 bodies, SMS delivery reports as GET query strings and
+form posts, Dotdigital batches; see TRAFFIC for the proportions.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import orjson
 
@@ -23,15 +30,36 @@ FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
 # pile onto a handful of subscriptions, all with the same timestamp).
 ID_KEYS = frozenset({"eventId", "messageId", "id", "mid", "cid", "foreign_id", "from", "to",
                      "receiver", "mobile", "msisdn", "phoneNumber", "recipient", "source",
-                     "sender"})
+                     "sender", "recipient_id", "wa_id", "message_id"})
+# Fixtures added with issue 21: not in the ``today`` mix, so it stays what it was.
+NEW_IN_21 = ("kaleyra-io/whatsapp_v2", "kaleyra-io/whatsapp_onprem", "kaleyra-io/whatsapp_meta",
+             "kaleyra-rcs/dr_sent_refs", "kaleyra-rcs/dr_ttl")
+FORM = "application/x-www-form-urlencoded; hookline-from=query"
+# The ``traffic`` mix: (share, kind, fixture path prefixes). Receipts of WhatsApp and
+# SMS are most of what a messaging platform is called back with; a Dotdigital batch
+# holds BATCH events.
+TRAFFIC: tuple[tuple[float, str, tuple[str, ...]], ...] = (
+    (0.35, "json", ("kaleyra-io/whatsapp_v2__status",)),
+    (0.13, "json", ("kaleyra-io/flat/sms_message_status",)),
+    (0.12, "query", ("kaleyra-io/flat/sms_message_status",)),
+    (0.10, "json", ("kaleyra-rcs/dr_",)),
+    (0.08, "json", ("kaleyra-io/whatsapp_v2__message", "kaleyra-io/whatsapp_meta")),
+    (0.05, "batch", ("comapi/message_delivered", "comapi/message_sent", "comapi/message_read")),
+    (0.05, "json", ("comapi/",)),
+    (0.12, "json", ("kaleyra-rcs/mo_", "kaleyra-io/flat/voice", "kaleyra-io/flat/vmn",
+                    "kaleyra-io/flat/contacts", "kaleyra-io/rcs_", "kaleyra-io/whatsapp_message")),
+)
+BATCH = 20
 BROKEN = [b'{"type": "SENT", "messageId": "x",}', b'{"type": "READ"', b"not json at all"]
 
 
-def _fixtures() -> list[tuple[str, str | None, object]]:
+def _fixtures(prefixes: tuple[str, ...] | None = None) -> list[tuple[str, str | None, object]]:
+    """The fixtures under ``prefixes``; None: those of the ``today`` mix."""
     expected = json.loads((FIXTURES / "expected.json").read_text())
     return [
         (meta["source"], meta["url_event"], orjson.loads((FIXTURES / rel).read_bytes()))
         for rel, meta in sorted(expected.items())
+        if (rel.startswith(prefixes) if prefixes else not rel.startswith(NEW_IN_21))
     ]
 
 
@@ -67,8 +95,42 @@ def callbacks(
         yield item
 
 
-def envelopes(n: int, **kwargs: float) -> list[bytes]:
+def traffic(n: int, dup_rate: float = 0.10, invalid_rate: float = 0.01, seed: int = 7
+            ) -> Iterator[tuple[str, str | None, bytes, str]]:
+    """(source, url_event, body, content type) in the proportions of TRAFFIC."""
+    rng = random.Random(seed)
+    kinds = [(share, kind, _fixtures(prefixes)) for share, kind, prefixes in TRAFFIC]
+    recent: list[tuple[str, str | None, bytes, str]] = []
+    for i in range(n):
+        roll = rng.random()
+        if roll < invalid_rate:
+            yield "kaleyra-rcs", None, rng.choice(BROKEN), "application/json"
+            continue
+        if roll < invalid_rate + dup_rate and recent:
+            yield rng.choice(recent)
+            continue
+        _, kind, pool = rng.choices(kinds, weights=[k[0] for k in kinds])[0]
+        source, event, doc = rng.choice(pool)
+        if kind == "query":
+            fields = {k: str(v) for k, v in _reid(doc, str(i)).items()}  # type: ignore[union-attr]
+            item = (source, event, urlencode(fields).encode(), FORM)
+        elif kind == "batch":
+            batch = [_reid(rng.choice(pool)[2], f"{i}-{j}") for j in range(BATCH)]
+            item = (source, event, orjson.dumps(batch), "application/json")
+        else:
+            item = (source, event, orjson.dumps(_reid(doc, str(i))), "application/json")
+        recent = [*recent[-999:], item]
+        yield item
+
+
+def envelopes(n: int, mix: str = "today", **kwargs: float) -> list[bytes]:
     now = time.time()
+    if mix == "traffic":
+        return [
+            Envelope(id=new_id(), source=s, event=e, received_at=now, body=b,
+                     headers={"content-type": t}).encode()
+            for s, e, b, t in traffic(n, **kwargs)
+        ]
     return [
         Envelope(id=new_id(), source=s, event=e, received_at=now, body=b).encode()
         for s, e, b in callbacks(n, **kwargs)

@@ -6,8 +6,9 @@ tenant's api key, which opens a console holding that tenant's data only; or thro
 tenant's portal link (ingest.console.portal). A key's session checks the key on every
 request, so revoking it ends the session at once. The session lives in Redis
 (ingest.console.sessions): Flask's signed cookie, signed with a key derived from
-HOOKLINE_SECRET_KEY, else from HOOKLINE_API_TOKEN (never a constant), holds only its id
-and the CSRF token, never an endpoint secret.
+HOOKLINE_CONSOLE_SESSION_KEY, else from HOOKLINE_SECRET_KEYS, else from HOOKLINE_API_TOKEN
+(never a constant; see session_keys), holds only its id and the CSRF token, never an
+endpoint secret.
 """
 
 from __future__ import annotations
@@ -61,13 +62,24 @@ TENANT_PAGES = _OPEN | {
 API_TOKEN_USER = config.CONSOLE_TOKEN_USER
 
 
-def session_key(s: config.Settings) -> bytes:
-    """The session-signing key: HMAC of a fixed label under HOOKLINE_SECRET_KEY, else
-    under HOOKLINE_API_TOKEN. With neither nobody can sign in, and a random key serves."""
-    base = s.secret_key or s.api_token
-    if base is None:
-        return secrets.token_bytes(32)
+def session_keys(s: config.Settings) -> list[bytes]:
+    """The session-signing keys, the signing one first: HOOKLINE_CONSOLE_SESSION_KEY's
+    alone when set; else one derived from each key of HOOKLINE_SECRET_KEYS (HMAC of a
+    fixed label), so rotating that ring signs nobody out: a cookie of the older key
+    still verifies and the next answer signs it with the newest; else one from
+    HOOKLINE_API_TOKEN. With none of them nobody can sign in, and a random key serves."""
+    if s.console_session_key:
+        return [_derived(s.console_session_key)]
+    bases = list(s.secret_keys) or ([s.api_token] if s.api_token else [])
+    return [_derived(b) for b in bases] or [secrets.token_bytes(32)]
+
+
+def _derived(base: str) -> bytes:
     return hmac.new(base.encode(), b"hookline console session v1", hashlib.sha256).digest()
+
+
+def session_key(s: config.Settings) -> bytes:
+    return session_keys(s)[0]
 
 
 class ConsoleSessionInterface(SecureCookieSessionInterface):
@@ -86,7 +98,9 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
 
 
 def configure(app: Flask, s: config.Settings) -> None:
-    app.secret_key = session_key(s)
+    keys = session_keys(s)
+    app.secret_key = keys[0]
+    app.config["SECRET_KEY_FALLBACKS"] = keys[1:]  # verified, never signed with
     app.session_interface = ConsoleSessionInterface()
     app.config.update(
         SESSION_COOKIE_NAME="hookline_console", SESSION_COOKIE_PATH=PREFIX,
@@ -117,12 +131,18 @@ def _credential(s: config.Settings, user: str) -> str | None:
     return s.console_users.get(user)
 
 
-def _fingerprint(s: config.Settings, user: str) -> str | None:
-    # Kept with the session instead of the credential itself.
+def _fingerprints(s: config.Settings, user: str) -> list[str]:
+    # Kept with the session instead of the credential itself; one per session key, the
+    # current one first, so a rotated ring keeps the session (signed_in).
     credential = _credential(s, user)
     if credential is None:
-        return None
-    return hmac.new(session_key(s), credential.encode(), hashlib.sha256).hexdigest()
+        return []
+    return [hmac.new(key, credential.encode(), hashlib.sha256).hexdigest()
+            for key in session_keys(s)]
+
+
+def _fingerprint(s: config.Settings, user: str) -> str | None:
+    return next(iter(_fingerprints(s, user)), None)
 
 
 def signed_in() -> keys.Principal | None:
@@ -146,10 +166,11 @@ def signed_in() -> keys.Principal | None:
         if not until.isdigit() or time.time() >= int(until):
             return None
         return keys.Principal(None, user.removeprefix(PORTAL_USER), "portal")
-    expected = _fingerprint(settings(), user)
     presented = held.get("cred")
-    ok = bool(expected and isinstance(presented, str)
-              and hmac.compare_digest(expected.encode(), presented.encode()))
+    if not isinstance(presented, str):
+        return None
+    ok = any(hmac.compare_digest(e.encode(), presented.encode())
+             for e in _fingerprints(settings(), user))
     return keys.OPERATOR_TOKEN if ok else None
 
 

@@ -15,7 +15,7 @@ from flask import abort, redirect, url_for
 from itsdangerous import BadSignature, URLSafeSerializer
 from werkzeug.wrappers import Response
 
-from ingest.console.auth import PORTAL_USER, session_key, start_session
+from ingest.console.auth import PORTAL_USER, session_keys, start_session
 from ingest.console.blueprint import bp, rt, settings
 from shared import config
 from shared.db import tenants
@@ -26,7 +26,9 @@ _SALT = "hookline portal link v1"
 
 
 def _signer(s: config.Settings) -> URLSafeSerializer:
-    return URLSafeSerializer(session_key(s), salt=_SALT)
+    # itsdangerous signs with the last key and accepts any: a link outlives a rotation
+    # of the ring, as a console cookie does.
+    return URLSafeSerializer(list(reversed(session_keys(s))), salt=_SALT)
 
 
 def link_token(s: config.Settings, tenant_id: str, seconds: int) -> tuple[str, datetime]:

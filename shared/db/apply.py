@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from shared import tracing
 from shared.db import dead_letters, events, inbound, messages, subscriptions
 from shared.db.dead_letters import DeadLetter
 from shared.db.events import Rows, Stored
@@ -61,6 +62,8 @@ def apply_batch(conn: psycopg.Connection, rows: Rows, letters: list[DeadLetter])
         notes = plain_notifications(stored)
         notes += [Notification(t.event_id, t.type, t.event, t.tenant_id)
                   for t in subscriptions.apply_consent(cur, stored)]
-        enqueue(cur, notes)  # the outbox: last, so it sees every notification
+        # The outbox: last, so it sees every notification. A delivery keeps the batch's
+        # trace context (None when tracing is off): its attempts are that span's children.
+        enqueue(cur, notes, tracing.current_traceparent())
         dead_letters.insert(cur, letters)
     return Applied(stored, notes)

@@ -1,8 +1,8 @@
 """Customer webhook endpoints: CRUD, secret rotation, and health (breaker, disable).
 
-Secrets never leave this module except through ``create`` and ``rotate_secret``
-(and the sender's claim query in shared.db.outbox.claims): every other read uses
-the public column list.
+Secrets never leave this module except through ``create``, ``rotate_secret`` and
+``sealed_secrets`` / ``reseal`` (key rotation, shared.rekey), and the sender's claim
+query in shared.db.outbox.claims: every other read uses the public column list.
 """
 
 from __future__ import annotations
@@ -212,3 +212,22 @@ def apply_health(cur: psycopg.Cursor, h: Health, rules: HealthRules) -> tuple | 
     )
     cur.execute(_COUNTS, params)
     return cur.execute(_BREAKER, params).fetchone()
+
+
+def sealed_secrets(conn: psycopg.Connection, after: str | None, limit: int
+                   ) -> list[tuple[str, str, str | None]]:
+    """(id, secret, previous secret) of the endpoints after ``after``, by id."""
+    return conn.execute(
+        "SELECT id, secret, previous_secret FROM endpoints "
+        "WHERE %(after)s::text IS NULL OR id > %(after)s ORDER BY id LIMIT %(limit)s",
+        {"after": after, "limit": limit}).fetchall()
+
+
+def reseal(conn: psycopg.Connection, endpoint_id: str, was: tuple[str, str | None],
+           now: tuple[str, str | None]) -> bool:
+    """Store the same secrets sealed again, unless they changed since they were read
+    (a rotation through the API meanwhile): compare and set, never a lost update."""
+    return conn.execute(
+        "UPDATE endpoints SET secret = %s, previous_secret = %s "
+        "WHERE id = %s AND secret = %s AND previous_secret IS NOT DISTINCT FROM %s",
+        (*now, endpoint_id, *was)).rowcount == 1

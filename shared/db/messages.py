@@ -20,7 +20,7 @@ import psycopg.rows
 
 from shared.db import arrays
 from shared.db.events import Stored
-from shared.model import STATUS_ORDER, STATUS_RANK
+from shared.model import STATUS_ORDER, STATUS_RANK, NormalisedEvent
 
 _AT = [f"{s}_at" for s in STATUS_ORDER]
 
@@ -80,11 +80,32 @@ SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[
 """
 
 
+_ALIASES = """
+INSERT INTO message_aliases (source, alias, message_id)
+SELECT DISTINCT ON (source, alias) * FROM unnest(%b::text[], %b::text[], %b::text[])
+    AS a(source, alias, message_id)
+ORDER BY source, alias
+ON CONFLICT (source, alias) DO NOTHING
+"""
+
+
+def _insert_aliases(cur: psycopg.Cursor, receipts: list[NormalisedEvent]) -> None:
+    """The other ids a message is known by (``data["message_id_aliases"]``)."""
+    found = [(e.source, alias, e.message_id) for e in receipts
+             for alias in e.data.get("message_id_aliases") or ()
+             if isinstance(alias, str) and alias != e.message_id]
+    if found:
+        source, alias, message_id = zip(*found, strict=True)
+        cur.execute(_ALIASES, [arrays.text(list(source)), arrays.text(list(alias)),
+                               arrays.text(list(message_id))])
+
+
 def apply_statuses(cur: psycopg.Cursor, stored: list[Stored]) -> None:
     mine = [s for s in stored if s.event.status is not None and s.event.message_id]
     receipts = [s.event for s in mine]
     if not receipts:
         return
+    _insert_aliases(cur, receipts)
     # Columns both statements send are encoded once.
     source = arrays.text([e.source for e in receipts])
     message_id = arrays.text([e.message_id for e in receipts])
@@ -108,8 +129,12 @@ def apply_statuses(cur: psycopg.Cursor, stored: list[Stored]) -> None:
 _GET = f"""
 SELECT source, message_id, channel, sender, msisdn, status, failure_reason, failure_code,
        {", ".join(_AT)}, last_event_at
-FROM messages WHERE message_id = %(id)s AND (%(source)s::text IS NULL OR source = %(source)s)
-    AND (%(tenant)s::text IS NULL OR tenant_id = %(tenant)s)
+FROM messages
+WHERE (%(source)s::text IS NULL OR source = %(source)s)
+  -- An array, not an OR, so the lookup stays on the primary key's index.
+  AND message_id = ANY(ARRAY(SELECT %(id)s::text UNION
+                             SELECT message_id FROM message_aliases WHERE alias = %(id)s))
+  AND (%(tenant)s::text IS NULL OR tenant_id = %(tenant)s)
 ORDER BY source
 """
 
@@ -126,11 +151,11 @@ ORDER BY h.occurred_at, h.id
 
 def get(conn: psycopg.Connection, message_id: str, source: str | None,
         tenant_id: str | None = None) -> list[dict[str, Any]]:
-    """The message (one per source sharing the id), each with its status history;
-    with ``tenant_id``, only that tenant's."""
+    """The message (one per source sharing the id, or known by it as an alias), each with
+    its status history; with ``tenant_id``, only that tenant's."""
     cur = conn.cursor(row_factory=psycopg.rows.dict_row)
     rows = cur.execute(_GET, {"id": message_id, "source": source, "tenant": tenant_id}
                        ).fetchall()
     for row in rows:
-        row["events"] = cur.execute(_HISTORY_OF, (row["source"], message_id)).fetchall()
+        row["events"] = cur.execute(_HISTORY_OF, (row["source"], row["message_id"])).fetchall()
     return rows

@@ -168,3 +168,35 @@ def failing_endpoints(conn: psycopg.Connection, limit: int = 50) -> list[dict[st
         "last_success_at FROM endpoints "
         "WHERE enabled AND (failing_since IS NOT NULL OR consecutive_failures > 0) "
         "ORDER BY failing_since NULLS LAST, id LIMIT %s", (limit,)).fetchall()
+
+
+# --- the fan-out backlog (worker /metrics) -----------------------------------------------
+
+# One pass over the outbox's partial index of unsettled deliveries (deliveries_due:
+# status pending or failed), index-only once vacuumed: it reads the backlog, never
+# the settled history. Held deliveries (ordered endpoints, next_attempt_at NULL)
+# are never due; one in flight has its lease end as next_attempt_at, so it is due
+# again only once its sender died.
+_BACKLOG = """
+SELECT count(*) FILTER (WHERE next_attempt_at IS NOT NULL),
+       count(*) FILTER (WHERE next_attempt_at IS NULL),
+       coalesce(extract(epoch FROM now() - min(next_attempt_at)
+                        FILTER (WHERE next_attempt_at <= now())), 0)
+FROM deliveries WHERE status IN ('pending', 'failed')
+"""
+
+
+def fanout_backlog(conn: psycopg.Connection) -> tuple[int, int, float] | None:
+    """(pending, held, seconds the oldest due delivery has waited); None without
+    fan-out's tables."""
+    if not table_exists(conn, "deliveries"):
+        return None
+    pending, held, age = conn.execute(_BACKLOG).fetchone()
+    return int(pending), int(held), float(age)
+
+
+def fanout_backlog_now(database_url: str) -> tuple[int, int, float] | None:
+    """fanout_backlog on a short-lived connection, like endpoints_failing_now."""
+    with psycopg.connect(database_url, autocommit=True, connect_timeout=3,
+                         options="-c statement_timeout=3000") as conn:
+        return fanout_backlog(conn)

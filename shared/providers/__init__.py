@@ -9,7 +9,8 @@ from typing import Any
 from shared.model import NormalisedEvent
 from shared.providers.base import BaseSchema, Format, ParseError, UnsupportedEvent
 
-__all__ = ["FORMATS", "SOURCES", "Format", "ParseError", "UnsupportedEvent", "parse", "schemas"]
+__all__ = ["BODY_LIMITS", "FORMATS", "SOURCES", "Format", "ParseError", "UnsupportedEvent",
+           "parse", "schemas"]
 
 
 def _modules() -> list[Any]:
@@ -36,20 +37,34 @@ def schemas() -> list[BaseSchema]:
 
 
 FORMATS: tuple[Format, ...] = tuple(_discover())
+# A source's default body limit where its provider documents sending more than the
+# global HOOKLINE_MAX_BODY_BYTES (a module's MAX_BODY_BYTES = {source: bytes}).
+BODY_LIMITS: dict[str, int] = {
+    source: limit for module in _modules()
+    for source, limit in getattr(module, "MAX_BODY_BYTES", {}).items()
+}
 SOURCES: frozenset[str] = frozenset(f.source for f in FORMATS)
 _BY_SOURCE: dict[str, tuple[Format, ...]] = {
-    s: tuple(f for f in FORMATS if f.source == s) for s in SOURCES
+    s: tuple(sorted((f for f in FORMATS if f.source == s), key=lambda f: f.fallback))
+    for s in SOURCES
 }
 
 
 def _describe(doc: Any) -> str:
+    """What the body is: its kind field if it has one, and its top-level keys."""
     if isinstance(doc, dict):
+        keys = sorted(map(str, doc))
+        shown = ", ".join(k[:40] for k in keys[:12]) + (", ..." if len(keys) > 12 else "")
         for key in ("type", "name", "event"):
             if isinstance(doc.get(key), str):
-                return f"{key}={doc[key]!r}"
-        keys = ", ".join(sorted(map(str, doc))[:8])
-        return f"object with keys [{keys}]"
+                return f"{key}={doc[key][:100]!r} (top-level keys [{shown}])"
+        return f"object with top-level keys [{shown}]"
     return f"JSON {type(doc).__name__}"
+
+
+def _needs(formats: tuple[Format, ...]) -> str:
+    found = [f"{f.name}: {f.needs}" for f in formats if f.needs]
+    return f"; needed one of: {' | '.join(found)}" if found else ""
 
 
 def parse(source: str, event: str | None, doc: Any) -> list[NormalisedEvent]:
@@ -61,4 +76,5 @@ def parse(source: str, event: str | None, doc: Any) -> list[NormalisedEvent]:
         if fmt.matches(doc, event):
             return fmt.parse(doc, event)
     where = f" (URL event {event!r})" if event else ""
-    raise UnsupportedEvent(f"unsupported event type for {source}: {_describe(doc)}{where}")
+    raise UnsupportedEvent(
+        f"unsupported event type for {source}: {_describe(doc)}{where}{_needs(formats)}")

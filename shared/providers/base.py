@@ -43,6 +43,10 @@ class Format:
     name: str        # format name, for logs and dead-letter reasons
     matches: Matcher  # cheap shape test on the decoded JSON and the URL event
     parse: Parser    # may raise ParseError
+    # Tried after the source's other formats: it claims any body the others do not.
+    fallback: bool = False
+    # What a body needs to be read by this format, for an unsupported body's dead letter.
+    needs: str = ""
 
 
 class UTCDateTime(fields.Field):

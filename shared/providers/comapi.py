@@ -38,7 +38,6 @@ channel ``unknown``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -56,9 +55,15 @@ from shared.providers.base import (
     load,
 )
 from shared.providers.base import optional_text as _text
-from shared.timeutil import parse_timestamp
+from shared.providers.common import dig, first, first_text, inbound_data, lenient_time
 
 SOURCE = "comapi"
+# Dotdigital "strongly recommends" batched webhooks (a JSON array of these events)
+# and retries every answer but 2xx and 400 for 24 hours before dropping them, so a
+# 413 loses a batch. No maximum batch size is published; an event of the seed is
+# 1-3 KiB, so 1 MiB holds several hundred, and stays under one drain lease's
+# HOOKLINE_BATCH_BYTES (2 MiB by default).
+MAX_BODY_BYTES = {SOURCE: 1024 * 1024}
 UNKNOWN_CHANNEL = "unknown"
 CHANNELS = ("sms", "mms", "rcs", "fbMessenger", "appMessaging", "email")
 PHONE_CHANNELS = frozenset({"sms", "mms", "rcs"})
@@ -74,7 +79,7 @@ INBOUND = "message.inbound"
 CLICK = "interaction.click"
 NAMES: tuple[str, ...] = (*RECEIPT_STATUS, INBOUND, CLICK)
 
-Path = tuple[str, ...]
+Path = tuple[str, ...]  # "{ch}" in a path stands for the event's channel
 # "{ch}" stands for the event's channel. First match wins.
 MSISDN_PATHS: tuple[Path, ...] = (
     ("channelData", "{ch}", "phoneNumber"),
@@ -148,34 +153,9 @@ _EVENT, _RECEIPT, _INBOUND, _CLICK = instances(
 # --- small, total helpers over untrusted JSON -------------------------------------------
 
 
-def _dig(obj: Any, path: Iterable[str]) -> Any:
-    for key in path:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(key)
-    return obj
-
-
-def _first_text(obj: Any, paths: Iterable[Path], channel: str) -> str | None:
-    for path in paths:
-        found = _text(_dig(obj, (channel if key == "{ch}" else key for key in path)))
-        if found:
-            return found
-    return None
-
-
-def _time(value: Any) -> datetime | None:
-    """Best-effort parse of a secondary time field: a bad one is skipped, not fatal."""
-    if value is None or isinstance(value, dict | list):
-        return None
-    try:
-        return parse_timestamp(value)
-    except (ValueError, OverflowError):
-        return None
-
-
-def _first(*values: datetime | None) -> datetime | None:
-    return next((v for v in values if v is not None), None)
+def _at(paths: tuple[Path, ...], channel: str) -> tuple[Path, ...]:
+    """``paths`` with "{ch}" replaced by the event's channel."""
+    return tuple(tuple(channel if key == "{ch}" else key for key in path) for path in paths)
 
 
 def _require_time(value: datetime | None, name: str) -> datetime:
@@ -218,21 +198,21 @@ def _status_entry(channel_status: dict[str, Any], channel: str) -> dict[str, Any
 
 
 def _status_time(entry: dict[str, Any]) -> datetime | None:
-    return _first(*(_time(entry.get(key)) for key in STATUS_TIME_KEYS))
+    return first(*(lenient_time(entry.get(key)) for key in STATUS_TIME_KEYS))
 
 
 def _failure_reason(details: dict[str, Any], entry: dict[str, Any]) -> str | None:
     # The general reason first; else the channel's own (email keeps it in "description").
     return (
         details.get("reason")
-        or _text(_dig(entry, ("details", "reason")))
+        or _text(dig(entry, ("details", "reason")))
         or _text(entry.get("description"))
         or _text(entry.get("reason"))
     )
 
 
 def _validation_failures(channel_details: Any) -> tuple[str | None, str | None]:
-    found = _dig(channel_details, ("data", "validationFailures"))
+    found = dig(channel_details, ("data", "validationFailures"))
     found = [f for f in found if isinstance(f, dict)] if isinstance(found, list) else []
     reasons = [t for t in (_text(f.get("details")) for f in found) if t]
     codes = [t for t in (_text(f.get("failureCode")) for f in found) if t]
@@ -243,10 +223,10 @@ def _failure(details: dict[str, Any], entry: dict[str, Any]) -> tuple[str | None
     """(failure_reason, failure_code): the most specific the event gives."""
     channel_details = entry.get("details")
     reason, code = _validation_failures(channel_details)
-    reason = (reason or _text(_dig(channel_details, ("reason",)))
+    reason = (reason or _text(dig(channel_details, ("reason",)))
               or _text(entry.get("description")) or _text(entry.get("reason"))
               or details.get("reason"))
-    code = code or _text(entry.get("code")) or _text(_dig(channel_details, ("data", "statusid")))
+    code = code or _text(entry.get("code")) or _text(dig(channel_details, ("data", "statusid")))
     return failure(reason, code)
 
 
@@ -276,14 +256,14 @@ def _parse_receipt(ev: dict[str, Any], doc: Any) -> list[NormalisedEvent]:
     entry = _status_entry(details.get("channel_status") or {}, channel)
     phone = channel in PHONE_CHANNELS
     status = RECEIPT_STATUS[ev["name"]]
-    occurred = _first(p["updated_on"], _status_time(entry), ev["timestamp"])
+    occurred = first(p["updated_on"], _status_time(entry), ev["timestamp"])
     reason, code = _failure(details, entry) if status in FAILURE_STATUSES else (None, None)
     return _event(
         ev, STATUS_EVENT_TYPE[status], channel=channel,
         occurred_at=_require_time(occurred, ev["name"]),
         dedupe_key=dedupe_key(ev["event_id"], p["id"], ev["name"], doc), message_id=p["id"],
-        sender=_first_text(raw, SENDER_PATHS, channel) if phone else None,
-        msisdn=_first_text(raw, MSISDN_PATHS, channel) if phone else None,
+        sender=first_text(raw, _at(SENDER_PATHS, channel)) if phone else None,
+        msisdn=first_text(raw, _at(MSISDN_PATHS, channel)) if phone else None,
         status=status, data=_receipt_data(ev, p, details, entry),
         failure_reason=reason, failure_code=code,
     )
@@ -294,7 +274,7 @@ def _parse_receipt(ev: dict[str, Any], doc: Any) -> list[NormalisedEvent]:
 
 def _parts(p: dict[str, Any]) -> list[dict[str, Any]]:
     parts = list(p["message_parts"] or [])
-    app_parts = _dig(p["channel_data"], ("parts",))
+    app_parts = dig(p["channel_data"], ("parts",))
     if isinstance(app_parts, list):
         parts += [part for part in app_parts if isinstance(part, dict)]
     return parts
@@ -315,7 +295,7 @@ def _inbound_text(p: dict[str, Any], parts: list[dict[str, Any]]) -> str | None:
     ]
     if texts:
         return "\n".join(texts)
-    fb_text = _dig(p["channel_data"], ("body", "message", "text"))
+    fb_text = dig(p["channel_data"], ("body", "message", "text"))
     return fb_text if isinstance(fb_text, str) else None
 
 
@@ -332,10 +312,10 @@ def _media_item(url: Any, kind: Any, filename: Any) -> dict[str, Any] | None:
 
 def _inbound_media(p: dict[str, Any], parts: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
     items = [_media_item(part.get("url"), part.get("type"), part.get("name")) for part in parts]
-    attachments = _dig(p["channel_data"], ("body", "message", "attachments"))
+    attachments = dig(p["channel_data"], ("body", "message", "attachments"))
     if isinstance(attachments, list):
         items += [
-            _media_item(_dig(a, ("payload", "url")), a.get("type"), None)
+            _media_item(dig(a, ("payload", "url")), a.get("type"), None)
             for a in attachments
             if isinstance(a, dict)
         ]
@@ -345,26 +325,20 @@ def _inbound_media(p: dict[str, Any], parts: list[dict[str, Any]]) -> list[dict[
 
 def _inbound_sender(p: dict[str, Any]) -> str | None:
     return (
-        _text(_dig(p["to"], ("phoneNumber",)))
-        or _text(_dig(p["to"], ("agentId",)))
-        or _text(_dig(p["channel_data"], ("pageId",)))
+        _text(dig(p["to"], ("phoneNumber",)))
+        or _text(dig(p["to"], ("agentId",)))
+        or _text(dig(p["channel_data"], ("pageId",)))
     )
 
 
 def _inbound_data(ev: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
     parts = _parts(p)
     data = _envelope_data(ev)
-    data.update(
-        text=_inbound_text(p, parts),
-        response=None,
-        location=None,
-        media=_inbound_media(p, parts),
-        carrier_id=None,
-        user=p["from_"],
-    )
+    data.update(inbound_data(text=_inbound_text(p, parts), media=_inbound_media(p, parts),
+                             user=p["from_"]))
     if p["to"]:
         data["to"] = p["to"]
-    correlated = _text(_dig(p["correlation"], ("messageId",)))
+    correlated = _text(dig(p["correlation"], ("messageId",)))
     if correlated:
         data["correlation_message_id"] = correlated
     return data
@@ -373,15 +347,15 @@ def _inbound_data(ev: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
 def _parse_inbound(ev: dict[str, Any], doc: Any) -> list[NormalisedEvent]:
     p = load(_INBOUND, ev["payload"], f"{SOURCE} {INBOUND} payload")
     channel = p["channel"]
-    received = _time(_dig(p["channel_data"], ("receivedOn",)))
-    occurred = _first(p["received_on"], received, ev["timestamp"])
+    received = lenient_time(dig(p["channel_data"], ("receivedOn",)))
+    occurred = first(p["received_on"], received, ev["timestamp"])
     phone = channel in PHONE_CHANNELS
     return _event(
         ev, EventType.MESSAGE_INBOUND, channel=channel,
         occurred_at=_require_time(occurred, INBOUND),
         dedupe_key=dedupe_key(ev["event_id"], p["id"], INBOUND, doc), message_id=p["id"],
         sender=_inbound_sender(p) if phone else None,
-        msisdn=_text(_dig(p["from_"], ("phoneNumber",))) if phone else None,
+        msisdn=_text(dig(p["from_"], ("phoneNumber",))) if phone else None,
         data=_inbound_data(ev, p),
     )
 
@@ -392,9 +366,9 @@ def _parse_inbound(ev: dict[str, Any], doc: Any) -> list[NormalisedEvent]:
 def _parse_click(ev: dict[str, Any], doc: Any) -> list[NormalisedEvent]:
     raw = ev["payload"]
     p = load(_CLICK, raw, f"{SOURCE} {CLICK} payload")
-    channel = p["channel"] or _text(_dig(raw, ("details", "channel"))) or UNKNOWN_CHANNEL
+    channel = p["channel"] or _text(dig(raw, ("details", "channel"))) or UNKNOWN_CHANNEL
     message_id = p["message_id"] or p["id"]
-    occurred = _first(p["clicked_on"], p["updated_on"], ev["timestamp"])
+    occurred = first(p["clicked_on"], p["updated_on"], ev["timestamp"])
     phone = channel in PHONE_CHANNELS
     data = _envelope_data(ev)
     data.update(url=p["url"], payload=raw)
@@ -403,8 +377,8 @@ def _parse_click(ev: dict[str, Any], doc: Any) -> list[NormalisedEvent]:
         occurred_at=_require_time(occurred, CLICK),
         # One message can be clicked many times: never dedupe clicks on the message id.
         dedupe_key=dedupe_key(ev["event_id"], None, CLICK, doc), message_id=message_id,
-        sender=_first_text(raw, SENDER_PATHS, channel) if phone else None,
-        msisdn=_first_text(raw, MSISDN_PATHS, channel) if phone else None,
+        sender=first_text(raw, _at(SENDER_PATHS, channel)) if phone else None,
+        msisdn=first_text(raw, _at(MSISDN_PATHS, channel)) if phone else None,
         data=data,
     )
 
@@ -422,4 +396,7 @@ def parse(doc: Any, event: str | None) -> list[NormalisedEvent]:
     return _parse_receipt(ev, doc)
 
 
-FORMATS = [Format(source=SOURCE, name="comapi-message-event", matches=matches, parse=parse)]
+FORMATS = [Format(
+    source=SOURCE, name="comapi-message-event", matches=matches, parse=parse,
+    needs='"name" one of message.sent|delivered|read|expired|failed|inbound, interaction.click',
+)]

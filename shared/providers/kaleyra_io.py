@@ -45,7 +45,7 @@ Decisions:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -76,34 +76,58 @@ from shared.providers.base import (
 from shared.providers.base import (
     optional_text as _text,
 )
-from shared.timeutil import parse_timestamp, utcnow
+from shared.providers.common import LocationSchema, dig, first_text, first_time, inbound_data
+from shared.timeutil import utcnow
 
 SOURCE = "kaleyra-io"
 URL_HINT = f"{SOURCE} flat payload needs its event in the URL (/callbacks/{SOURCE}/<event>)"
 
 WRAPPED_STATUS: dict[str, str] = {s: s for s in STATUS_ORDER if s != "unknown"}
+# SMPP statuses, Kaleyra's own (developers.kaleyra.io "SMS Status and Status Trace
+# Codes"; messaging.kaleyra.com "Delivery Reports"), and the older push's DNDNUMB.
 SMPP_STATUS: dict[str, str] = {
     "DELIVRD": "delivered",
+    "DELIVERED": "delivered",
     "ACCEPTD": "sent",
     "ENROUTE": "sent",
     "SENT": "sent",
+    "AWAITED-DLR": "sent",
     "UNDELIV": "failed",
+    "UNDELIVERED": "failed",
     "REJECTD": "failed",
+    "REJECTED": "failed",
     "FAILED": "failed",
+    "NOT-SENT": "failed",
+    "NOTSENT": "failed",
+    "DNDNUMB": "failed",
+    "DND-NUMB": "failed",
     "EXPIRED": "expired",
     "DELETED": "deleted",
+}
+SMS_ALIASES: dict[str, str] = {
+    "message_id": "id", "msgid": "id", "my_id": "custom", "delivered": "deliv_time",
+    "dlr_time": "deliv_time", "number": "mobile", "to": "mobile",
 }
 SCOPES: dict[str, ConsentScope] = {
     "all": ConsentScope.ALL,
     "sender": ConsentScope.SENDER,
     "category": ConsentScope.CATEGORY,
 }
+CALL_OUTCOMES: tuple[tuple[str, str], ...] = (
+    ("ANSWER", "answered"), ("IVR-ANSWER", "answered"), ("BUSY", "busy"),
+    ("NOANSWER", "no_answer"), ("CANCEL", "cancelled"), ("FAILED", "failed"),
+    ("CHANUNAVAIL", "failed"), ("CONGESTION", "failed"), ("DND", "failed"),
+    ("NOTALLOWED", "failed"),
+)
 MEDIA_TYPES = frozenset({"image", "video", "audio", "document", "file", "sticker"})
 PHONE_RE = re.compile(r"\+?\d{6,15}")
 
-VMN_MSISDN_KEYS = ("source", "from", "sender", "mobile")
+# The flat incoming-SMS callback's fields first, then the wrapped form's (the user at
+# ``recipient.from``, the text at ``message.payload.text``, as whatsapp:message:in).
+VMN_MSISDN_KEYS = ("source", "from", "sender", "mobile", ("recipient", "from"))
 VMN_NUMBER_KEYS = ("recipient", "to", "vmn")
-VMN_TEXT_KEYS = ("message", "text", "body", "msg")
+VMN_TEXT_KEYS = ("message", "text", "body", "msg", ("message", "payload", "text"),
+                 ("message", "text"))
 VMN_TIME_KEYS = ("timestamp", "received_at", "created_at")
 
 
@@ -168,11 +192,6 @@ class MediaContentSchema(BaseSchema):
     filename = fields.String(load_default=None)
 
 
-class LocationContentSchema(BaseSchema):
-    latitude = fields.Float(required=True, validate=validate.Range(-90, 90))
-    longitude = fields.Float(required=True, validate=validate.Range(-180, 180))
-
-
 class SmsStatusSchema(BaseSchema):
     id = _required_text()
     mobile = _required_text()
@@ -180,6 +199,7 @@ class SmsStatusSchema(BaseSchema):
     sender, credits, units = _optional(LooseString, 3)
     deliv_time, sent_time, submit_time = _optional(UTCDateTime, 3)
     cid, custom, err = _optional(LooseString, 3)
+    sid, status_trace, description = _optional(LooseString, 3)
 
 
 class UnsubscriptionSchema(BaseSchema):
@@ -197,12 +217,15 @@ class UnsubscriptionSchema(BaseSchema):
 
 
 class VoiceSchema(BaseSchema):
-    mid = _required_text()
+    mid = LooseString(load_default=None)
     from_ = LooseString(data_key="from", load_default=None)
     to = _required_text()
     bridge, source, flow_id = _optional(LooseString, 3)
     start_at, end_at = _optional(UTCDateTime, 2)
     duration, status, recording_url = _optional(LooseString, 3)
+    # Click-to-call records: each leg's status, who hung up, what it cost.
+    status1, status2, hangup_by = _optional(LooseString, 3)
+    billing = fields.Raw(load_default=None)
 
 
 class ContactSchema(BaseSchema):
@@ -217,7 +240,7 @@ class ContactSchema(BaseSchema):
 
 (_STATUS, _INBOUND, _TEXT, _MEDIA, _LOCATION, _SMS_STATUS, _UNSUBSCRIPTION, _VOICE,
  _CONTACT) = instances(StatusSchema, InboundSchema, TextContentSchema, MediaContentSchema,
-                       LocationContentSchema, SmsStatusSchema, UnsubscriptionSchema,
+                       LocationSchema, SmsStatusSchema, UnsubscriptionSchema,
                        VoiceSchema, ContactSchema)
 
 
@@ -238,21 +261,6 @@ def _when(*candidates: datetime | None) -> tuple[datetime, dict[str, Any]]:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-def _first_text(doc: dict[str, Any], keys: Iterable[str]) -> str | None:
-    return next((t for t in (_text(doc.get(k)) for k in keys) if t), None)
-
-
-def _first_time(doc: dict[str, Any], keys: Iterable[str]) -> datetime | None:
-    for key in keys:
-        value = doc.get(key)
-        if isinstance(value, str | int | float) and value != "":
-            try:
-                return parse_timestamp(value)
-            except (ValueError, OverflowError):
-                continue
-    return None
 
 
 def _status_time(status: str, r: dict[str, Any]) -> datetime | None:
@@ -324,9 +332,8 @@ def _message_in(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
     r = load(_INBOUND, payload, f"{SOURCE} {event} payload")
     channel = _channel(event)
     occurred, data = _when(r["timestamp"])
-    data.update(text=None, response=None, location=None, media=None, carrier_id=None)
-    data.update(_content(r["message"], f"{SOURCE} {event} message.payload"))
-    data.update(user=r["recipient"]["user"], message_type=r["message"]["type"])
+    data.update(inbound_data(**_content(r["message"], f"{SOURCE} {event} message.payload"),
+                             user=r["recipient"]["user"], message_type=r["message"]["type"]))
     return _message_event(
         EventType.MESSAGE_INBOUND, r["id"], event, doc,
         channel=channel, occurred_at=occurred, sender=_business_number(r["channels"], channel),
@@ -337,12 +344,30 @@ def _message_in(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
 # --- flat: sms status, unsubscriptions, voice, vmn, contacts -----------------------------
 
 
+def _sms_fields(payload: Any) -> Any:
+    """The push's other names (a GET or form callback) for the fields of the JSON one."""
+    if not isinstance(payload, dict):
+        return payload
+    renamed = {new: payload[old] for old, new in SMS_ALIASES.items()
+               if old in payload and new not in payload}
+    return {**payload, **renamed} if renamed else payload
+
+
+def _sms_failure(r: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The provider's status is the reason (with its trace, e.g. UNDELIVERED: ABSENT-SUB);
+    the SMPP error, else the trace, the code."""
+    trace = r["status_trace"] if r["status_trace"] != r["status"] else None
+    reason = f"{r['status']}: {trace}" if trace else r["status"]
+    return failure(reason, r["err"] or trace)
+
+
 def _sms_status(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
-    r = load(_SMS_STATUS, payload, f"{SOURCE} {event}")
+    r = load(_SMS_STATUS, _sms_fields(payload), f"{SOURCE} {event}")
     status = SMPP_STATUS.get(r["status"].upper(), "unknown")
     occurred, data = _when(r["deliv_time"], r["sent_time"], r["submit_time"])
-    data.update({k: r[k] for k in ("credits", "units", "cid", "custom") if r[k] is not None})
-    reason, code = failure(None, r["err"]) if status in FAILURE_STATUSES else (None, None)
+    kept = ("credits", "units", "cid", "custom", "sid", "status_trace", "description")
+    data.update({k: r[k] for k in kept if r[k] is not None})
+    reason, code = _sms_failure(r) if status in FAILURE_STATUSES else (None, None)
     return _message_event(
         STATUS_EVENT_TYPE[status], r["id"], r["status"], doc,
         channel="sms", occurred_at=occurred,
@@ -399,30 +424,49 @@ def _voice_out(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
         duration=r["duration"],
         call_status=r["status"],
         recording_url=r["recording_url"],
+        outcome=_call_outcome(r["status"] or r["status2"] or r["status1"]),
     )
+    data.update({k: r[k] for k in ("status1", "status2", "hangup_by", "billing")
+                 if r[k] is not None})
+    # Without a mid, the record itself is its identity (dedupe on the body's hash).
     return _message_event(
         EventType.CALL_COMPLETED, r["mid"], event, doc,
-        channel="voice", occurred_at=occurred,
-        sender=r["from_"], msisdn=r["to"], provider_status=r["status"], data=data,
+        channel="voice", occurred_at=occurred, sender=r["from_"], msisdn=r["to"],
+        provider_status=r["status"] or r["status2"] or r["status1"], data=data,
     )
+
+
+def _call_outcome(status: str | None) -> str | None:
+    """answered / busy / no_answer / failed / cancelled from Kaleyra's call status
+    (support.kaleyra.com "API Operator Status for Voice"); None when there is none."""
+    if not status:
+        return None
+    word = status.upper()
+    for prefix, outcome in CALL_OUTCOMES:
+        if word.startswith(prefix):
+            return outcome
+    return "other"
 
 
 def _vmn_in(payload: Any, event: str, doc: Any) -> list[NormalisedEvent]:
     if not isinstance(payload, dict):
         raise ParseError(f"{SOURCE} {event}: expected a JSON object, got {type(payload).__name__}")
-    msisdn = _first_text(payload, VMN_MSISDN_KEYS)
+    msisdn = first_text(payload, VMN_MSISDN_KEYS)
     if msisdn is None:
-        keys = ", ".join(VMN_MSISDN_KEYS)
+        keys = ", ".join(k if isinstance(k, str) else ".".join(k) for k in VMN_MSISDN_KEYS)
         raise ParseError(f"{SOURCE} {event}: no sender number (expected one of {keys})")
-    text = next((payload[k] for k in VMN_TEXT_KEYS if isinstance(payload.get(k), str)), None)
+    text = next((t for t in (dig(payload, k) for k in VMN_TEXT_KEYS) if isinstance(t, str)),
+                None)
+    number = first_text(payload, VMN_NUMBER_KEYS) or _business_number(
+        payload.get("channels") if isinstance(payload.get("channels"), list) else None, "sms")
     message_id = _text(payload.get("id"))
-    occurred, data = _when(_first_time(payload, VMN_TIME_KEYS))
-    data.update(text=text, response=None, location=None, media=None, carrier_id=None, user=None)
+    occurred, data = _when(first_time(payload, VMN_TIME_KEYS))
+    data.update(inbound_data(text=text))
     data.update({k: payload[k] for k in ("keyword", "operator", "circle") if _text(payload.get(k))})
     return _message_event(
         EventType.MESSAGE_INBOUND, message_id, event, doc,
         channel="sms", occurred_at=occurred,
-        sender=_first_text(payload, VMN_NUMBER_KEYS), msisdn=msisdn, provider_status=event,
+        sender=number, msisdn=msisdn, provider_status=event,
         data=data,
     )
 
@@ -498,6 +542,8 @@ def parse_flat(doc: Any, event: str | None) -> list[NormalisedEvent]:
 
 
 FORMATS = [
-    Format(source=SOURCE, name="kaleyra-io-wrapped", matches=matches_wrapped, parse=parse_wrapped),
-    Format(source=SOURCE, name="kaleyra-io-flat", matches=matches_flat, parse=parse_flat),
+    Format(source=SOURCE, name="kaleyra-io-wrapped", matches=matches_wrapped, parse=parse_wrapped,
+           needs="{\"event\": <a known event>, \"payload\": ...}"),
+    Format(source=SOURCE, name="kaleyra-io-flat", matches=matches_flat, parse=parse_flat,
+           fallback=True),
 ]

@@ -28,6 +28,7 @@ from shared.providers.base import (
     UTCDateTime,
     load,
 )
+from shared.providers.common import LocationSchema, first_text, inbound_data, is_envelope
 
 SOURCE = "kaleyra-rcs"
 CHANNEL = "rcs"
@@ -45,6 +46,8 @@ USER_MESSAGE_CONTENT: dict[str, str] = {
     "RESPONSE": "response",
     "LOCATION": "location",
 }
+# userMessage.type values that carry a file (no published MO sample: read leniently).
+MEDIA_MESSAGES = frozenset({"FILE", "MEDIA", "IMAGE", "VIDEO", "AUDIO", "DOCUMENT"})
 
 
 class ResponseSchema(BaseSchema):
@@ -54,22 +57,37 @@ class ResponseSchema(BaseSchema):
     mo_type = fields.String(load_default=None)  # DIAL, OPEN_URL, VIEW_LOCATION, ...
 
 
-class LocationSchema(BaseSchema):
-    latitude = fields.Float(required=True, validate=validate.Range(-90, 90))
-    longitude = fields.Float(required=True, validate=validate.Range(-180, 180))
-
-
 class UserMessageSchema(BaseSchema):
     type = fields.String(required=True)
     text = fields.String(load_default=None)
     response = fields.Nested(ResponseSchema, load_default=None)
     location = fields.Nested(LocationSchema, load_default=None)
+    file = fields.Raw(load_default=None)
+    media = fields.Raw(load_default=None)
+    user_file = fields.Raw(data_key="userFile", load_default=None)
 
     @validates_schema
     def _content_present(self, data: dict[str, Any], **kwargs: Any) -> None:
         member = USER_MESSAGE_CONTENT.get(data["type"])
         if member and data.get(member) is None:
             raise ValidationError(f"required for a {data['type']} userMessage", member)
+
+
+def _media(um: dict[str, Any]) -> dict[str, Any] | None:
+    """The file a user sent: Kaleyra's ``file`` / ``media`` (fileUrl, as in its send API)
+    or Google RBM's ``userFile`` (payload.fileUri); None without a URL."""
+    found = next((m for m in (um.get("file"), um.get("media"), um.get("user_file"))
+                  if isinstance(m, dict)), None)
+    if found is None:
+        return None
+    payload = found.get("payload") if isinstance(found.get("payload"), dict) else found
+    url = first_text(payload, ("fileUrl", "fileUri", "url"))
+    if not url:
+        return None
+    return {"url": url, "type": um["type"].lower(),
+            "mime_type": first_text(payload, ("mimeType", "contentType")),
+            "filename": first_text(payload, ("fileName", "name")), "caption": None,
+            "thumbnail_url": first_text(found, ("thumbnailUrl", ("thumbnail", "fileUri")))}
 
 
 class MoSchema(BaseSchema):
@@ -99,11 +117,6 @@ _MO = MoSchema()
 _ENVELOPE = EnvelopeSchema()
 
 
-def _is_envelope(doc: Any) -> bool:
-    # Same rule as the receipt module, so one body is never claimed as both forms.
-    return isinstance(doc, dict) and "code" in doc and isinstance(doc.get("data"), dict)
-
-
 def _is_mo(inner: Any) -> bool:
     return isinstance(inner, dict) and isinstance(inner.get("type"), str) and (
         inner["type"] in EVENT_TYPES
@@ -111,29 +124,29 @@ def _is_mo(inner: Any) -> bool:
 
 
 def matches_flat(doc: Any, event: str | None) -> bool:
-    return not _is_envelope(doc) and _is_mo(doc)
+    return not is_envelope(doc) and _is_mo(doc)
 
 
 def matches_envelope(doc: Any, event: str | None) -> bool:
-    return _is_envelope(doc) and _is_mo(doc["data"])
+    return is_envelope(doc) and _is_mo(doc["data"])
 
 
 def _inbound_data(um: dict[str, Any], carrier_id: str | None) -> dict[str, Any]:
     kind = um["type"]
+    if kind in MEDIA_MESSAGES and _media(um) is not None:
+        return inbound_data(message_type=kind, media=[_media(um)], carrier_id=carrier_id)
     if kind not in USER_MESSAGE_CONTENT:
         raise UnsupportedEvent(
             f"unsupported event type for {SOURCE}: USER_MESSAGE with userMessage.type {kind!r}"
         )
     response = um["response"]
-    return {
-        "message_type": kind,
-        "text": um["text"] if kind == "TEXT" else None,
-        "response": _response(response) if kind == "RESPONSE" and response else None,
-        "location": dict(um["location"]) if kind == "LOCATION" and um["location"] else None,
-        "media": None,
-        "carrier_id": carrier_id,
-        "user": None,
-    }
+    return inbound_data(
+        message_type=kind,
+        text=um["text"] if kind == "TEXT" else None,
+        response=_response(response) if kind == "RESPONSE" and response else None,
+        location=dict(um["location"]) if kind == "LOCATION" and um["location"] else None,
+        carrier_id=carrier_id,
+    )
 
 
 def _response(r: dict[str, Any]) -> dict[str, Any]:
@@ -190,7 +203,8 @@ def parse_envelope(doc: Any, event: str | None) -> list[NormalisedEvent]:
 
 
 FORMATS = [
-    Format(source=SOURCE, name="kaleyra-rcs-mo", matches=matches_flat, parse=parse_flat),
+    Format(source=SOURCE, name="kaleyra-rcs-mo", matches=matches_flat, parse=parse_flat,
+           needs="\"type\" USER_MESSAGE|SUBSCRIBE|UNSUBSCRIBE|COMPOSING"),
     Format(
         source=SOURCE,
         name="kaleyra-rcs-mo-envelope",

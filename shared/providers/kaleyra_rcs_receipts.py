@@ -1,4 +1,6 @@
-"""Kaleyra RCS delivery receipts (seed 002): SENT, DELIVERED, READ, ERROR.
+"""Kaleyra RCS delivery receipts (seed 002): SENT, DELIVERED, READ, ERROR, and
+TTL_EXPIRATION_REVOKED (expired; developers.kaleyra.io "RCS Delivery Receipt (DR)
+Callback Events"). The message's ``ref``, ``ref1`` and ``ref2`` are kept in data.
 
 ``from`` is the end user's number and ``to`` the agent service code. Receipts
 normally arrive flat; the carrier envelope form (``{code, message, data, error}``,
@@ -26,9 +28,13 @@ from shared.providers.base import (
     failure,
     load,
 )
+from shared.providers.common import is_envelope, unwrap
 
 SOURCE = "kaleyra-rcs"
-STATUS_MAP = {"SENT": "sent", "DELIVERED": "delivered", "READ": "read", "ERROR": "failed"}
+STATUS_MAP = {"SENT": "sent", "DELIVERED": "delivered", "READ": "read", "ERROR": "failed",
+              # "Message expired due to TTL before delivery and was revoked."
+              "TTL_EXPIRATION_REVOKED": "expired"}
+REF_KEYS = ("ref", "ref1", "ref2")
 
 
 class ReceiptSchema(BaseSchema):
@@ -40,36 +46,32 @@ class ReceiptSchema(BaseSchema):
     messageId = LooseString(required=True, validate=validate.Length(min=1))  # noqa: N815
     carrierId = LooseString(load_default=None)  # noqa: N815
     error = fields.Raw(load_default=None)
+    ref, ref1, ref2 = (LooseString(load_default=None) for _ in range(3))
 
 
 _SCHEMA = ReceiptSchema()
 
 
-def _unwrap(doc: Any) -> Any:
-    if isinstance(doc, dict) and "code" in doc and isinstance(doc.get("data"), dict):
-        return doc["data"]
-    return doc
-
-
 def matches(doc: Any, event: str | None) -> bool:
-    inner = _unwrap(doc)
+    inner = unwrap(doc)
     kind = inner.get("type") if isinstance(inner, dict) else None
     return isinstance(kind, str) and kind in STATUS_MAP
 
 
 def _failure(r: dict[str, Any], doc: Any) -> tuple[str | None, str | None]:
-    envelope = doc if isinstance(doc, dict) and "code" in doc else {}
+    envelope = doc if is_envelope(doc) else {}
     reason, code = error_parts(r["error"] or envelope.get("error"))
     return failure(reason or envelope.get("message"), code or envelope.get("code"))
 
 
 def parse(doc: Any, event: str | None) -> list[NormalisedEvent]:
-    r = load(_SCHEMA, _unwrap(doc), "kaleyra-rcs receipt")
+    r = load(_SCHEMA, unwrap(doc), "kaleyra-rcs receipt")
     status = STATUS_MAP[r["type"]]
     data: dict[str, Any] = {}
     if r["carrierId"]:
         data["carrier_id"] = r["carrierId"]
-    if isinstance(doc, dict) and "code" in doc:
+    data.update({k: r[k] for k in REF_KEYS if r[k]})
+    if is_envelope(doc):
         data["code"] = doc.get("code")
         if doc.get("error"):
             data["error"] = doc["error"]
@@ -94,4 +96,7 @@ def parse(doc: Any, event: str | None) -> list[NormalisedEvent]:
     ]
 
 
-FORMATS = [Format(source=SOURCE, name="kaleyra-rcs-receipt", matches=matches, parse=parse)]
+FORMATS = [Format(
+    source=SOURCE, name="kaleyra-rcs-receipt", matches=matches, parse=parse,
+    needs='"type" SENT|DELIVERED|READ|ERROR|TTL_EXPIRATION_REVOKED, flat or in {code, data}',
+)]

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ingest.console import sessions
-from tests.console_support import client_for, csrf_of, sign_in
+from tests.console.console_support import client_for, csrf_of, sign_in
 
 
 def _copy(client, other):

@@ -5,9 +5,7 @@ every round. Now the bad delivery fails with its reason and the rest of the batc
 
 from __future__ import annotations
 
-from tests.fanout_helpers import apply_receipts, create_endpoint, deliver, rows
-
-pytest_plugins = ("tests.fanout_fixtures",)  # receiver, frt, api
+from tests.fanout.fanout_helpers import apply_receipts, create_endpoint, deliver, rows
 
 
 def test_a_corrupt_secret_fails_its_delivery_and_the_rest_of_the_batch_goes(

@@ -12,11 +12,9 @@ import psycopg
 from shared import inbox
 from shared.db import partitions, retention, stats
 from shared.envelope import Envelope, new_id
-from tests.fanout_helpers import AUTH, create_endpoint
+from tests.fanout.fanout_helpers import AUTH, create_endpoint
 from tests.helpers import drain_all, receipt
 from workers import metrics
-
-pytest_plugins = ("tests.fanout_fixtures",)  # receiver, frt, fast_rt, api
 
 DAY = 86400.0
 

@@ -12,7 +12,6 @@ from tests.consent_support import EXPECTED, FIXTURES
 from tests.helpers import drain_all, enqueue
 
 AUTH = {"Authorization": "Bearer test-api-token"}
-pytest_plugins = ("tests.fanout_fixtures",)
 
 
 @pytest.fixture

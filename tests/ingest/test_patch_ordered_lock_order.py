@@ -13,10 +13,8 @@ import psycopg
 from shared.db.endpoints import HealthRules
 from shared.db.outbox import attempts, claims
 from shared.db.outbox.attempts import Result
-from tests.fanout_helpers import AUTH, apply_receipts, create_endpoint
+from tests.fanout.fanout_helpers import AUTH, apply_receipts, create_endpoint
 from tests.procs import wait_for
-
-pytest_plugins = ("tests.fanout_fixtures",)  # receiver, frt, api
 
 RULES = claims.ClaimRules(cap=64, breaker_failures=50, lease=60)
 HEALTH = HealthRules(breaker_failures=50, breaker_cooldown=30, disable_after=5 * 86400)

@@ -11,7 +11,6 @@ from ingest.problems import MEDIA_TYPE, Invalid
 
 AUTH = {"Authorization": "Bearer test-api-token"}
 PROBLEM_KEYS = {"type", "title", "status", "detail", "errors"}
-pytest_plugins = ("tests.fanout_fixtures",)
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ def test_query_tokens_never_reach_the_server_log(base_env, rt, tmp_path):
         )]
         assert answers == [202, 401, 202, 404, 413]
         # The capture works: each accepted callback is logged at debug, with its id.
-        wait_for(lambda: log.read_text().count("ingest.callbacks queued") >= 2, timeout=10)
+        wait_for(lambda: log.read_text().count("ingest.callbacks: queued") >= 2, timeout=10)
     finally:
         stop(proc)
     text = log.read_text()

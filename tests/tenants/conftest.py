@@ -1,4 +1,5 @@
-"""The two-tenant world the isolation tests (API and console) read and act on."""
+"""The two-tenant world the isolation tests (API and console) read and act on, and the
+fan-out fixtures (a real receiver, fast runtimes) for these tests too."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import orjson
 import pytest
 
 from tests.conftest import FIXTURES
-from tests.fanout_helpers import client_for
+from tests.fanout.conftest import fast_rt, frt, receiver
+from tests.fanout.fanout_helpers import client_for
 from tests.helpers import drain_all, enqueue, receipt
 from tests.tenants.support import SENDER_A, SENDER_B, bearer, one, two_tenants
+
+__all__ = ["fast_rt", "frt", "receiver", "world"]
 
 MO_STOP = FIXTURES / "kaleyra-rcs" / "mo_flat_user_message_stop.json"
 

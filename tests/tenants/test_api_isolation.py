@@ -8,7 +8,7 @@ import re
 import pytest
 
 from ingest.auth import TENANT_VIEWS
-from tests.fanout_helpers import AUTH
+from tests.fanout.fanout_helpers import AUTH
 from tests.tenants.support import SENDER_A, SENDER_B, bearer, one
 
 

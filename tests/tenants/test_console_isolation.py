@@ -7,8 +7,8 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from ingest.console import portal
-from tests.console_support import csrf_of, sign_in
-from tests.fanout_helpers import AUTH
+from tests.console.console_support import csrf_of, sign_in
+from tests.fanout.fanout_helpers import AUTH
 from tests.tenants.support import SENDER_A, SENDER_B, one
 
 

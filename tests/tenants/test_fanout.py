@@ -7,17 +7,15 @@ import time
 
 from shared import secretbox, signing
 from shared.db import endpoints
-from tests.fanout_helpers import body, deliver, verify
+from tests.fanout.fanout_helpers import body, deliver, verify
 from tests.helpers import drain_all, enqueue, receipt
 from tests.tenants.support import enqueue_as, two_tenants
-
-pytest_plugins = ("tests.fanout_fixtures",)
 
 
 def _endpoint(rt, url: str, tenant_id: str | None = None,
               filters: dict | None = None) -> tuple[str, str]:
     secret = signing.new_secret()
-    sealed = secretbox.box(rt.settings.secret_key).seal(secret)
+    sealed = secretbox.box(rt.settings.secret_keys).seal(secret)
     with rt.pool.connection() as conn:
         row = endpoints.create(conn, url=url, event_types=["*"], secret=sealed,
                                filters=filters, tenant_id=tenant_id)

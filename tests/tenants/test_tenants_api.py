@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.db import keys
-from tests.fanout_helpers import AUTH, client_for
+from tests.fanout.fanout_helpers import AUTH, client_for
 from tests.helpers import drain_all, receipt
 from tests.tenants.support import one
 

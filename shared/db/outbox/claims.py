@@ -28,6 +28,7 @@ class Claimed:
     body: bytes
     secrets: list[str]
     token: uuid.UUID
+    traceparent: str | None = None
 
 
 _ENDPOINT_OPEN = "e.enabled AND (e.paused_until IS NULL OR e.paused_until <= now())"
@@ -69,7 +70,7 @@ SET claim_token = %(token)s, next_attempt_at = now() + make_interval(secs => %(l
 -- With its partition key: each row is one partition's probe, not one per partition.
 FROM picked WHERE d.id = picked.id AND d.occurred_at = picked.occurred_at
 RETURNING d.id, d.endpoint_id, picked.url, d.payload::text, picked.secret,
-          picked.previous_secret, picked.previous_secret_expires_at, now()
+          picked.previous_secret, picked.previous_secret_expires_at, now(), d.traceparent
 """
 # Serialises claims across every sender process (shared.db.locks.CLAIM). Claims are
 # one short statement, so the wait is milliseconds.
@@ -95,8 +96,10 @@ def claim(conn: psycopg.Connection, limit: int, rules: ClaimRules,
         rows = conn.execute(_CLAIM, params).fetchall()
     return [
         Claimed(id=id_, endpoint_id=endpoint_id, url=url, body=body.encode(),
-                secrets=active_secrets(secret, previous, previous_expires, now), token=token)
-        for id_, endpoint_id, url, body, secret, previous, previous_expires, now in rows
+                secrets=active_secrets(secret, previous, previous_expires, now), token=token,
+                traceparent=traceparent)
+        for (id_, endpoint_id, url, body, secret, previous, previous_expires, now,
+             traceparent) in rows
     ]
 
 

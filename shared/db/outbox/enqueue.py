@@ -19,9 +19,9 @@ from shared.notifications import Notification, message_key, payload, rank
 _ENQUEUE = f"""
 WITH ins AS (
     INSERT INTO deliveries (endpoint_id, event_id, type, payload, message_key, occurred_at,
-                            rank, next_attempt_at)
+                            rank, next_attempt_at, traceparent)
     SELECT e.id, n.event_id, n.type, n.payload::jsonb, n.message_key, n.occurred_at, n.rank,
-           {HELD_OR_NOW.format(key="n.message_key")}
+           {HELD_OR_NOW.format(key="n.message_key")}, %b::text
     FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
                 %b::text[], %b::timestamptz[], %b::smallint[], %b::text[])
          AS n(event_id, type, payload, source, channel, sender, message_key, occurred_at, rank,
@@ -42,12 +42,15 @@ WITH ins AS (
 )""" + HELD_PAIRS.format(cte="ins")
 
 
-def enqueue(cur: psycopg.Cursor, notes: Sequence[Notification]) -> int:
-    """Write the outbox rows for these notifications; returns how many were new."""
+def enqueue(cur: psycopg.Cursor, notes: Sequence[Notification],
+            traceparent: str | None = None) -> int:
+    """Write the outbox rows for these notifications; returns how many were new.
+    ``traceparent``: the trace context their attempts continue (shared.tracing)."""
     if not notes or not endpoints.any_enabled(cur):
         return 0
     events = [n.event for n in notes]
     return ordering.release_held(cur, ordering.Written(*cur.execute(_ENQUEUE, [
+        traceparent,
         arrays.bigint([n.event_id for n in notes]), arrays.text([n.type for n in notes]),
         arrays.text([orjson.dumps(payload(n)).decode() for n in notes]),
         arrays.text([e.source for e in events]), arrays.text([e.channel for e in events]),
