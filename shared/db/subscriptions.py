@@ -39,7 +39,7 @@ from shared.model import ConsentScope, NormalisedEvent
 log = logging.getLogger(__name__)
 
 _KEY = "channel, sender, msisdn, category"
-# The conflict key: a subscription is per tenant (NULLS NOT DISTINCT, migration 012).
+# The conflict key: a subscription is per tenant (NULLS NOT DISTINCT, migration 014).
 _TKEY = f"{_KEY}, tenant_id"
 # Rule order, ascending: the last row in this order is the winner.
 _RANK = "occurred_at, status = 'opted_out', event_key"

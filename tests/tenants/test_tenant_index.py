@@ -1,5 +1,5 @@
 """Tenant pages of the partitioned tables have an index on each partition made after
-migration 012 (it is made ON ONLY the parent, so every partition attached later gets one)."""
+migration 014 (it is made ON ONLY the parent, so every partition attached later gets one)."""
 
 from __future__ import annotations
 
