@@ -278,6 +278,7 @@ TEST_FOLDERS = {
     "console": "ingest/console", "db": "shared/db", "fanout": "workers/fanout.py, shared/db/outbox",
     "faults": "the running system", "ingest": "ingest", "ops": "hookline, deploy, shared/config.py",
     "providers": "shared/providers", "workers": "workers, shared/inbox.py",
+    "tenants": "tenants across the layers: shared/db/tenants.py, keys.py, ingest's scope",
 }
 
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from tests.conftest import FIXTURES
 from tests.fanout.conftest import fast_rt, frt, receiver
 from tests.fanout.fanout_helpers import client_for
-from tests.helpers import drain_all, enqueue, receipt
+from tests.helpers import FIXTURES, drain_all, enqueue, receipt
 from tests.tenants.support import SENDER_A, SENDER_B, bearer, one, two_tenants
 
 __all__ = ["fast_rt", "frt", "receiver", "world"]

@@ -6,8 +6,7 @@ import orjson
 
 from shared.db import subscriptions
 from shared.replay import replay
-from tests.conftest import FIXTURES
-from tests.helpers import drain_all, enqueue, receipt
+from tests.helpers import FIXTURES, drain_all, enqueue, receipt
 from tests.tenants.support import SENDER_A, enqueue_as, make_tenant, one, two_tenants
 
 SMS_RECEIPT = FIXTURES / "kaleyra-io" / "flat" / "sms_message_status__delivrd.json"
