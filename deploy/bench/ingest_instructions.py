@@ -69,10 +69,11 @@ def _child(app_name: str, n: int) -> None:
             pass
 
 
-def _instructions(app_name: str, n: int, env: dict[str, str]) -> int:
+def _instructions(app_name: str, n: int, env: dict[str, str], script: str = __file__) -> int:
+    """Instructions callgrind counts for ``script --child app_name n``."""
     out = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         str(Path(__file__).resolve()), "--child", app_name, str(n)],
+         str(Path(script).resolve()), "--child", app_name, str(n)],
         env=env, capture_output=True, text=True, check=True, timeout=1800)
     found = re.search(r"Collected : (\d+)", out.stderr)
     if not found:

@@ -15,8 +15,6 @@ from requests (counted here too, since callgrind counts every thread).
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -52,14 +50,9 @@ def _child(mode: str, n: int) -> None:
 
 
 def _instructions(mode: str, n: int, env: dict[str, str]) -> int:
-    out = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         str(Path(__file__).resolve()), "--child", mode, str(n)],
-        env=env, capture_output=True, text=True, check=True, timeout=1800)
-    found = re.search(r"Collected : (\d+)", out.stderr)
-    if not found:
-        raise RuntimeError(f"no instruction count from valgrind:\n{out.stderr[-2000:]}")
-    return int(found.group(1))
+    import ingest_instructions
+
+    return ingest_instructions._instructions(mode, n, env, script=__file__)
 
 
 def run(requests: int = 1000) -> dict[str, dict]:
