@@ -143,8 +143,13 @@ def signed_in() -> bool:
     presented = held.get("cred")
     if not isinstance(presented, str):
         return False
-    return any(hmac.compare_digest(e.encode(), presented.encode())
-               for e in _fingerprints(settings(), user))
+    expected = _fingerprints(settings(), user)
+    if not any(hmac.compare_digest(e.encode(), presented.encode()) for e in expected):
+        return False
+    if presented != expected[0]:
+        # Made under an older ring key: renewed, so the session outlives that key.
+        sessions.renew_cred(rt().redis, session.get("sid"), expected[0])
+    return True
 
 
 @bp.before_request
