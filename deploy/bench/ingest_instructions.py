@@ -81,8 +81,9 @@ def _instructions(app_name: str, n: int, env: dict[str, str], script: str = __fi
     return int(found.group(1))
 
 
-def run(requests: int = 1000) -> dict[str, dict]:
-    require_valgrind()
+def measure(modes: tuple[str, ...], requests: int, script: str = __file__) -> dict[str, dict]:
+    """Instructions per request of ``script --child <mode>``, for each mode, on embedded
+    services of their own."""
     import redis
 
     from shared import inbox
@@ -92,10 +93,16 @@ def run(requests: int = 1000) -> dict[str, dict]:
         env = {**env, "HOOKLINE_CALLBACK_TOKEN": TOKEN, "PROMETHEUS_MULTIPROC_DIR": prom,
                "PYTHONHASHSEED": "0", "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
         redis.Redis.from_url(env["REDIS_URL"]).lpush(inbox.INBOX, b"not empty")
-        for name in ("hookline", "bare"):
-            low = _instructions(name, WARM, env)
-            high = _instructions(name, WARM + requests, env)
-            res[name] = {"per_request": (high - low) / requests, "requests": requests}
+        for mode in modes:
+            low = _instructions(mode, WARM, env, script)
+            high = _instructions(mode, WARM + requests, env, script)
+            res[mode] = {"per_request": (high - low) / requests, "requests": requests}
+    return res
+
+
+def run(requests: int = 1000) -> dict[str, dict]:
+    require_valgrind()
+    res = measure(("hookline", "bare"), requests)
     res["ratio"] = {"hookline_over_bare": res["hookline"]["per_request"]
                     / res["bare"]["per_request"]}
     return res

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
-from common import cli, require_valgrind, services
+from common import cli, require_valgrind
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-WARM = 300
 # on-unsampled: on, with the sampler dropping every trace (OTEL_TRACES_SAMPLER=always_off):
 # what sampling leaves of the cost.
 MODES = ("off", "on", "on-unsampled")
@@ -49,29 +47,11 @@ def _child(mode: str, n: int) -> None:
     ingest_instructions._child("hookline", n)
 
 
-def _instructions(mode: str, n: int, env: dict[str, str]) -> int:
-    import ingest_instructions
-
-    return ingest_instructions._instructions(mode, n, env, script=__file__)
-
-
 def run(requests: int = 1000) -> dict[str, dict]:
     require_valgrind()
-    import redis
-    from ingest_instructions import TOKEN
+    import ingest_instructions
 
-    from shared import inbox
-
-    res: dict[str, dict] = {}
-    with services() as env, tempfile.TemporaryDirectory(prefix="hl-bench-prom-") as prom:
-        env = {**env, "HOOKLINE_CALLBACK_TOKEN": TOKEN, "PROMETHEUS_MULTIPROC_DIR": prom,
-               "PYTHONHASHSEED": "0", "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
-        redis.Redis.from_url(env["REDIS_URL"]).lpush(inbox.INBOX, b"not empty")
-        for mode in MODES:
-            low = _instructions(mode, WARM, env)
-            high = _instructions(mode, WARM + requests, env)
-            res[mode] = {"per_request": (high - low) / requests, "requests": requests}
-    return res
+    return ingest_instructions.measure(MODES, requests, script=__file__)
 
 
 def report(res: dict[str, dict]) -> list[str]:
