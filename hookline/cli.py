@@ -385,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("worker-alive", help="liveness probe: exit 1 when this host's worker "
                        "heartbeat (HOOKLINE_WORKER_HEARTBEAT_FILE) is stale")
-    s.add_argument("--max-age", type=float, default=heartbeat.MAX_AGE_SECONDS, metavar="SECONDS")
+    s.add_argument("--max-age", type=float, default=heartbeat.MAX_AGE_SECONDS, metavar="SECONDS",
+                   help="how old the heartbeat may be before the worker counts as dead")
     s.add_argument("--file", default=None, help="the heartbeat file (default: the setting)")
     s.set_defaults(func=cmd_worker_alive)
 

@@ -107,14 +107,11 @@ def replay_dead_letter(letter_id: int) -> Response:
     A letter replayed already is 409 unless ?force=true."""
     operator_only()
     body = request.get_data() or None
-    force = request.args.get("force", "").lower() in ("1", "true", "yes")
     try:
-        ingest_id = replay(rt(), letter_id, body, force=force)
+        ingest_id = replay(rt(), letter_id, body, force=args().get("force", False))
     except AlreadyReplayed as exc:
-        resp = jsonify(error=f"{exc}; pass ?force=true to replay it again",
-                       replay_ingest_id=exc.replay_ingest_id)
-        resp.status_code = 409
-        return resp
+        return problems.response(409, f"{exc}; pass ?force=true to replay it again",
+                                 replay_ingest_id=exc.replay_ingest_id)
     if ingest_id is None:
         abort(404, f"no dead letter {letter_id}")
     resp = jsonify(id=ingest_id, replay_of=letter_id)

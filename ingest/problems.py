@@ -64,6 +64,9 @@ class ConflictProblemSchema(ProblemSchema):
     sources = fields.List(fields.Str(), metadata={
         "description": "GET /v1/messages: the sources sharing the message id; pass one "
                        "as ?source="})
+    replay_ingest_id = fields.Str(metadata={
+        "description": "POST /v1/dead-letters/{id}/replay: the ingest id of the replay "
+                       "made already; pass ?force=true to replay it again"})
 
 
 class Invalid(BadRequest):

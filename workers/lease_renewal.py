@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 BEATS_PER_LEASE = 4
 
 
-class Heartbeat:
+class LeaseRenewal:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._held: dict[str, tuple[Inbox, Lease]] = {}
@@ -43,7 +43,7 @@ class Heartbeat:
             self._held[lease.id] = (inbox, lease)
             self._seconds = min(self._seconds, inbox.lease_seconds)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="hookline-heartbeat",
+                self._thread = threading.Thread(target=self._run, name="hookline-lease-renewal",
                                                 daemon=True)
                 self._thread.start()
 
@@ -83,13 +83,13 @@ class Heartbeat:
                 log.exception("lease heartbeat failed; trying again at the next beat")
 
 
-_beat = Heartbeat()
+_beat = LeaseRenewal()
 
 
 def _after_fork() -> None:
     # A forked child (Celery prefork) has none of its parent's threads or leases.
     global _beat
-    _beat = Heartbeat()
+    _beat = LeaseRenewal()
 
 
 os.register_at_fork(after_in_child=_after_fork)

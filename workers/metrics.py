@@ -136,21 +136,26 @@ class StateCollector(Collector):
         yield _gauge("hookline_inbox_shards", "Inbox shards counted in the depths above",
                      d.shards)
 
-    def _endpoints(self) -> Iterator[GaugeMetricFamily]:
+    def _read(self, what: str, read: Callable[[str], Any]) -> Any:
+        """``read(database_url)``; None without PostgreSQL, or (logged) when it fails."""
         if not self.settings.database_url:
-            return
+            return None
         try:
-            failing = stats.endpoints_failing_now(self.settings.database_url)
+            return read(self.settings.database_url)
         except Exception as exc:
-            log.warning("metrics: cannot read endpoint health: %s", exc)
+            log.warning("metrics: cannot read %s: %s", what, exc)
+            return None
+
+    def _endpoints(self) -> Iterator[GaugeMetricFamily]:
+        failing = self._read("endpoint health", stats.endpoints_failing_now)
+        if failing is None:
             return
         yield _gauge("hookline_endpoints_failing",
                      "Enabled customer endpoints whose recent deliveries are failing", failing)
-        try:
-            held_age, stranded = stats.held_deliveries_now(self.settings.database_url)
-        except Exception as exc:
-            log.warning("metrics: cannot read held deliveries: %s", exc)
+        held = self._read("held deliveries", stats.held_deliveries_now)
+        if held is None:
             return
+        held_age, stranded = held
         yield _gauge("hookline_held_delivery_oldest_seconds",
                      "How long the oldest delivery held behind an earlier one of its message "
                      "(ordered endpoints) has waited", held_age)
@@ -159,13 +164,10 @@ class StateCollector(Collector):
                      stranded)
 
     def _storage(self) -> Iterator[GaugeMetricFamily]:
-        if not self.settings.database_url:
+        storage = self._read("the partitions", stats.storage_now)
+        if storage is None:
             return
-        try:
-            ahead, default_rows = stats.storage_now(self.settings.database_url)
-        except Exception as exc:
-            log.warning("metrics: cannot read the partitions: %s", exc)
-            return
+        ahead, default_rows = storage
         yield _gauge("hookline_partitions_ahead_seconds",
                      "Time until the first partitioned table has no partition made ahead",
                      ahead)
@@ -173,18 +175,9 @@ class StateCollector(Collector):
                      "Rows (planner estimate) in the default partitions: times with no "
                      "partition", default_rows)
 
-
     def _backlog(self) -> Iterator[GaugeMetricFamily]:
-        if not self.settings.database_url:
-            return
-        from shared.db import stats
-
-        url = self.settings.database_url
-        try:
-            reading = shared_reading(self._redis, lambda: stats.fanout_backlog_now(url))
-        except Exception as exc:
-            log.warning("metrics: cannot read the fan-out backlog: %s", exc)
-            return
+        reading = self._read("the fan-out backlog", lambda url: shared_reading(
+            self._redis, lambda: stats.fanout_backlog_now(url)))
         if reading is None:
             return
         pending, held, oldest = reading

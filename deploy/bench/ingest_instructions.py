@@ -69,10 +69,11 @@ def _child(app_name: str, n: int) -> None:
             pass
 
 
-def _instructions(app_name: str, n: int, env: dict[str, str]) -> int:
+def _instructions(app_name: str, n: int, env: dict[str, str], script: str = __file__) -> int:
+    """Instructions callgrind counts for ``script --child app_name n``."""
     out = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         str(Path(__file__).resolve()), "--child", app_name, str(n)],
+         str(Path(script).resolve()), "--child", app_name, str(n)],
         env=env, capture_output=True, text=True, check=True, timeout=1800)
     found = re.search(r"Collected : (\d+)", out.stderr)
     if not found:
@@ -80,8 +81,9 @@ def _instructions(app_name: str, n: int, env: dict[str, str]) -> int:
     return int(found.group(1))
 
 
-def run(requests: int = 1000) -> dict[str, dict]:
-    require_valgrind()
+def measure(modes: tuple[str, ...], requests: int, script: str = __file__) -> dict[str, dict]:
+    """Instructions per request of ``script --child <mode>``, for each mode, on embedded
+    services of their own."""
     import redis
 
     from shared import inbox
@@ -91,10 +93,16 @@ def run(requests: int = 1000) -> dict[str, dict]:
         env = {**env, "HOOKLINE_CALLBACK_TOKEN": TOKEN, "PROMETHEUS_MULTIPROC_DIR": prom,
                "PYTHONHASHSEED": "0", "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
         redis.Redis.from_url(env["REDIS_URL"]).lpush(inbox.INBOX, b"not empty")
-        for name in ("hookline", "bare"):
-            low = _instructions(name, WARM, env)
-            high = _instructions(name, WARM + requests, env)
-            res[name] = {"per_request": (high - low) / requests, "requests": requests}
+        for mode in modes:
+            low = _instructions(mode, WARM, env, script)
+            high = _instructions(mode, WARM + requests, env, script)
+            res[mode] = {"per_request": (high - low) / requests, "requests": requests}
+    return res
+
+
+def run(requests: int = 1000) -> dict[str, dict]:
+    require_valgrind()
+    res = measure(("hookline", "bare"), requests)
     res["ratio"] = {"hookline_over_bare": res["hookline"]["per_request"]
                     / res["bare"]["per_request"]}
     return res

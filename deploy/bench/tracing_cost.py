@@ -15,17 +15,13 @@ from requests (counted here too, since callgrind counts every thread).
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from common import cli, require_valgrind, services
+from common import cli, require_valgrind
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-WARM = 300
 # on-unsampled: on, with the sampler dropping every trace (OTEL_TRACES_SAMPLER=always_off):
 # what sampling leaves of the cost.
 MODES = ("off", "on", "on-unsampled")
@@ -51,34 +47,11 @@ def _child(mode: str, n: int) -> None:
     ingest_instructions._child("hookline", n)
 
 
-def _instructions(mode: str, n: int, env: dict[str, str]) -> int:
-    out = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         str(Path(__file__).resolve()), "--child", mode, str(n)],
-        env=env, capture_output=True, text=True, check=True, timeout=1800)
-    found = re.search(r"Collected : (\d+)", out.stderr)
-    if not found:
-        raise RuntimeError(f"no instruction count from valgrind:\n{out.stderr[-2000:]}")
-    return int(found.group(1))
-
-
 def run(requests: int = 1000) -> dict[str, dict]:
     require_valgrind()
-    import redis
-    from ingest_instructions import TOKEN
+    import ingest_instructions
 
-    from shared import inbox
-
-    res: dict[str, dict] = {}
-    with services() as env, tempfile.TemporaryDirectory(prefix="hl-bench-prom-") as prom:
-        env = {**env, "HOOKLINE_CALLBACK_TOKEN": TOKEN, "PROMETHEUS_MULTIPROC_DIR": prom,
-               "PYTHONHASHSEED": "0", "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
-        redis.Redis.from_url(env["REDIS_URL"]).lpush(inbox.INBOX, b"not empty")
-        for mode in MODES:
-            low = _instructions(mode, WARM, env)
-            high = _instructions(mode, WARM + requests, env)
-            res[mode] = {"per_request": (high - low) / requests, "requests": requests}
-    return res
+    return ingest_instructions.measure(MODES, requests, script=__file__)
 
 
 def report(res: dict[str, dict]) -> list[str]:

@@ -41,6 +41,15 @@ def lookup(client: redis.Redis, sid: object) -> dict[str, str] | None:
             else v for k, v in raw.items()} or None
 
 
+def renew_cred(client: redis.Redis, sid: str, cred: str) -> None:
+    """The session's credential fingerprint, made again under the newest key. Best
+    effort: left as it was, the session still holds until its key leaves the ring."""
+    try:
+        client.hset(KEY + sid, "cred", cred)
+    except redis.RedisError as exc:
+        log.warning("console session not renewed: %s", exc, extra={"error": repr(exc)})
+
+
 def end(client: redis.Redis, sid: object) -> None:
     if isinstance(sid, str) and sid:
         client.delete(KEY + sid)

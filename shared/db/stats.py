@@ -32,19 +32,23 @@ def endpoints_failing(conn: psycopg.Connection) -> int:
     return conn.execute(_FAILING).fetchone()[0]
 
 
+def scrape_connection(database_url: str) -> psycopg.Connection:
+    """A short-lived connection of its own for a metrics scrape (seconds apart, and in a
+    process that forks, so it keeps no connection open), its statements bounded."""
+    return psycopg.connect(database_url, autocommit=True, connect_timeout=3,
+                           options="-c statement_timeout=3000")
+
+
 def endpoints_failing_now(database_url: str) -> int:
-    """endpoints_failing on a short-lived connection of its own (a metrics scrape:
-    seconds apart, and in a process that forks, so it keeps no connection open)."""
-    with psycopg.connect(database_url, autocommit=True, connect_timeout=3,
-                         options="-c statement_timeout=3000") as conn:
+    """endpoints_failing on a scrape_connection."""
+    with scrape_connection(database_url) as conn:
         return endpoints_failing(conn)
 
 
 def storage_now(database_url: str) -> tuple[float, float]:
     """(seconds until the first table runs out of partitions made ahead, rows estimated
-    in the default partitions), on a short-lived connection like endpoints_failing_now."""
-    with psycopg.connect(database_url, autocommit=True, connect_timeout=3,
-                         options="-c statement_timeout=3000") as conn:
+    in the default partitions), on a scrape_connection."""
+    with scrape_connection(database_url) as conn:
         now = datetime.now(UTC)
         ahead = min(((p[-1].upper - now).total_seconds() if (p := partitions.partitions(
             conn, parent)) else 0.0) for parent, _ in partitions.TABLES)
@@ -57,7 +61,7 @@ def storage_now(database_url: str) -> tuple[float, float]:
 
 # Held deliveries of ordered endpoints: the oldest one's age, and how many messages
 # have a held delivery first in line (nothing ahead of it to settle and let it go:
-# it would wait for ever; deliveries.release_stranded lets such ones go).
+# it would wait for ever; shared.db.outbox.ordering.release_stranded lets such ones go).
 _HELD = """
 WITH firsts AS (
     SELECT DISTINCT ON (d.endpoint_id, d.message_key) d.next_attempt_at IS NULL AS held
@@ -83,9 +87,8 @@ def held_deliveries(conn: psycopg.Connection) -> tuple[float, int]:
 
 
 def held_deliveries_now(database_url: str) -> tuple[float, int]:
-    """held_deliveries on a short-lived connection, like endpoints_failing_now."""
-    with psycopg.connect(database_url, autocommit=True, connect_timeout=3,
-                         options="-c statement_timeout=3000") as conn:
+    """held_deliveries on a scrape_connection."""
+    with scrape_connection(database_url) as conn:
         return held_deliveries(conn)
 
 
@@ -196,7 +199,6 @@ def fanout_backlog(conn: psycopg.Connection) -> tuple[int, int, float] | None:
 
 
 def fanout_backlog_now(database_url: str) -> tuple[int, int, float] | None:
-    """fanout_backlog on a short-lived connection, like endpoints_failing_now."""
-    with psycopg.connect(database_url, autocommit=True, connect_timeout=3,
-                         options="-c statement_timeout=3000") as conn:
+    """fanout_backlog on a scrape_connection."""
+    with scrape_connection(database_url) as conn:
         return fanout_backlog(conn)

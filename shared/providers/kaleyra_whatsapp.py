@@ -55,8 +55,8 @@ from shared.model import (
     dedupe_key,
 )
 from shared.providers.base import Format, ParseError, UnsupportedEvent, failure, optional_text
-from shared.providers.common import dig, first_text, inbound_data
-from shared.timeutil import parse_timestamp, utcnow
+from shared.providers.common import dig, first_text, inbound_data, lenient_time
+from shared.timeutil import utcnow
 
 SOURCE = "kaleyra-io"
 CHANNEL = "whatsapp"
@@ -112,12 +112,7 @@ def _time(value: Any) -> datetime | None:
     """Meta's epoch seconds as a string (or a number, or ISO-8601); None if absent or bad."""
     if isinstance(value, str) and value.isdigit():
         value = int(value)
-    if value is None or value == "":
-        return None
-    try:
-        return parse_timestamp(value)
-    except (ValueError, OverflowError):
-        return None
+    return lenient_time(value)
 
 
 def _when(entry: dict[str, Any]) -> tuple[datetime, dict[str, Any]]:

@@ -30,8 +30,11 @@ def old_receipt(message_id: str, days_ago: float) -> bytes:
 def test_purge_drops_expired_partitions_and_deletes_old_default_rows(make_rt):
     rt = make_rt(HOOKLINE_RETENTION_DAYS="30")
     with psycopg.connect(rt.settings.database_url, autocommit=True) as conn:
-        made = partitions.ensure(conn, now=datetime.now(UTC) - timedelta(days=40))
-    assert "events_p" + (datetime.now(UTC) - timedelta(days=40)).strftime("%Y%m%d") in made
+        partitions.ensure(conn, now=datetime.now(UTC) - timedelta(days=40))
+        # Made now, or by an earlier test (tests/fanout/test_held_stranded.py): a clean
+        # database truncates partitions but keeps them.
+        names = {p.name for p in partitions.partitions(conn, "events")}
+    assert "events_p" + (datetime.now(UTC) - timedelta(days=40)).strftime("%Y%m%d") in names
     with rt.pool.connection() as conn:
         ep = endpoints.create(conn, url="https://example.com/hook", event_types=["*"],
                               secret="whsec_dGVzdHNlY3JldHRlc3RzZWNyZXQ=")

@@ -106,6 +106,7 @@ def test_a_dead_letter_replayed_already_is_409_unless_forced(api, rt):
     assert first.status_code == 202
     again = api.post(url, headers=AUTH)  # a retried request, a second click
     assert again.status_code == 409
+    assert again.mimetype == "application/problem+json"  # as every /v1 error
     assert again.get_json()["replay_ingest_id"] == first.get_json()["id"]
     assert rt.redis.llen(inbox.INBOX) == 1  # nothing queued a second time
     forced = api.post(url + "?force=true", headers=AUTH)

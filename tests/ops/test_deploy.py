@@ -13,12 +13,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.ops.deploy_support import (
+    K8S,
+    ROOT,
+    by_kind_name,
+    hookline_args,
+    k8s_docs,
+    pod_spec,
+)
+
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 PROCFILE = ROOT / "Procfile"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
-K8S = ROOT / "deploy" / "k8s"
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "hookline-dashboard.json"
@@ -102,14 +109,6 @@ def subcommands(parser: argparse.ArgumentParser) -> set[str]:
     pytest.fail("hookline.cli.build_parser() has no subcommands")
 
 
-def hookline_args(argv: list[str]) -> list[str]:
-    """The arguments after the `hookline` executable in argv."""
-    for i, word in enumerate(argv):
-        if Path(word).name == "hookline":
-            return argv[i + 1 :]
-    raise AssertionError(f"not a hookline command line: {argv}")
-
-
 def check_command_line(
     parser: argparse.ArgumentParser, subcommands: set[str], args: list[str], where: str
 ) -> None:
@@ -170,29 +169,6 @@ def metric_names(expr: str) -> set[str]:
             continue
         names.add(m.group(0))
     return names
-
-
-def load_yaml_docs(path: Path) -> list[dict]:
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
-
-
-def k8s_docs() -> list[tuple[Path, dict]]:
-    return [(path, doc) for path in sorted(K8S.glob("*.yaml")) for doc in load_yaml_docs(path)]
-
-
-def pod_spec(doc: dict) -> dict | None:
-    if doc.get("kind") in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
-        return doc["spec"]["template"]["spec"]
-    if doc.get("kind") == "CronJob":
-        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    return None
-
-
-def by_kind_name(kind: str, name: str) -> dict:
-    for _path, doc in k8s_docs():
-        if doc.get("kind") == kind and doc["metadata"]["name"] == name:
-            return doc
-    raise AssertionError(f"no {kind} {name} in deploy/k8s")
 
 
 # --- self-check of the PromQL helper ---------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from hookline.cli import build_parser
-from tests.ops.test_deploy import by_kind_name, hookline_args, pod_spec
+from tests.ops.deploy_support import by_kind_name, hookline_args, pod_spec
 
 
 def _container(name: str) -> dict:

@@ -54,6 +54,12 @@ def test_a_signature_secret_from_a_file(tmp_path):
     assert s.signature_for("kaleyra-rcs").secret == "hmac-secret"
 
 
+def test_a_verify_key_from_a_file(tmp_path):
+    s = config.load({"HOOKLINE_VERIFY_KEY_COMAPI_FILE": write(tmp_path, "vk", "validation\n")})
+    # Read as comapi's key, not as a source named "COMAPI_FILE" whose key is the path.
+    assert s.verify_keys == {"COMAPI": "validation"}
+
+
 def test_both_forms_set_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="HOOKLINE_API_TOKEN and HOOKLINE_API_TOKEN_FILE "
                                           "are both set"):

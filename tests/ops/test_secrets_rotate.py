@@ -161,6 +161,10 @@ def test_rotating_the_ring_keeps_console_sessions(make_rt):
     gone = client_for(make_rt(**ring(NEW)))
     carry_session(old, gone)
     assert gone.get("/console/").status_code == 302
+    # The session used under the rotated ring was renewed under the new key: it stays.
+    after = client_for(make_rt(**ring(NEW)))
+    carry_session(rotated, after)
+    assert after.get("/console/").status_code == 200
 
 
 def test_a_session_key_of_its_own_ignores_the_ring(make_rt):

@@ -120,7 +120,7 @@ def test_a_lease_reclaimed_under_a_live_worker_rolls_back_and_is_not_renewed(mak
     lease = rt.inbox.lease(10)
     # The heartbeat could not reach Redis in time: the lease lapsed and was reclaimed.
     assert rt.inbox.reclaim_expired(now=time.time() + 6) == 1
-    beat = lease_renewal.Heartbeat()
+    beat = lease_renewal.LeaseRenewal()
     beat.watch(rt.inbox, lease)
     beat.beat()
     assert lease.lost

@@ -7,5 +7,6 @@ CREATE TABLE message_aliases (
     alias      text NOT NULL,
     message_id text NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (source, alias)
+    -- Alias first: /v1/messages/<id> looks an id up without its source.
+    PRIMARY KEY (alias, source)
 );
