@@ -48,8 +48,11 @@ def _child(pids_file: str) -> None:
     health = endpoints.HealthRules(5, 30.0, 5 * 86400.0)
     while batch := claims.claim(claim_conn, 200, rules):
         now = datetime.now(UTC)
+        # As workers.sender builds them; a tree from before issue 25 has no occurred_at.
         attempts.record(record_conn, [
-            attempts.Result(c.id, c.endpoint_id, c.token, now, 1, True, 200, "ok")
+            attempts.Result(c.id, c.endpoint_id, c.token, now, 1, True, 200, "ok",
+                            **({"occurred_at": c.occurred_at}
+                               if hasattr(c, "occurred_at") else {}))
             for c in batch], [60.0], health)
     claim_conn.close()
     record_conn.close()
