@@ -37,7 +37,7 @@ import pg_callgrind
 from common import callgrind_threads, cli, make_partitions, require_valgrind, services
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+ROOT = Path(os.environ.get("BENCH_TREE") or HERE.parents[1])  # common.TREE
 
 
 def _child() -> None:

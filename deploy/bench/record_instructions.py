@@ -18,6 +18,7 @@ drain_instructions.py.
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +27,7 @@ import pg_callgrind
 from common import callgrind_threads, cli, make_partitions, require_valgrind, services
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+ROOT = Path(os.environ.get("BENCH_TREE") or HERE.parents[1])  # common.TREE
 
 
 def _child(pids_file: str) -> None:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import common
 import psutil
 import psycopg
 import redis
@@ -217,14 +218,24 @@ def main() -> None:
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="MINUTES")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", default=None, help="also write the figures here")
+    p.add_argument("--tree", default=None, metavar="PATH",
+                   help="measure another checkout's code with these scripts (e.g. `git "
+                        "worktree add /tmp/old dfed776`, then --tree /tmp/old)")
     p.add_argument("--old-share", type=float, default=0.1,
                    help="processing's second run: this share stamped days to months old")
     p.add_argument("--skip", nargs="*", default=[],
                    choices=["ingest", "ingest_instructions", "processing",
                             "drain_instructions", "latency", "fanout", "send_instructions"])
     args = p.parse_args()
+    tree = str(Path(args.tree).resolve()) if args.tree else None
+    if tree and os.environ.get(common.TREE) != tree:
+        # Imports made at start-up came from this checkout: start again on the other.
+        os.environ[common.TREE] = tree
+        os.execv(sys.executable, [sys.executable, str(Path(__file__).resolve()),
+                                  *sys.argv[1:]])
 
     header = machine()
+    header.append(f"code measured: {common.ROOT}")
     print("\n".join(header), flush=True)
     quiet_until = time.monotonic() + args.wait_quiet * 60 if args.wait_quiet else None
     header.append(f"load average at start: {os.getloadavg()[0]:.2f}")
