@@ -23,6 +23,7 @@ from shared.notifications import Notification, plain_notifications
 class Applied:
     stored: list[Stored]               # the events that were new
     notifications: list[Notification]  # what fan-out delivers
+    enqueued: int = 0                  # outbox rows written (none: nothing to kick)
 
 
 def apply_batch(conn: psycopg.Connection, rows: Rows, letters: list[DeadLetter]) -> Applied:
@@ -34,6 +35,6 @@ def apply_batch(conn: psycopg.Connection, rows: Rows, letters: list[DeadLetter])
         notes = plain_notifications(stored)
         notes += [Notification(t.event_id, t.type, t.event)
                   for t in subscriptions.apply_consent(cur, stored)]
-        enqueue(cur, notes)  # the outbox: last, so it sees every notification
+        enqueued = enqueue(cur, notes)  # the outbox: last, so it sees every notification
         dead_letters.insert(cur, letters)
-    return Applied(stored, notes)
+    return Applied(stored, notes, enqueued)
