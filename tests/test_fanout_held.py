@@ -249,7 +249,7 @@ def _claim_plan(rt: Runtime) -> dict:
     with rt.pool.connection() as conn, conn.transaction(force_rollback=True):
         conn.execute("SET LOCAL enable_bitmapscan = off")  # as claim() runs it
         return conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
-                            + claims.Skipped().statement(), params).fetchone()[0][0]["Plan"]
+                            + claims.Skipped().statement, params).fetchone()[0][0]["Plan"]
 
 
 def _nodes(node: dict) -> list[dict]:

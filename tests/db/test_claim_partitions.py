@@ -54,7 +54,7 @@ def test_a_claim_plans_only_the_partitions_that_hold_work(rt):
         kept = partitions.partitions(conn, "deliveries")
         params = dict(threshold=5, cap=64, limit=200, token=uuid.uuid4(), lease=60.0, slow=[],
                       slow_cap=0, los=list(skipped.los), his=list(skipped.his))
-        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + skipped.statement(), params))
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + skipped.statement, params))
     today = partitions.name_for("deliveries", partitions.start_of(now, 1))
     assert len(kept) >= 5
     assert set(re.findall(r" on (deliveries_\w+)", plan)) == {today, "deliveries_default"}

@@ -18,11 +18,12 @@ and the claim is taken afresh, so it never misses what it would have seen.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import psycopg
 from psycopg import sql
@@ -103,6 +104,10 @@ _HOLDS_WORK = "SELECT {n} WHERE EXISTS (SELECT 1 FROM {t} WHERE status IN ('pend
 # Settled partitions join the left-out ones when the process looks again, at the
 # latest this long after the last look.
 LOOK_SECONDS = 30.0
+# At most this many blocks are left out (the largest; the rest are planned): the
+# statement stays under psycopg's 4 KB limit for the queries it parses once and keeps
+# (psycopg._queries.MAX_CACHED_STATEMENT_LENGTH); longer, it parsed it again each claim.
+_BLOCKS = 2
 # A guard that keeps finding work (a burst of replays into old partitions) gives way
 # to a claim over every partition.
 _LOOKS = 3
@@ -115,12 +120,16 @@ class Skipped:
     los: tuple[datetime, ...] = ()
     his: tuple[datetime, ...] = ()
     at: float = float("-inf")  # time.monotonic() of the look
+    statement: str = ""
 
-    def statement(self) -> str:
+    def __post_init__(self) -> None:
         def bounds(alias: str) -> str:
             return " ".join(_OUTSIDE.format(a=alias, lo=_literal(lo), hi=_literal(hi))
                             for lo, hi in zip(self.los, self.his, strict=True))
-        return _CLAIM.format(d=bounds("d"), f=bounds("f"), p=bounds("p"))
+        text = _CLAIM.format(d=bounds("d"), f=bounds("f"), p=bounds("p"))
+        # Without its comments and runs of blanks: short enough for psycopg to keep.
+        text = " ".join(re.sub(r"--[^\n]*", "", text).split())
+        object.__setattr__(self, "statement", text)
 
 
 _NOTHING = Skipped()
@@ -128,7 +137,7 @@ _skipped = _NOTHING  # this process's last look (claims run in one thread a proc
 
 
 def _literal(t: datetime) -> str:
-    return f"'{t.isoformat()}'::timestamptz"
+    return f"'{t.astimezone(UTC):%Y-%m-%d %H:%M:%S}+00'::timestamptz"
 
 
 def look(conn: psycopg.Connection) -> Skipped:
@@ -141,17 +150,17 @@ def look(conn: psycopg.Connection) -> Skipped:
             sql.SQL(_HOLDS_WORK).format(n=sql.Literal(n), t=sql.Identifier(p.name))
             for n, p in enumerate(parts))
         busy = {row[0] for row in conn.execute(probes).fetchall()}
-    los: list[datetime] = []
-    his: list[datetime] = []
+    blocks: list[list[partitions.Partition]] = []
     for n, p in enumerate(parts):
         if n in busy:
             continue
-        if his and his[-1] == p.lower:
-            his[-1] = p.upper
+        if blocks and blocks[-1][-1].upper == p.lower:
+            blocks[-1].append(p)
         else:
-            los.append(p.lower)
-            his.append(p.upper)
-    return Skipped(tuple(los), tuple(his), time.monotonic())
+            blocks.append([p])
+    kept = sorted(sorted(blocks, key=len, reverse=True)[:_BLOCKS], key=lambda b: b[0].lower)
+    return Skipped(tuple(b[0].lower for b in kept), tuple(b[-1].upper for b in kept),
+                   time.monotonic())
 
 
 # Serialises claims across every sender process (shared.db.locks.CLAIM). Claims are
@@ -182,7 +191,7 @@ def claim(conn: psycopg.Connection, limit: int, rules: ClaimRules,
             elif tries or time.monotonic() - _skipped.at >= LOOK_SECONDS:
                 _skipped = look(conn)
             skipped = _skipped
-            rows = conn.execute(skipped.statement(), dict(
+            rows = conn.execute(skipped.statement, dict(
                 params, los=list(skipped.los), his=list(skipped.his))).fetchall()
             if not rows[0][-1]:
                 break
