@@ -90,6 +90,11 @@ RETURNING d.id, d.status, d.endpoint_id, d.message_key
 """
 _PRUNED = (_ATTEMPTS.format(within=_WITHIN), _ADVANCE.format(within=_WITHIN))
 _BY_ID = (_ATTEMPTS.format(within=""), _ADVANCE.format(within=""))
+# Never prepared: psycopg prepares a statement after its fifth run, and PostgreSQL may
+# then keep a generic plan, which cannot prune at plan time (the times are parameters)
+# and names every partition kept; planned with the batch's times, each plan names the
+# batch's partitions only.
+_PREPARE = False
 # Its first statement takes the order locks (ordering.LOCK_ORDERED).
 _RECORD_START = f"""
 SELECT {ASYNC_COMMIT}, {ordering.LOCK_ORDERED}
@@ -145,8 +150,9 @@ def record(conn: psycopg.Connection, results: Sequence[Result], schedule: Sequen
         cur = conn.cursor()
         ordered_eps = set(cur.execute(
             _RECORD_START, (sorted({r.endpoint_id for r in results}),)).fetchone()[1] or ())
-        cur.execute(statements[0], attempts)
-        advanced = [ordering.Advanced(*row) for row in cur.execute(statements[1], advance)]
+        cur.execute(statements[0], attempts, prepare=_PREPARE)
+        advanced = [ordering.Advanced(*row)
+                    for row in cur.execute(statements[1], advance, prepare=_PREPARE)]
         statuses = {a.id: a.status for a in advanced}
         ordering.release_settled(cur, advanced, ordered_eps)
         for h in health(results):
@@ -189,4 +195,5 @@ def release(conn: psycopg.Connection, claimed: Sequence[Claimed]) -> int:
     with conn.transaction():
         return conn.execute(_RELEASES[statements is _PRUNED], dict(
             ids=arrays.text([c.id for c in claimed]),
-            tokens=arrays.uuid([c.token for c in claimed]), **occurred)).rowcount
+            tokens=arrays.uuid([c.token for c in claimed]), **occurred),
+            prepare=_PREPARE).rowcount
