@@ -50,7 +50,7 @@ def unrecordable(r: Result, exc: Exception) -> Result:
 # alone plans and probes every partition kept, 40 with daily partitions), and the
 # join on occurred_at makes each probe one partition's. Without them (results built
 # by hand), by id alone.
-_WITHIN = "AND d.occurred_at = r.occurred_at AND d.occurred_at = ANY(%(times)s::timestamptz[])"
+_WITHIN = "AND d.occurred_at = r.occurred_at AND d.occurred_at = ANY(%(times)b::timestamptz[])"
 
 _ATTEMPTS = """
 INSERT INTO delivery_attempts (delivery_id, attempted_at, duration_ms, status_code,
@@ -173,7 +173,7 @@ def _by_partition(times: list[datetime | None]
     """The record's statements for these occurred_at values, and their parameters."""
     pruned = bool(times) and all(t is not None for t in times)
     occurred = dict(occurred=arrays.timestamptz(times),
-                    times=sorted(set(times)) if pruned else None)  # type: ignore[type-var]
+                    times=arrays.timestamptz(sorted(set(times))) if pruned else None)  # type: ignore[type-var]
     return (_PRUNED if pruned else _BY_ID), occurred
 
 
