@@ -75,8 +75,7 @@ picked AS (
            row_number() OVER (PARTITION BY e.id ORDER BY d.next_attempt_at) AS turn
     FROM e CROSS JOIN LATERAL (
         SELECT d.id, d.occurred_at, d.next_attempt_at FROM deliveries d
-        WHERE {SENDABLE_WITHIN.replace("{", "{{").replace("}", "}}")
-               .replace("{{p}}", "{p}").replace("{{f}}", "{f}")} {{d}}
+        WHERE {{sendable}} {{d}}
         ORDER BY d.next_attempt_at
         LIMIT GREATEST(e.free, 0)
         FOR UPDATE OF d SKIP LOCKED
@@ -126,7 +125,8 @@ class Skipped:
         def bounds(alias: str) -> str:
             return " ".join(_OUTSIDE.format(a=alias, lo=_literal(lo), hi=_literal(hi))
                             for lo, hi in zip(self.los, self.his, strict=True))
-        text = _CLAIM.format(d=bounds("d"), f=bounds("f"), p=bounds("p"))
+        text = _CLAIM.format(d=bounds("d"), f=bounds("f"),
+                             sendable=SENDABLE_WITHIN.format(p=bounds("p"), f=bounds("f")))
         # Without its comments and runs of blanks: short enough for psycopg to keep.
         text = " ".join(re.sub(r"--[^\n]*", "", text).split())
         object.__setattr__(self, "statement", text)
