@@ -290,7 +290,7 @@ def attempt(c: Claimed, pools: Pools, max_retry_after: float) -> Result:
     """Send one claimed delivery; never raises (a failure is a Result too)."""
     at = datetime.now(UTC)
     started = time.perf_counter()
-    result = Result(c.id, c.endpoint_id, c.token, at, 0, ok=False)
+    result = Result(c.id, c.endpoint_id, c.token, at, 0, ok=False, occurred_at=c.occurred_at)
     try:
         scheme, host, port, target = _target(c.url)
         stamp = int(time.time())

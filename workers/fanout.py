@@ -129,7 +129,7 @@ class Dispatcher:
         with self._cond:
             self.outstanding += 1
         self._results.put(Result(c.id, c.endpoint_id, c.token, datetime.now(UTC), 0,
-                                 ok=False, error=error))
+                                 ok=False, error=error, occurred_at=c.occurred_at))
 
     def _send_loop(self) -> None:
         while (c := self.lanes.take()) is not None:
@@ -139,7 +139,8 @@ class Dispatcher:
                 except BaseException as exc:  # never lose the slot, whatever happened
                     log.exception("delivery attempt crashed", extra={"delivery_id": c.id})
                     result = Result(c.id, c.endpoint_id, c.token, datetime.now(UTC), 0,
-                                    ok=False, error=f"internal error: {type(exc).__name__}")
+                                    ok=False, error=f"internal error: {type(exc).__name__}",
+                                    occurred_at=c.occurred_at)
                 tracing.delivery_result(span, result.status_code, result.error)
             self.lanes.done(c.endpoint_id)
             DELIVERY_SECONDS.observe(result.duration_ms / 1000)

@@ -113,6 +113,7 @@ class Decoded:
 class Outcome:
     applied: list[Stored] = field(default_factory=list)
     notifications: list[Notification] = field(default_factory=list)
+    enqueued: int = 0  # outbox rows written
     dead_letters: int = 0
     requeued: int = 0
     latencies: list[float] = field(default_factory=list)
@@ -285,6 +286,7 @@ def _account(out: Outcome, decoded: list[Decoded], applied: Applied) -> None:
     now = time.time()
     out.applied += applied.stored
     out.notifications += applied.notifications
+    out.enqueued += applied.enqueued
     out.dead_letters += sum(1 for d in decoded if d.letter is not None)
     out.dead_letters += sum(len(d.part_letters) for d in decoded)
     out.latencies += [now - d.envelope.received_at for d in decoded if d.envelope]

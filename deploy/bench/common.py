@@ -25,7 +25,11 @@ import psutil
 import psycopg
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+# The code measured: this checkout, or another one's (run_all.py --tree, e.g. the tree
+# before partitions, for a same-sitting comparison with these same scripts). Not
+# HOOKLINE_*: services() passes every other variable on to what it starts.
+TREE = "BENCH_TREE"
+ROOT = Path(os.environ.get(TREE) or HERE.parents[1]).resolve()
 sys.path.insert(0, str(ROOT))
 
 from shared.db.migrate import migrate  # noqa: E402
@@ -124,6 +128,8 @@ def hookline(args: list[str], env: dict[str, str], log: str) -> subprocess.Popen
     # Open callbacks: the numbers stay comparable with the runs before ingest refused to
     # start without a credential (docs/benchmarks.md measures the unauthenticated path).
     env = {"HOOKLINE_CALLBACKS_OPEN": "true", **env}
+    env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                            env.get("PYTHONPATH")]))}
     return subprocess.Popen([sys.executable, "-m", "hookline", *args], env=env, cwd=ROOT,
                             stdout=out, stderr=subprocess.STDOUT)
 

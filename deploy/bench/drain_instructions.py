@@ -5,6 +5,7 @@ run on this shared VM; instruction counts repeat to within about 1 %).
     python deploy/bench/drain_instructions.py [--events 2000] [--warm 1000]
                                               [--endpoint none|unordered|ordered]
                                               [--partitions-at fixtures|YYYY-MM-DD,...]
+                                              [--old-share 0.1]
 
 The drain runs in one process under valgrind's callgrind (Debian package
 ``valgrind``) as the drain task runs it: GC tuned as in a worker pool process,
@@ -22,7 +23,8 @@ per callback are reported beside.
 first, so each callback's events are written to the outbox as well (nothing is sent).
 ``--partitions-at`` (after migration 010) makes daily partitions around those days
 first (common.make_partitions), so the events land in them rather than in the DEFAULT
-partitions: the fixtures' timestamps are not around now.
+partitions. The workload's provider times are seconds old (workload.restamp);
+``--old-share`` stamps that share of them days to months old (DEFAULT partitions).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import pg_callgrind
 from common import callgrind_threads, cli, make_partitions, require_valgrind, services
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+ROOT = Path(os.environ.get("BENCH_TREE") or HERE.parents[1])  # common.TREE
 
 
 def _child() -> None:
@@ -73,7 +75,8 @@ def _subscribe(database_url: str, endpoint: str) -> None:
                          secret="bench", ordered=endpoint == "ordered")
 
 
-def _per_thread(n: int, endpoint: str, partitions_at: str = "") -> tuple[list[int], int]:
+def _per_thread(n: int, endpoint: str, partitions_at: str = "", old_share: float = 0.0
+                ) -> tuple[list[int], int]:
     """Instructions of each thread of one drain of ``n`` callbacks, main thread first,
     and of PostgreSQL's backends (0 unless it runs under callgrind)."""
     import redis
@@ -85,7 +88,7 @@ def _per_thread(n: int, endpoint: str, partitions_at: str = "") -> tuple[list[in
             make_partitions(env["DATABASE_URL"], partitions_at)
         _subscribe(env["DATABASE_URL"], endpoint)
         r = redis.Redis.from_url(env["REDIS_URL"])
-        fill_inbox(r, n)
+        fill_inbox(r, n, old_share=old_share)
         counts = callgrind_threads(Path(__file__).resolve(), [], env)
         if not drained(r):
             raise RuntimeError("the drain under callgrind left callbacks in the inbox")
@@ -94,10 +97,11 @@ def _per_thread(n: int, endpoint: str, partitions_at: str = "") -> tuple[list[in
 
 
 def run(events: int = 2000, warm: int = 1000, endpoint: str = "none",
-        partitions_at: str = "") -> dict[str, float]:
+        partitions_at: str = "", old_share: float = 0.0) -> dict[str, float]:
     require_valgrind()
-    (low, pg_low), (high, pg_high) = (_per_thread(warm, endpoint, partitions_at),
-                                      _per_thread(warm + events, endpoint, partitions_at))
+    (low, pg_low), (high, pg_high) = (
+        _per_thread(warm, endpoint, partitions_at, old_share),
+        _per_thread(warm + events, endpoint, partitions_at, old_share))
     main = (high[0] - low[0]) / events
     helpers = (sum(high[1:]) - sum(low[1:])) / events
     return {"drain_thread": main, "other_threads": helpers, "total": main + helpers,
@@ -117,7 +121,8 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         _child()
         return
-    cli(run, report, events=2000, warm=1000, endpoint="none", partitions_at="")
+    cli(run, report, events=2000, warm=1000, endpoint="none", partitions_at="",
+        old_share=0.0)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 from common import cli, require_valgrind, services
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+ROOT = Path(os.environ.get("BENCH_TREE") or HERE.parents[1])  # common.TREE
 BODIES = sorted((ROOT / "tests/fixtures/kaleyra-rcs").glob("dr_*.json"))
 TOKEN = "bench-token"
 WARM = 300

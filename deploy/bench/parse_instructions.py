@@ -22,7 +22,7 @@ from pathlib import Path
 from common import callgrind_threads, require_valgrind
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+ROOT = Path(os.environ.get("BENCH_TREE") or HERE.parents[1])  # common.TREE
 BODY = b'{"type":"message.delivered","timestamp":"2026-11-30T11:59:59.120000+00:00"}' * 6
 HEADERS = [("Content-Type", "application/json"), ("User-Agent", "hookline-webhooks/1"),
            ("webhook-id", "msg_0193a4c0d1e2f3a4b5c6d7e8"), ("webhook-timestamp", "1750081598"),

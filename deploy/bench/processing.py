@@ -13,6 +13,10 @@ cores shared with PostgreSQL are not what it measures.
 ``--shards 1 4`` runs each with HOOKLINE_INBOX_SHARDS set so, the inbox pre-filled
 round-robin over that many shards, as ingest would (docs/benchmarks.md, sharded inbox).
 
+``--old-share 0 0.1`` runs the realistic workload (provider times seconds old) and
+then one with that share stamped days to months old (workload.stamp_time), one
+process each beyond the first share: what replays and provider backlogs cost.
+
 ``--variants current no-ahead before`` compares hookline with some of its
 optimisations undone (undo.py), runs interleaved, medians reported.
 """
@@ -67,10 +71,11 @@ def drained(r: redis.Redis, shards: int = 1) -> bool:
 
 
 def run_hookline(n: int, processes: int, variant: str = "current",
-                 cpu_quota: float | None = None, shards: int = 1) -> dict[str, float]:
+                 cpu_quota: float | None = None, shards: int = 1,
+                 old_share: float = 0.0) -> dict[str, float]:
     with services() as env:
         r = redis.Redis.from_url(env["REDIS_URL"])
-        fill_inbox(r, n, shards)
+        fill_inbox(r, n, shards, old_share=old_share)
         if shards > 1:
             env = {**env, "HOOKLINE_INBOX_SHARDS": str(shards)}
         if variant != "current":
@@ -136,15 +141,19 @@ def run_noop(n: int) -> dict[str, float]:
 
 def run(events: int = 100_000, noop_tasks: int = 20_000, processes: tuple[int, ...] = (1, 2),
         variants: tuple[str, ...] = ("current",), rounds: int = 1,
-        cpu_quota: float | None = None, shards: tuple[int, ...] = (1,)) -> dict:
+        cpu_quota: float | None = None, shards: tuple[int, ...] = (1,),
+        old_shares: tuple[float, ...] = (0.0,)) -> dict:
     runs: dict[tuple[int, str], list[dict[str, float]]] = {}
     for _ in range(rounds):
-        for procs in processes:
-            for variant in variants:
-                for count in shards:
-                    name = variant if count == 1 else f"{variant}, {count} shards"
-                    runs.setdefault((procs, name), []).append(
-                        run_hookline(events, procs, variant, cpu_quota, count))
+        for k, share in enumerate(old_shares):
+            for procs in processes if k == 0 else processes[:1]:
+                for variant in variants:
+                    for count in shards:
+                        name = variant if count == 1 else f"{variant}, {count} shards"
+                        if share:
+                            name += f", {share:.0%} old-stamped"
+                        runs.setdefault((procs, name), []).append(
+                            run_hookline(events, procs, variant, cpu_quota, count, share))
     hookline_runs = {key: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
                      for key, rs in runs.items()}
     return {"noop": run_noop(noop_tasks), "hookline": hookline_runs}
@@ -172,7 +181,22 @@ def report(res: dict) -> list[str]:
             f"processing CPU per callback{name} ({procs} process(es)): worker "
             f"{r['worker_cpu_us']:.0f} us, PostgreSQL {r['postgres_cpu_us']:.0f} us, Redis "
             f"{r['redis_cpu_us']:.0f} us")
+    lines += old_stamped(res["hookline"])
     return lines
+
+
+def old_stamped(runs: dict) -> list[str]:
+    """What the old-stamped share costs PostgreSQL per callback, against the realistic
+    run of the same variant and process count (issue 25: at most 1.2x)."""
+    out = []
+    for (procs, name), r in runs.items():
+        base = runs.get((procs, name.split(", ")[0]))
+        if "old-stamped" in name and base:
+            ratio = r["postgres_cpu_us"] / base["postgres_cpu_us"]
+            out.append(f"processing [{name}] ({procs} process(es)): PostgreSQL CPU per "
+                       f"callback {r['postgres_cpu_us']:.0f} us, {ratio:.2f}x the realistic "
+                       f"workload's {base['postgres_cpu_us']:.0f} us (target <= 1.2x)")
+    return out
 
 
 def main() -> None:
@@ -185,9 +209,11 @@ def main() -> None:
     p.add_argument("--cpu-quota", type=float, help="each pool process's share of one CPU")
     p.add_argument("--shards", type=int, nargs="+", default=[1],
                    help="HOOKLINE_INBOX_SHARDS values to run (interleaved)")
+    p.add_argument("--old-share", type=float, nargs="+", default=[0.0],
+                   help="shares of callbacks stamped days to months old, one run each")
     args = p.parse_args()
     res = run(args.events, args.noop_tasks, tuple(args.processes), tuple(args.variants),
-              args.rounds, args.cpu_quota, tuple(args.shards))
+              args.rounds, args.cpu_quota, tuple(args.shards), tuple(args.old_share))
     res["cpu_quota"] = args.cpu_quota
     print("\n".join(report(res)))
 

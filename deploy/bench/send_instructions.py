@@ -22,7 +22,7 @@ from pathlib import Path
 from common import callgrind_threads, cli, fast_receiver, require_valgrind
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+ROOT = Path(os.environ.get("BENCH_TREE") or HERE.parents[1])  # common.TREE
 # A body the size of a delivery receipt's payload (what it says does not matter here).
 BODY = (b'{"type":"message.status","timestamp":"2026-11-30T12:00:00.000000Z","data":'
         b'{"event_id":"evt_0b7f6c1e","source":"kaleyra_rcs","kind":"delivery_status",'

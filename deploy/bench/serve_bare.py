@@ -8,11 +8,13 @@ whatever the production configuration is when the benchmark runs.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
+# BENCH_TREE: another checkout's code (common.TREE).
+sys.path[:0] = [os.environ.get("BENCH_TREE") or str(HERE.parents[1]), str(HERE)]
 
 import granian  # noqa: E402
 

@@ -51,6 +51,7 @@ def bound(conn: psycopg.Connection, bounds: TimeBounds) -> None:
 class Applied:
     stored: list[Stored]               # the events that were new
     notifications: list[Notification]  # what fan-out delivers
+    enqueued: int = 0                  # outbox rows written (none: nothing to kick)
 
 
 def apply_batch(conn: psycopg.Connection, rows: Rows, letters: list[DeadLetter]) -> Applied:
@@ -64,6 +65,6 @@ def apply_batch(conn: psycopg.Connection, rows: Rows, letters: list[DeadLetter])
                   for t in subscriptions.apply_consent(cur, stored)]
         # The outbox: last, so it sees every notification. A delivery keeps the batch's
         # trace context (None when tracing is off): its attempts are that span's children.
-        enqueue(cur, notes, tracing.current_traceparent())
+        enqueued = enqueue(cur, notes, tracing.current_traceparent())
         dead_letters.insert(cur, letters)
-    return Applied(stored, notes)
+    return Applied(stored, notes, enqueued)

@@ -243,11 +243,11 @@ def _claim_plan(rt: Runtime) -> dict:
     with rt.pool.connection() as conn:
         conn.execute("ANALYZE deliveries")
     params = dict(threshold=50, cap=64, limit=200, token=uuid.uuid4(), lease=60.0,
-                  slow=[], slow_cap=0)
+                  slow=[], slow_cap=0, los=[], his=[])
     with rt.pool.connection() as conn, conn.transaction(force_rollback=True):
         conn.execute("SET LOCAL enable_bitmapscan = off")  # as claim() runs it
-        return conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + claims._CLAIM,
-                            params).fetchone()[0][0]["Plan"]
+        return conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
+                            + claims.Skipped().statement, params).fetchone()[0][0]["Plan"]
 
 
 def _nodes(node: dict) -> list[dict]:

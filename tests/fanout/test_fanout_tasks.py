@@ -38,6 +38,14 @@ def test_a_drain_that_applied_notifying_events_kicks_one_dispatch(api, frt, rece
     assert sent.count("dispatch") == 1
 
 
+def test_a_drain_whose_events_no_endpoint_takes_kicks_no_dispatch(api, frt, receiver, sent):
+    # Each dispatch plans two claims over the outbox's partitions: for nothing here.
+    create_endpoint(api, receiver.url(), filter={"source": "comapi"})
+    enqueue(frt, receipt("SENT"))  # kaleyra-rcs
+    tasks.drain()
+    assert "dispatch" not in sent
+
+
 def test_no_kick_while_a_dispatch_runs_unless_forced(frt, sent):
     frt.redis.zadd(dispatch_kick.RUNNING_KEY, {"other": time.time() + 5})
     assert not dispatch_kick.kick_dispatch()

@@ -175,15 +175,17 @@ def unhold(conn: psycopg.Connection, endpoint_id: str) -> int:
 # probes, each an index range: the message's earlier pending ones
 # (deliveries_order_rank, empty for the first), and the endpoint's in flight
 # (deliveries_in_flight, at most the claim cap).
-SENDABLE = """
+SENDABLE_WITHIN = """
     d.endpoint_id = e.id AND d.status IN ('pending', 'failed') AND d.next_attempt_at <= now()
     AND (NOT e.ordered OR d.message_key IS NULL OR (NOT EXISTS (
         SELECT 1 FROM deliveries p
         WHERE p.endpoint_id = d.endpoint_id AND p.message_key = d.message_key
-          AND p.status IN ('pending', 'failed')
+          AND p.status IN ('pending', 'failed') {p}
           AND (p.occurred_at, p.rank, p.seq) < (d.occurred_at, d.rank, d.seq))
     AND NOT EXISTS (
         SELECT 1 FROM deliveries f
-        WHERE f.endpoint_id = d.endpoint_id AND f.claim_token IS NOT NULL
+        WHERE f.endpoint_id = d.endpoint_id AND f.claim_token IS NOT NULL {f}
           AND f.next_attempt_at > now() AND f.message_key = d.message_key)))
 """
+# ``{p}`` and ``{f}``: more conditions on those two (claims' partition bounds).
+SENDABLE = SENDABLE_WITHIN.format(p="", f="")
