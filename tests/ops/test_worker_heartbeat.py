@@ -4,6 +4,7 @@ broker is away; `hookline worker-alive` reads it (issue 22, defect 5)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -25,7 +26,8 @@ def test_worker_alive_reads_the_heartbeat_age(tmp_path):
     old = time.time() - 100
     os.utime(path, (old, old))
     done = _alive(path, 60)
-    assert done.returncode == 1 and "100s old" in done.stderr
+    # 100 s and the moments a loaded machine takes to start the probe.
+    assert done.returncode == 1 and re.search(r"is 10\ds old", done.stderr), done.stderr
 
 
 def test_the_heartbeat_goes_on_while_the_broker_is_unreachable_and_stops_with_the_process(
