@@ -194,8 +194,14 @@ def decode_one(raw: bytes, settings: Settings | None = None) -> Decoded:
         log.exception("parser crashed on %s", env.id, extra={"ingest_id": env.id})
         return Decoded(raw, env, error=f"{type(exc).__name__}: {exc}"[:1000])
     received = from_epoch(env.received_at)
-    if parts is None:
-        return Decoded(raw, env, incoming=_received(env, doc, found, received, settings))
+    if parts is None:  # _received's loop, inlined for the one-body case
+        for e in found:
+            e.ingest_id = env.id
+            if e.data.get("occurred_at_estimated"):
+                e.occurred_at = received
+            if settings is not None:
+                consent.apply_keywords(e, settings.opt_in_keywords, settings.opt_out_keywords)
+        return Decoded(raw, env, incoming=[Incoming(e, doc, received) for e in found])
     incoming: list[Incoming] = []
     letters: list[DeadLetter] = []
     for index, element, events_or_error in parts:
