@@ -198,7 +198,7 @@ def decode_one(raw: bytes, settings: Settings | None = None) -> Decoded:
         for e in found:
             e.ingest_id = env.id
             if e.data.get("occurred_at_estimated"):
-                e.occurred_at = received
+                e.occurred_at = received  # as in _received: the receipt time
             if settings is not None:
                 consent.apply_keywords(e, settings.opt_in_keywords, settings.opt_out_keywords)
         return Decoded(raw, env, incoming=[Incoming(e, doc, received) for e in found])
