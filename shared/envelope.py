@@ -73,7 +73,7 @@ def decode(raw: bytes) -> Envelope:
         raise EnvelopeError("envelope has no header line")
     try:
         h = orjson.loads(head)
-        return Envelope(
+        env = Envelope(
             id=str(h["id"]),
             source=str(h["source"]),
             event=h.get("event"),
@@ -83,7 +83,9 @@ def decode(raw: bytes) -> Envelope:
             remote_addr=h.get("ip"),
             replay_of=h.get("replay_of"),
             tenant_id=h.get("tn"),
-            trace=h.get("tp"),
         )
+        if "tp" in h:  # only while ingest traces: no lookup call per envelope otherwise
+            env.trace = h["tp"]
+        return env
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise EnvelopeError(f"corrupt envelope header: {exc}") from exc

@@ -133,7 +133,9 @@ def error_parts(error: Any) -> tuple[str | None, str | None]:
     return next((t for t in texts if t), None), optional_text(error.get("code"))
 
 
-Plan = tuple[tuple[str, str, fields.Field, bool], ...]
+Plan = tuple[tuple[str, str, fields.Field, bool, Any], ...]
+# A plan entry's "absent" when a missing key must go through _load_field.
+_LOAD = object()
 _LOAD_HOOKS = (PRE_LOAD, POST_LOAD, VALIDATES, VALIDATES_SCHEMA)
 
 
@@ -143,13 +145,23 @@ def _plain(f: fields.Field) -> bool:
     return not (f.pre_load or f.post_load)
 
 
+def _absent(f: fields.Field, plain: bool) -> Any:
+    """What _load_field gives a plain, optional field whose key is missing (its load
+    default, when that is no callable), else _LOAD: most fields of a callback are
+    absent, and the field loop then takes this without a call."""
+    if not plain or f.required or callable(f.load_default):
+        return _LOAD
+    return f.load_default
+
+
 def load_plan(schema: Schema) -> Plan | None:
-    """(result key, input key, field, plain) for each loaded field, in declaration
-    order; None when a result key is dotted (marshmallow nests those: its own loop
-    does)."""
+    """(result key, input key, field, plain, absent) for each loaded field, in
+    declaration order; None when a result key is dotted (marshmallow nests those: its
+    own loop does)."""
     plan = tuple(
-        (f.attribute or name, f.data_key if f.data_key is not None else name, f, _plain(f))
-        for name, f in schema.load_fields.items()
+        (f.attribute or name, f.data_key if f.data_key is not None else name, f, plain,
+         _absent(f, plain))
+        for name, f in schema.load_fields.items() for plain in (_plain(f),)
     )
     return None if any("." in key for key, *_ in plan) else plan
 
@@ -201,9 +213,14 @@ class BaseSchema(Schema):
                                         partial=partial, unknown=unknown, index=index)
         index = index if self.opts.index_errors else None
         out = self.dict_class()
-        for key, name, f, plain in plan:
+        for key, name, f, plain, absent in plan:
+            value = data.get(name, missing)
+            if value is missing and absent is not _LOAD:
+                if absent is not missing:
+                    out[key] = absent
+                continue
             try:
-                value = _load_field(f, plain, data.get(name, missing), name, data)
+                value = _load_field(f, plain, value, name, data)
             except ValidationError as error:
                 error_store.store_error(error.messages, name, index=index)
                 value = error.valid_data or missing

@@ -158,6 +158,11 @@ def _at(paths: tuple[Path, ...], channel: str) -> tuple[Path, ...]:
     return tuple(tuple(channel if key == "{ch}" else key for key in path) for path in paths)
 
 
+# Read only for the phone channels: each one's paths made once, not per callback.
+_SENDER_AT = {ch: _at(SENDER_PATHS, ch) for ch in PHONE_CHANNELS}
+_MSISDN_AT = {ch: _at(MSISDN_PATHS, ch) for ch in PHONE_CHANNELS}
+
+
 def _require_time(value: datetime | None, name: str) -> datetime:
     if value is None:
         raise ParseError(f"{SOURCE} {name}: no event time (payload time fields and timestamp)")
@@ -262,8 +267,8 @@ def _parse_receipt(ev: dict[str, Any], doc: Any) -> list[NormalisedEvent]:
         ev, STATUS_EVENT_TYPE[status], channel=channel,
         occurred_at=_require_time(occurred, ev["name"]),
         dedupe_key=dedupe_key(ev["event_id"], p["id"], ev["name"], doc), message_id=p["id"],
-        sender=first_text(raw, _at(SENDER_PATHS, channel)) if phone else None,
-        msisdn=first_text(raw, _at(MSISDN_PATHS, channel)) if phone else None,
+        sender=first_text(raw, _SENDER_AT[channel]) if phone else None,
+        msisdn=first_text(raw, _MSISDN_AT[channel]) if phone else None,
         status=status, data=_receipt_data(ev, p, details, entry),
         failure_reason=reason, failure_code=code,
     )
@@ -377,8 +382,8 @@ def _parse_click(ev: dict[str, Any], doc: Any) -> list[NormalisedEvent]:
         occurred_at=_require_time(occurred, CLICK),
         # One message can be clicked many times: never dedupe clicks on the message id.
         dedupe_key=dedupe_key(ev["event_id"], None, CLICK, doc), message_id=message_id,
-        sender=first_text(raw, _at(SENDER_PATHS, channel)) if phone else None,
-        msisdn=first_text(raw, _at(MSISDN_PATHS, channel)) if phone else None,
+        sender=first_text(raw, _SENDER_AT[channel]) if phone else None,
+        msisdn=first_text(raw, _MSISDN_AT[channel]) if phone else None,
         data=data,
     )
 

@@ -100,7 +100,10 @@ def first_time(obj: Any, paths: Iterable[Path]) -> datetime | None:
 
 def first(*values: Any) -> Any:
     """The first value that is not None."""
-    return next((v for v in values if v is not None), None)
+    for value in values:  # a loop, not next() over a generator: it runs per callback
+        if value is not None:
+            return value
+    return None
 
 
 class LocationSchema(BaseSchema):

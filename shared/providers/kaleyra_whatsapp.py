@@ -87,9 +87,14 @@ def _is_meta_webhook(doc: Any) -> bool:
 
 
 def matches(doc: Any, event: str | None) -> bool:
+    # _is_value (_VALUE_KEYS) and _is_meta_webhook inlined: kaleyra-io's flat callbacks,
+    # its fallback format, are each tried here first.
     if not isinstance(doc, dict):
         return False
-    return isinstance(doc.get("meta_object"), dict) or _is_value(doc) or _is_meta_webhook(doc)
+    get = doc.get
+    return (isinstance(get("meta_object"), dict) or isinstance(get("messages"), list)
+            or isinstance(get("statuses"), list)
+            or (get("object") == "whatsapp_business_account" and isinstance(get("entry"), list)))
 
 
 def _values(doc: dict[str, Any]) -> Iterator[Any]:
