@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from tests.console.console_support import csrf_of
 from tests.fanout.fanout_helpers import AUTH, client_for
 from tests.helpers import receipt
 from tests.tenants.support import SENDER_B, bearer, make_tenant, one
@@ -98,3 +99,19 @@ def test_a_revoked_api_key_fails_on_the_next_request(world):
     assert api.get("/v1/endpoints", headers=key).status_code == 401
     # Another tenant's key id is not found under this tenant (nor revoked).
     assert api.delete(f"/v1/keys/{made['id']}", headers=AUTH).status_code == 404
+
+
+def test_the_console_takes_a_tenant_s_api_key_only(make_rt):
+    rt = make_rt()
+    api = client_for(rt)
+    t = make_tenant(rt, "Acme", "acme_agent")
+    c = api.application.test_client()
+    token = csrf_of(c)
+    r = c.post("/console/login", data={"csrf_token": token, "username": "",
+                                        "password": t.callback_key})
+    assert r.status_code == 401
+    assert c.get("/console/endpoints").status_code == 302  # still signed out
+    # Nor is a tenant's key taken with a user name (the operator's token user).
+    r = c.post("/console/login", data={"csrf_token": token, "username": "api-token",
+                                        "password": t.api_key})
+    assert r.status_code == 401
