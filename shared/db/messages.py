@@ -39,15 +39,16 @@ _TAKES_FAILURE = f"""(EXCLUDED.status_rank > m.status_rank
 # the smaller tenant's count. So one tenant's key cannot move, read (through the history)
 # or claim another tenant's message by naming its id. A receipt of no tenant (the source's
 # own token) still counts for any message. Each check is one index probe, made only for
-# a receipt that has a tenant.
-_MINE = """
+# a receipt that has a tenant; a batch with none skips them (_UPSERT_UNTENANTED).
+_ROWS = """
 r AS (
     SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[],
                          %b::text[], %b::text[], %b::smallint[], %b::timestamptz[],
                          %b::text[], %b::text[], %b::text[], %b::text[])
         AS r(event_id, source, message_id, channel, sender, msisdn, status, rank,
              occurred_at, failure_reason, failure_code, tenant_id, provider_status)
-), ok AS (
+)"""
+_MINE = _ROWS + """, ok AS (
     SELECT r.* FROM r
     LEFT JOIN tenant_senders ts ON r.tenant_id IS NOT NULL
         AND ts.source = r.source AND ts.sender = r.sender
@@ -55,18 +56,19 @@ r AS (
         AND x.source = r.source AND x.message_id = r.message_id
     WHERE r.tenant_id IS NULL OR (coalesce(ts.tenant_id, r.tenant_id) = r.tenant_id
                                   AND coalesce(x.tenant_id, r.tenant_id) = r.tenant_id)
+), firsts AS (
+    SELECT ok.*, min(tenant_id) OVER (PARTITION BY source, message_id) AS first_tenant
+    FROM ok
 ), mine AS (
-    SELECT * FROM ok WHERE tenant_id IS NULL OR tenant_id = (
-        SELECT min(o.tenant_id) FROM ok o
-        WHERE o.source = ok.source AND o.message_id = ok.message_id)
+    SELECT * FROM firsts WHERE tenant_id IS NULL OR tenant_id = first_tenant
 )"""
 
 # One statement per batch. Receipts of one message within the batch are folded
 # by GROUP BY with the same rules the conflict clause applies across batches, so
 # the rules live in SQL only; groups go in key order (no deadlocks). The same
 # statement writes the status history of the receipts that counted.
-_UPSERT = f"""
-WITH {_MINE}, up AS (
+_UPSERT_TEMPLATE = f"""
+WITH {{mine}}, up AS (
 INSERT INTO messages AS m (source, message_id, channel, sender, msisdn, status, status_rank,
                            {", ".join(_AT)}, last_event_at, failure_reason, failure_code,
                            tenant_id)
@@ -106,6 +108,8 @@ SELECT event_id, source, message_id, status, provider_status, occurred_at, failu
        failure_code
 FROM mine ORDER BY event_id
 """
+_UPSERT = _UPSERT_TEMPLATE.format(mine=_MINE)
+_UPSERT_UNTENANTED = _UPSERT_TEMPLATE.format(mine=_ROWS + ", mine AS (SELECT * FROM r)")
 
 
 _ALIASES = """
@@ -134,7 +138,8 @@ def apply_statuses(cur: psycopg.Cursor, stored: list[Stored]) -> None:
     if not receipts:
         return
     _insert_aliases(cur, receipts)
-    cur.execute(_UPSERT, [
+    tenanted = any(s.tenant_id is not None for s in mine)
+    cur.execute(_UPSERT if tenanted else _UPSERT_UNTENANTED, [
         arrays.bigint([s.id for s in mine]),
         arrays.text([e.source for e in receipts]), arrays.text([e.message_id for e in receipts]),
         arrays.text([e.channel for e in receipts]), arrays.text([e.sender for e in receipts]),
