@@ -115,3 +115,14 @@ def test_the_console_takes_a_tenant_s_api_key_only(make_rt):
     r = c.post("/console/login", data={"csrf_token": token, "username": "api-token",
                                         "password": t.api_key})
     assert r.status_code == 401
+
+
+def test_a_tenant_cannot_name_an_owner_for_its_endpoint(world):
+    rt, api, a, b, eps, _ = world
+    key = bearer(a.api_key)
+    r = api.post("/v1/endpoints", headers=key, json={
+        "url": "http://127.0.0.1:9/x", "event_types": ["*"], "tenant_id": b.id})
+    assert r.status_code == 400 or r.get_json()["tenant_id"] == a.id, r.get_json()
+    r = api.patch(f"/v1/endpoints/{eps[a.id]['id']}", headers=key, json={"tenant_id": b.id})
+    assert r.status_code == 400, r.get_json()
+    assert one(rt, "SELECT count(*) FROM endpoints WHERE tenant_id = %s", b.id) == 1
