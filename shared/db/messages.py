@@ -66,7 +66,8 @@ _MINE = _ROWS + """, ok AS (
 # One statement per batch. Receipts of one message within the batch are folded
 # by GROUP BY with the same rules the conflict clause applies across batches, so
 # the rules live in SQL only; groups go in key order (no deadlocks). The same
-# statement writes the status history of the receipts that counted.
+# statement writes the status history of the receipts that counted (for a message the
+# upsert did write: not for another tenant's made meanwhile by a concurrent batch).
 _UPSERT_TEMPLATE = f"""
 WITH {{mine}}, up AS (
 INSERT INTO messages AS m (source, message_id, channel, sender, msisdn, status, status_rank,
@@ -101,12 +102,14 @@ ON CONFLICT (source, message_id) DO UPDATE SET
     tenant_id = coalesce(m.tenant_id, EXCLUDED.tenant_id)
 -- Another tenant's message made meanwhile by a concurrent batch: left as it is.
 WHERE m.tenant_id IS NULL OR EXCLUDED.tenant_id IS NULL OR m.tenant_id = EXCLUDED.tenant_id
+RETURNING source, message_id
 )
 INSERT INTO message_status_history (event_id, source, message_id, status, provider_status,
                                     occurred_at, reason, code)
 SELECT event_id, source, message_id, status, provider_status, occurred_at, failure_reason,
        failure_code
-FROM mine ORDER BY event_id
+FROM mine WHERE (source, message_id) IN (SELECT source, message_id FROM up)
+ORDER BY event_id
 """
 _UPSERT = _UPSERT_TEMPLATE.format(mine=_MINE)
 _UPSERT_UNTENANTED = _UPSERT_TEMPLATE.format(mine=_ROWS + ", mine AS (SELECT * FROM r)")

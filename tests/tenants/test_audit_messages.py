@@ -66,3 +66,41 @@ def test_the_operator_s_token_still_moves_a_tenant_s_message(rt):
     enqueue(rt, receipt("READ", message_id="msg-b", to="nobody_s_agent"))
     drain_all(rt)
     assert one(rt, "SELECT status FROM messages WHERE message_id = 'msg-b'") == "read"
+
+
+def test_a_concurrent_batch_of_another_tenant_leaves_the_message_alone(rt):
+    """Two batches that both find no row for a message: the one that waits on the
+    other's insert neither moves nor writes history for the other tenant's message."""
+    import threading
+    from datetime import UTC, datetime
+
+    from shared.db import messages
+    from shared.db.events import Stored
+    from shared.model import NormalisedEvent
+
+    a, b = two_tenants(rt)
+
+    def stored(event_id: int, status: str, tenant: str, sender: str) -> Stored:
+        ev = NormalisedEvent(type=f"message.{status}", source="kaleyra-rcs", channel="rcs",
+                             occurred_at=datetime.now(UTC), dedupe_key=f"k{event_id}",
+                             message_id="msg-race", sender=sender, msisdn="91", status=status)
+        return Stored(event_id, ev, tenant)
+
+    with rt.pool.connection() as first, rt.pool.connection() as second:
+        messages.apply_statuses(first.cursor(), [stored(1, "delivered", b.id, SENDER_B)])
+        done = threading.Event()
+
+        def forge() -> None:
+            messages.apply_statuses(second.cursor(), [stored(2, "read", a.id, SENDER_A)])
+            second.commit()
+            done.set()
+
+        t = threading.Thread(target=forge)
+        t.start()
+        assert not done.wait(0.5)  # waits on the first batch's row
+        first.commit()
+        t.join(10)
+        assert done.is_set()
+    assert one(rt, "SELECT status FROM messages WHERE message_id = 'msg-race'") == "delivered"
+    assert one(rt, "SELECT tenant_id FROM messages WHERE message_id = 'msg-race'") == b.id
+    assert one(rt, "SELECT array_agg(event_id) FROM message_status_history") == [1]
