@@ -151,7 +151,7 @@ def signed_in() -> keys.Principal | None:
     SESSION_HOURS ago: each request re-signs the cookie, so its own age is an idle time,
     and a removed user, a changed password or a rotated token must end the sessions
     opened with them. A key's session holds while the key is live (checked each
-    request); a portal's until its link's end, kept as its credential."""
+    request); a portal's until its link's end (kept as its credential) or its tenant's deletion."""
     held = sessions.lookup(rt().redis, session.get("sid"))
     if held is None or held.get("user") != session.get("user"):
         return None
@@ -165,7 +165,13 @@ def signed_in() -> keys.Principal | None:
         until = held.get("cred") or ""
         if not until.isdigit() or time.time() >= int(until):
             return None
-        return keys.Principal(None, user.removeprefix(PORTAL_USER), "portal")
+        tenant_id = user.removeprefix(PORTAL_USER)
+        # A deleted tenant's session ends with it, as its keys' sessions do.
+        with rt().pool.connection() as conn:
+            if conn.execute("SELECT 1 FROM tenants WHERE id = %s", (tenant_id,)).fetchone() \
+                    is None:
+                return None
+        return keys.Principal(None, tenant_id, "portal")
     presented = held.get("cred")
     if not isinstance(presented, str):
         return None

@@ -33,10 +33,43 @@ _TAKES_FAILURE = f"""(EXCLUDED.status_rank > m.status_rank
         OR EXCLUDED.status_rank = m.status_rank
            AND ({_FAILURE_KEY.format(t="EXCLUDED.")}) < ({_FAILURE_KEY.format(t="m.")}))"""
 
+# Whose receipts count for a message (docs/tenants.md). A receipt a tenant's callback key
+# brought counts only if its sender is nobody's or that tenant's, and the message is
+# nobody's yet or that tenant's; within a batch, of two tenants' receipts of a new message
+# the smaller tenant's count. So one tenant's key cannot move, read (through the history)
+# or claim another tenant's message by naming its id. A receipt of no tenant (the source's
+# own token) still counts for any message. Each check is one index probe, made only for
+# a receipt that has a tenant; a batch with none skips them (_UPSERT_UNTENANTED).
+_ROWS = """
+r AS (
+    SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[],
+                         %b::text[], %b::text[], %b::smallint[], %b::timestamptz[],
+                         %b::text[], %b::text[], %b::text[], %b::text[])
+        AS r(event_id, source, message_id, channel, sender, msisdn, status, rank,
+             occurred_at, failure_reason, failure_code, tenant_id, provider_status)
+)"""
+_MINE = _ROWS + """, ok AS (
+    SELECT r.* FROM r
+    LEFT JOIN tenant_senders ts ON r.tenant_id IS NOT NULL
+        AND ts.source = r.source AND ts.sender = r.sender
+    LEFT JOIN messages x ON r.tenant_id IS NOT NULL
+        AND x.source = r.source AND x.message_id = r.message_id
+    WHERE r.tenant_id IS NULL OR (coalesce(ts.tenant_id, r.tenant_id) = r.tenant_id
+                                  AND coalesce(x.tenant_id, r.tenant_id) = r.tenant_id)
+), firsts AS (
+    SELECT ok.*, min(tenant_id) OVER (PARTITION BY source, message_id) AS first_tenant
+    FROM ok
+), mine AS (
+    SELECT * FROM firsts WHERE tenant_id IS NULL OR tenant_id = first_tenant
+)"""
+
 # One statement per batch. Receipts of one message within the batch are folded
 # by GROUP BY with the same rules the conflict clause applies across batches, so
-# the rules live in SQL only; groups go in key order (no deadlocks).
-_UPSERT = f"""
+# the rules live in SQL only; groups go in key order (no deadlocks). The same
+# statement writes the status history of the receipts that counted (for a message the
+# upsert did write: not for another tenant's made meanwhile by a concurrent batch).
+_UPSERT_TEMPLATE = f"""
+WITH {{mine}}, up AS (
 INSERT INTO messages AS m (source, message_id, channel, sender, msisdn, status, status_rank,
                            {", ".join(_AT)}, last_event_at, failure_reason, failure_code,
                            tenant_id)
@@ -47,10 +80,7 @@ SELECT source, message_id, min(channel), min(sender), min(msisdn),
        (array_agg(failure_reason ORDER BY rank DESC, {_FAILURE_KEY.format(t="")}))[1],
        (array_agg(failure_code ORDER BY rank DESC, {_FAILURE_KEY.format(t="")}))[1],
        min(tenant_id)
-FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-            %b::smallint[], %b::timestamptz[], %b::text[], %b::text[], %b::text[])
-     AS r(source, message_id, channel, sender, msisdn, status, rank, occurred_at,
-          failure_reason, failure_code, tenant_id)
+FROM mine
 GROUP BY source, message_id
 ORDER BY source, message_id
 ON CONFLICT (source, message_id) DO UPDATE SET
@@ -70,14 +100,19 @@ ON CONFLICT (source, message_id) DO UPDATE SET
     -- The first attributed event names the message's tenant; a later receipt without
     -- a sender or key takes it from here (shared.db.events).
     tenant_id = coalesce(m.tenant_id, EXCLUDED.tenant_id)
-"""
-
-_HISTORY = """
+-- Another tenant's message made meanwhile by a concurrent batch: left as it is.
+WHERE m.tenant_id IS NULL OR EXCLUDED.tenant_id IS NULL OR m.tenant_id = EXCLUDED.tenant_id
+RETURNING source, message_id
+)
 INSERT INTO message_status_history (event_id, source, message_id, status, provider_status,
                                     occurred_at, reason, code)
-SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[],
-                     %b::timestamptz[], %b::text[], %b::text[])
+SELECT event_id, source, message_id, status, provider_status, occurred_at, failure_reason,
+       failure_code
+FROM mine WHERE (source, message_id) IN (SELECT source, message_id FROM up)
+ORDER BY event_id
 """
+_UPSERT = _UPSERT_TEMPLATE.format(mine=_MINE)
+_UPSERT_UNTENANTED = _UPSERT_TEMPLATE.format(mine=_ROWS + ", mine AS (SELECT * FROM r)")
 
 
 _ALIASES = """
@@ -106,23 +141,18 @@ def apply_statuses(cur: psycopg.Cursor, stored: list[Stored]) -> None:
     if not receipts:
         return
     _insert_aliases(cur, receipts)
-    # Columns both statements send are encoded once.
-    source = arrays.text([e.source for e in receipts])
-    message_id = arrays.text([e.message_id for e in receipts])
-    status = arrays.text([e.status for e in receipts])
-    occurred_at = arrays.timestamptz([e.occurred_at for e in receipts])
-    reason = arrays.text([e.failure_reason for e in receipts])
-    code = arrays.text([e.failure_code for e in receipts])
-    cur.execute(_UPSERT, [
-        source, message_id, arrays.text([e.channel for e in receipts]),
-        arrays.text([e.sender for e in receipts]), arrays.text([e.msisdn for e in receipts]),
-        status, arrays.smallint([STATUS_RANK[e.status] for e in receipts]), occurred_at,
-        reason, code, arrays.text([s.tenant_id for s in mine]),
-    ])
-    ids = [s.id for s in mine]
-    cur.execute(_HISTORY, [
-        arrays.bigint(ids), source, message_id, status,
-        arrays.text([e.provider_status for e in receipts]), occurred_at, reason, code,
+    tenanted = any(s.tenant_id is not None for s in mine)
+    cur.execute(_UPSERT if tenanted else _UPSERT_UNTENANTED, [
+        arrays.bigint([s.id for s in mine]),
+        arrays.text([e.source for e in receipts]), arrays.text([e.message_id for e in receipts]),
+        arrays.text([e.channel for e in receipts]), arrays.text([e.sender for e in receipts]),
+        arrays.text([e.msisdn for e in receipts]), arrays.text([e.status for e in receipts]),
+        arrays.smallint([STATUS_RANK[e.status] for e in receipts]),
+        arrays.timestamptz([e.occurred_at for e in receipts]),
+        arrays.text([e.failure_reason for e in receipts]),
+        arrays.text([e.failure_code for e in receipts]),
+        arrays.text([s.tenant_id for s in mine]),
+        arrays.text([e.provider_status for e in receipts]),
     ])
 
 
