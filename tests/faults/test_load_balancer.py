@@ -14,7 +14,7 @@ from tests.faults.conftest import audit, settle
 from tests.faults.haproxy import HAPROXY, loopback_config, retried
 from tests.faults.load import Load, Traffic
 from tests.faults.stack import Proc, Stack, wait_until
-from tests.procs import HOOKLINE, free_port
+from tests.procs import CALLBACK_TOKEN, HOOKLINE, free_port
 
 pytestmark = [
     pytest.mark.faults,
@@ -40,8 +40,8 @@ def _up(url: str) -> bool:
 
 
 def _token(stack: Stack) -> dict[str, str]:
-    token = stack.env.get("HOOKLINE_CALLBACK_TOKEN")
-    return {"token": token} if token else {}
+    # The stack's processes get CALLBACK_TOKEN unless the test set one of its own.
+    return {"token": stack.env.get("HOOKLINE_CALLBACK_TOKEN", CALLBACK_TOKEN)}
 
 
 def _check_one_trusted_hop(stack: Stack, lb: str, direct: str) -> None:

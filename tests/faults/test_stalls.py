@@ -18,6 +18,7 @@ from tests.faults.ledger import Expect
 from tests.faults.load import SOURCE, Load, Traffic
 from tests.faults.stack import wait_until
 from tests.helpers import receipt
+from tests.procs import CALLBACK_AUTH
 
 pytestmark = pytest.mark.faults
 
@@ -27,7 +28,7 @@ HELD_SECONDS = 4 * LEASE_SECONDS  # more leases than attempts allowed
 
 
 def _post(stack, ledger, body: bytes, expect: Expect) -> str:
-    r = httpx.post(f"{stack.base}/callbacks/{SOURCE}", content=body)
+    r = httpx.post(f"{stack.base}/callbacks/{SOURCE}", content=body, headers=CALLBACK_AUTH)
     ledger.record(r.status_code, r.json().get("id"), expect)
     assert r.status_code == 202, r.text
     return r.json()["id"]
