@@ -225,7 +225,8 @@ def main() -> None:
                    help="processing's second run: this share stamped days to months old")
     p.add_argument("--skip", nargs="*", default=[],
                    choices=["ingest", "ingest_instructions", "processing",
-                            "drain_instructions", "latency", "fanout", "send_instructions"])
+                            "drain_instructions", "latency", "fanout", "send_instructions",
+                            "tracing_cost"])
     args = p.parse_args()
     tree = str(Path(args.tree).resolve()) if args.tree else None
     if tree and os.environ.get(common.TREE) != tree:
