@@ -452,9 +452,11 @@ def _stalled(rt: Runtime, lease: Lease, good: list[Decoded], exc: BaseException,
     isolation is a duplicate there); no attempt is counted for it."""
     log.warning("batch %s stalled in PostgreSQL, retrying its %d envelopes: %s", lease.id,
                 len(lease.items), exc, extra={"lease": lease.id, "error": repr(exc)})
-    rt.inbox.release(lease, requeue=lease.items)
     if lease.from_retry:
+        # Taken back before the envelopes are on the retry list again: another drain may
+        # lease and count them the moment they are, and that count must not find ours.
         rt.inbox.unbump_attempts([d.ingest_id for d in good])
+    rt.inbox.release(lease, requeue=lease.items)
     out.stalled += len(lease.items)
     return out
 
