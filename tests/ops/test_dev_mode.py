@@ -20,7 +20,7 @@ import pytest
 from hookline import devrunner
 from hookline.cli import log_format
 from shared import config, logs, netguard
-from tests.procs import HOOKLINE, ROOT, free_port, wait_http
+from tests.procs import HOOKLINE, ROOT, free_port, wait_for, wait_http
 
 LOCAL_RECEIVER = "http://127.0.0.1:9/hook"
 
@@ -139,6 +139,9 @@ def test_dev_logs_text_by_process_and_accepts_a_local_receiver(tmp_path: Path) -
                           headers={"Authorization": f"Bearer {token}"},
                           json={"url": LOCAL_RECEIVER, "event_types": ["*"]})
         assert made.status_code == 201, made.text
+        # Ingest answers before the scheduler has said anything: wait for its first line.
+        wait_for(lambda: re.search(r"^scheduler +\| ", log.read_text(errors="replace"),
+                                   re.MULTILINE), timeout=60)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
